@@ -1,0 +1,47 @@
+"""Application factory: a Flask app and a python-socketio server on one port.
+
+`create_app()` returns the Flask app; its `wsgi_app` is wrapped by
+`socketio.WSGIApp`, so `/socket.io/` goes to Socket.IO and every other path to
+Flask. Each call builds its own settings, server, manager and services: two apps
+in one process share nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from app.api import register_blueprints
+from app.cli import register_commands
+from app.core.tokens import TokenService
+from app.core.users import load_user_store
+from app.logging_setup import configure_logging
+from app.services import EXTENSION_KEY, Services
+from app.sockets import NAMESPACES, register_namespaces
+from app.sockets.server import create_socketio_server, wrap_wsgi
+from config.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the application from `settings` (default: the environment) plus overrides."""
+    if settings is None:
+        settings = load_settings(**overrides)
+    elif overrides:
+        settings = load_settings(environ={}, env_file="",
+                                 **{**settings.__dict__, **overrides})
+    configure_logging(settings)
+
+    flask_app = Flask(__name__)
+    flask_app.config.update(SECRET_KEY=settings.secret_key,
+                            MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
+    sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES])
+    services = Services(settings=settings, tokens=TokenService(settings),
+                        users=load_user_store(settings), sio=sio)
+    flask_app.extensions[EXTENSION_KEY] = services
+
+    register_blueprints(flask_app)
+    register_namespaces(sio, services)
+    register_commands(flask_app)
+    flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings)
+    return flask_app

@@ -1,0 +1,19 @@
+"""REST API under /api: add a blueprint to BLUEPRINTS (one line) and it is registered."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import auth, health, rooms
+from app.api.errors import register_error_handlers
+from app.api.headers import register_security_headers
+
+URL_PREFIX = "/api"
+BLUEPRINTS = (health.bp, auth.bp, rooms.bp)
+
+
+def register_blueprints(app: Flask) -> None:
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint, url_prefix=URL_PREFIX)
+    register_error_handlers(app)
+    register_security_headers(app)

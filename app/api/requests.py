@@ -1,0 +1,28 @@
+"""Request helpers for views: the JSON body against a schema, the bearer identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from app.core.errors import ForbiddenError, ValidationError
+from app.core.schema import Schema
+from app.core.tokens import Identity, bearer_token
+from app.services import get_services
+
+
+def json_body(schema: Schema) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ValidationError("the request body must be JSON (Content-Type: application/json)",
+                              code="invalid_json")
+    return schema.validate(body)
+
+
+def current_identity(role: str | None = None) -> Identity:
+    """The identity of the `Authorization: Bearer` token, or a 401/403 error."""
+    identity = get_services().tokens.verify(bearer_token(request.headers.get("Authorization")))
+    if role is not None and identity.role != role:
+        raise ForbiddenError(f"this endpoint requires the {role!r} role")
+    return identity

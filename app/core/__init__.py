@@ -1,0 +1,1 @@
+"""Services shared by the REST API, the Socket.IO namespaces and the CLI."""

@@ -1,0 +1,72 @@
+"""Chat rooms and messages: naming rules and the message every sender builds.
+
+Client-chosen room names are stored under the `room:` prefix so they can never
+collide with the rooms python-socketio and this template use internally (each
+socket's own sid room, and `user:<id>` rooms used to reach all of a user's sockets).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any, Protocol
+
+from app.core.schema import Field
+
+CHAT_NAMESPACE = "/chat"
+MESSAGE_EVENT = "message"
+ANNOUNCEMENT_EVENT = "announcement"
+
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+ROOM_PREFIX = "room:"
+USER_PREFIX = "user:"
+SYSTEM_SENDER = {"id": "system", "name": "system"}
+
+
+def room_field() -> Field:
+    return Field(str, max_length=64, pattern=ROOM_PATTERN)
+
+
+def text_field(max_length: int) -> Field:
+    return Field(str, min_length=1, max_length=max_length, strip=True)
+
+
+def room_key(room: str) -> str:
+    return ROOM_PREFIX + room
+
+
+def room_from_key(key: Any) -> str | None:
+    """The public name of an internal room key, or None for internal rooms."""
+    if isinstance(key, str) and key.startswith(ROOM_PREFIX):
+        return key[len(ROOM_PREFIX):]
+    return None
+
+
+def user_room(user_id: str) -> str:
+    return USER_PREFIX + user_id
+
+
+class Emitter(Protocol):
+    """A socketio.Server or a write-only client manager: both emit through the queue."""
+
+    def emit(self, event: str, data: Any = None, **kwargs: Any) -> Any: ...
+
+
+def new_message(room: str | None, text: str, sender: dict[str, str]) -> dict[str, Any]:
+    """A message or (room None) an announcement, with a server-assigned id and time (ms)."""
+    return {"id": uuid.uuid4().hex, "room": room, "text": text, "sender": sender,
+            "ts": int(time.time() * 1000)}
+
+
+def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str], *,
+                 skip_sid: str | None = None) -> dict[str, Any]:
+    """Send a chat message to every member of `room`, on every worker.
+
+    `skip_sid` leaves out one socket (usually the sender, who has the message in
+    its ack); without it the sender receives its own message too, if it is a member.
+    """
+    message = new_message(room, text, sender)
+    emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
+                 namespace=CHAT_NAMESPACE)
+    return message

@@ -1,0 +1,33 @@
+"""The per-application service container: one per create_app(), nothing global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import socketio
+from flask import current_app
+
+from app.core.tokens import TokenService
+from app.core.users import UserStore
+from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    tokens: TokenService
+    users: UserStore
+    sio: socketio.Server
+
+    @property
+    def manager(self):
+        """The client manager: in-memory or the Redis queue (see app/core/queue.py)."""
+        return self.sio.manager
+
+
+EXTENSION_KEY = "realtime"
+
+
+def get_services() -> Services:
+    """The services of the Flask app handling the current request or CLI command."""
+    return current_app.extensions[EXTENSION_KEY]

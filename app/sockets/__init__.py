@@ -1,0 +1,18 @@
+"""Socket.IO namespaces: add yours to NAMESPACES (one line) and it is registered."""
+
+from __future__ import annotations
+
+import socketio
+
+from app.services import Services
+from app.sockets.admin import AdminNamespace
+from app.sockets.chat import ChatNamespace
+from app.sockets.worker_ops import register_worker_ops
+
+NAMESPACES = (ChatNamespace, AdminNamespace)
+
+
+def register_namespaces(sio: socketio.Server, services: Services) -> None:
+    for namespace_class in NAMESPACES:
+        sio.register_namespace(namespace_class(services))
+    register_worker_ops(sio)

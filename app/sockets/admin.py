@@ -1,0 +1,66 @@
+"""/admin: operations on every worker, for tokens with role "admin" only.
+
+Events (each acks {"ok": true, ...} or {"ok": false, "error": ...}):
+  broadcast {text}              -> {announcement}   "announcement" to every /chat client
+  rooms     {}                  -> {rooms: [{room, members}], workers, errors}
+  kick      {user_id, reason?}  -> {user_id, sockets, workers, errors}
+  stats     {}                  -> {connections: {ns: n}, rooms, workers: [...], errors}
+`errors` lists workers that failed or did not answer in GATHER_TIMEOUT: the
+result is then partial, and says so.
+"""
+
+from __future__ import annotations
+
+from app.core.chat import ANNOUNCEMENT_EVENT, CHAT_NAMESPACE, new_message, text_field
+from app.core.schema import Field, Schema
+from app.sockets.base import BaseNamespace, EventContext, on_event
+from app.sockets.worker_ops import answer_errors, merge_rooms
+
+EMPTY = Schema()
+
+
+def broadcast_schema(settings):
+    return Schema(text=text_field(settings.max_message_length))
+
+
+KICK_SCHEMA = Schema(user_id=Field(str, min_length=1, max_length=128),
+                     reason=Field(str, required=False, default="kicked by an administrator",
+                                  max_length=200))
+
+
+class AdminNamespace(BaseNamespace):
+    path = "/admin"
+    required_role = "admin"
+
+    @on_event("broadcast", schema=broadcast_schema)
+    def broadcast(self, ctx: EventContext, payload: dict) -> dict:
+        announcement = new_message(None, payload["text"], ctx.user.public())
+        self.emit(ANNOUNCEMENT_EVENT, announcement, namespace=CHAT_NAMESPACE)
+        return {"announcement": announcement}
+
+    @on_event("rooms", schema=EMPTY)
+    def rooms_(self, ctx: EventContext, payload: dict) -> dict:
+        answers = self.server.manager.control.run("rooms")
+        rooms = merge_rooms(answers)
+        return {"rooms": [{"room": name, "members": count} for name, count in sorted(rooms.items())],
+                "workers": len(answers), "errors": answer_errors(answers)}
+
+    @on_event("kick", schema=KICK_SCHEMA)
+    def kick(self, ctx: EventContext, payload: dict) -> dict:
+        answers = self.server.manager.control.run("kick", payload)
+        sockets = sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))
+        return {"user_id": payload["user_id"], "sockets": sockets, "workers": len(answers),
+                "errors": answer_errors(answers)}
+
+    @on_event("stats", schema=EMPTY)
+    def stats(self, ctx: EventContext, payload: dict) -> dict:
+        answers = self.server.manager.control.run("stats")
+        workers = [a for a in answers if isinstance(a, dict) and "error" not in a]
+        connections: dict[str, int] = {}
+        for worker in workers:
+            for namespace, count in worker["connections"].items():
+                connections[namespace] = connections.get(namespace, 0) + count
+        rooms = merge_rooms([worker["rooms"] for worker in workers])
+        return {"connections": connections, "rooms": len(rooms),
+                "workers": [{**worker, "rooms": len(worker["rooms"])} for worker in workers],
+                "errors": answer_errors(answers)}

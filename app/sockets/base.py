@@ -1,0 +1,194 @@
+"""The one place every Socket.IO connect and event passes.
+
+    connect:  token (auth payload or Authorization header) -> verified identity
+              -> role check -> identity kept for the socket's lifetime
+    event:    identity -> known event? -> payload schema -> handler
+              -> ack {"ok": true, ...} | {"ok": false, "error": {code, message}}
+              -> log line
+
+Handlers are plain methods of validated input, declared with `@on_event`:
+
+    class Chat(BaseNamespace):
+        path = "/chat"
+
+        @on_event("join", schema=Schema(room=room_field()))
+        def join(self, ctx, payload):
+            ...
+            return {"room": payload["room"]}
+
+Later layers (rate limits, token expiry, metrics) belong in `_dispatch` and
+`_connect`, so every namespace, including yours, gets them without edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import socketio
+
+from app.core.chat import user_room
+from app.core.errors import AppError, ForbiddenError, ValidationError
+from app.core.schema import Schema
+from app.core.tokens import Identity, bearer_token
+from app.services import Services
+from config.settings import Settings
+
+log = logging.getLogger("app.sockets")
+
+# A schema, or a function of the settings that builds one (for limits from config).
+SchemaSpec = Schema | Callable[[Settings], Schema] | None
+
+
+@dataclass(frozen=True)
+class EventContext:
+    sid: str
+    user: Identity
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    name: str
+    handler: Callable[..., dict[str, Any] | None]
+    schema: Schema | None
+
+
+def on_event(name: str, *, schema: SchemaSpec = None):
+    """Declare a method as the handler of event `name`, with its payload schema."""
+
+    def decorate(method):
+        method.__socket_event__ = (name, schema)
+        return method
+
+    return decorate
+
+
+def error_ack(error: AppError) -> dict[str, Any]:
+    return {"ok": False, "error": error.to_dict()}
+
+
+INTERNAL_ERROR = AppError("the server failed to handle this event", code="internal_error",
+                          status=500)
+
+
+class BaseNamespace(socketio.Namespace):
+    path: ClassVar[str]
+    # None: any authenticated user; "admin": only tokens with that role.
+    required_role: ClassVar[str | None] = None
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(self.path)
+        self.services = services
+        self.settings = services.settings
+        self.events = self._collect_events(services.settings)
+        # sid -> identity of every socket connected to this namespace in this worker.
+        self.identities: dict[str, Identity] = {}
+
+    @classmethod
+    def _collect_events(cls, settings: Settings) -> dict[str, EventSpec]:
+        events = {}
+        for attribute in dir(cls):
+            declared = getattr(getattr(cls, attribute), "__socket_event__", None)
+            if declared is None:
+                continue
+            name, schema = declared
+            if callable(schema) and not isinstance(schema, Schema):
+                schema = schema(settings)
+            events[name] = EventSpec(name, getattr(cls, attribute), schema)
+        return events
+
+    # --- python-socketio entry point -------------------------------------
+    def trigger_event(self, event, *args):
+        if event == "connect":
+            return self._connect(*args)
+        if event == "disconnect":
+            return self._disconnect(*args)
+        return self._dispatch(event, args)
+
+    # --- connect / disconnect --------------------------------------------
+    def _connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        try:
+            identity = self.authenticate(environ, auth)
+            self.identities[sid] = identity
+            self.enter_room(sid, user_room(identity.id))
+            self.on_connected(sid, identity)
+        except AppError as exc:
+            self.identities.pop(sid, None)
+            log.info("connect refused ns=%s code=%s reason=%s", self.path, exc.code, exc.message)
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        except Exception:
+            self.identities.pop(sid, None)
+            log.exception("connect handler failed ns=%s", self.path)
+            raise socketio.exceptions.ConnectionRefusedError(
+                INTERNAL_ERROR.message, INTERNAL_ERROR.to_dict()) from None
+        log.debug("connect ns=%s sid=%s user=%s", self.path, sid, identity.id)
+
+    def authenticate(self, environ: dict, auth: Any) -> Identity:
+        """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
+        if auth is not None and not isinstance(auth, dict):
+            raise ValidationError('auth must be an object: {"token": "<jwt>"}',
+                                  code="malformed_token")
+        token = (auth or {}).get("token")
+        if token is None:
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        identity = self.services.tokens.verify(token)
+        if self.required_role is not None and identity.role != self.required_role:
+            raise ForbiddenError(f"the {self.path} namespace requires the "
+                                 f"{self.required_role!r} role")
+        return identity
+
+    def _disconnect(self, sid: str, reason: Any = None) -> None:
+        identity = self.identities.pop(sid, None)
+        if identity is None:
+            return
+        try:
+            self.on_disconnected(sid, identity, reason)
+        except Exception:
+            log.exception("disconnect hook failed ns=%s sid=%s", self.path, sid)
+        log.debug("disconnect ns=%s sid=%s user=%s reason=%s", self.path, sid, identity.id, reason)
+
+    def on_connected(self, sid: str, identity: Identity) -> None:
+        """Hook: the socket is authenticated (raise AppError to refuse it)."""
+
+    def on_disconnected(self, sid: str, identity: Identity, reason: Any) -> None:
+        """Hook: the socket is gone; python-socketio already removed it from its rooms."""
+
+    # --- events -----------------------------------------------------------
+    def _dispatch(self, event: Any, args: tuple) -> dict[str, Any]:
+        started = time.perf_counter()
+        sid, data = args[0], args[1:]
+        try:
+            ack = self._run(sid, event, data)
+        except AppError as exc:
+            ack = error_ack(exc)
+        except Exception:
+            log.exception("event handler failed ns=%s event=%r sid=%s", self.path, event, sid)
+            ack = error_ack(INTERNAL_ERROR)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event ns=%s event=%r sid=%s ok=%s ms=%.2f", self.path, event, sid,
+                      ack["ok"], (time.perf_counter() - started) * 1000)
+        return ack
+
+    def _run(self, sid: str, event: Any, data: tuple) -> dict[str, Any]:
+        identity = self.identities.get(sid)
+        if identity is None:
+            raise AppError("this socket is not authenticated", code="not_authenticated",
+                           status=401)
+        spec = self.events.get(event) if isinstance(event, str) else None
+        if spec is None:
+            raise AppError(f"unknown event {str(event)[:64]!r}", code="unknown_event",
+                           details={"events": sorted(self.events)})
+        if len(data) > 1:
+            raise ValidationError("send one payload object (and an ack callback)")
+        payload = data[0] if data else None
+        if spec.schema is not None:
+            payload = spec.schema.validate(payload)
+        result = spec.handler(self, EventContext(sid, identity), payload)
+        return {"ok": True, **(result or {})}
+
+    # --- helpers for handlers --------------------------------------------
+    def is_member(self, sid: str, room: str) -> bool:
+        """O(1) membership test (python-socketio's rooms(sid) scans every room)."""
+        return sid in self.server.manager.rooms.get(self.path, {}).get(room, ())

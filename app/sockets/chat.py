@@ -1,0 +1,54 @@
+"""/chat: rooms and messages between authenticated users.
+
+Client -> server events (each acks {"ok": true, ...} or {"ok": false, "error": ...}):
+  join     {room}                      -> {room}
+  leave    {room}                      -> {room}
+  message  {room, text, echo?=false}   -> {message}
+Server -> client events:
+  message       {id, room, text, sender: {id, name}, ts}
+  announcement  {id, room: null, text, sender, ts}       (from /admin broadcast)
+  kicked        {reason}                                  (then disconnect)
+"""
+
+from __future__ import annotations
+
+from app.core.chat import CHAT_NAMESPACE, post_message, room_field, room_key, text_field
+from app.core.errors import AppError
+from app.core.schema import Field, Schema
+from app.sockets.base import BaseNamespace, EventContext, on_event
+
+ROOM_SCHEMA = Schema(room=room_field())
+
+
+def message_schema(settings):
+    return Schema(room=room_field(), text=text_field(settings.max_message_length),
+                  echo=Field(bool, required=False, default=False))
+
+
+class ChatNamespace(BaseNamespace):
+    path = CHAT_NAMESPACE
+
+    @on_event("join", schema=ROOM_SCHEMA)
+    def join(self, ctx: EventContext, payload: dict) -> dict:
+        self.enter_room(ctx.sid, room_key(payload["room"]))
+        return {"room": payload["room"]}
+
+    @on_event("leave", schema=ROOM_SCHEMA)
+    def leave(self, ctx: EventContext, payload: dict) -> dict:
+        self._require_member(ctx.sid, payload["room"])
+        self.leave_room(ctx.sid, room_key(payload["room"]))
+        return {"room": payload["room"]}
+
+    @on_event("message", schema=message_schema)
+    def message(self, ctx: EventContext, payload: dict) -> dict:
+        room = payload["room"]
+        self._require_member(ctx.sid, room)
+        # The sender gets the message in its ack; `echo` also delivers the event to
+        # it like to any member (skip_sid=None), e.g. for a client that renders only events.
+        message = post_message(self.server, room, payload["text"], ctx.user.public(),
+                               skip_sid=None if payload["echo"] else ctx.sid)
+        return {"message": message}
+
+    def _require_member(self, sid: str, room: str) -> None:
+        if not self.is_member(sid, room_key(room)):
+            raise AppError(f"join room {room!r} first", code="not_in_room", status=403)

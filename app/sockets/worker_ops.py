@@ -1,0 +1,64 @@
+"""What each worker answers about its own clients, for the control bus.
+
+python-socketio's rooms and participants are per worker: /admin asks every worker
+(app/core/control.py) and merges the answers with the functions below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import socketio
+
+from app.core.chat import CHAT_NAMESPACE, room_from_key, user_room
+
+KICKED_EVENT = "kicked"
+
+
+def local_rooms(sio: socketio.Server) -> dict[str, int]:
+    rooms = sio.manager.rooms.get(CHAT_NAMESPACE, {})
+    return {name: len(members) for key, members in rooms.items()
+            if (name := room_from_key(key)) is not None and members}
+
+
+def local_stats(sio: socketio.Server) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host_id": getattr(sio.manager, "host_id", "local"),
+        "connections": {ns: len(rooms.get(None, ())) for ns, rooms in sio.manager.rooms.items()},
+        "rooms": local_rooms(sio),
+    }
+
+
+def local_kick(sio: socketio.Server, user_id: str, reason: str) -> int:
+    """Tell and disconnect every local socket of `user_id`, in every namespace."""
+    kicked = 0
+    for namespace in list(sio.manager.rooms):
+        for sid, _eio_sid in list(sio.manager.get_participants(namespace, user_room(user_id))):
+            sio.emit(KICKED_EVENT, {"reason": reason}, to=sid, namespace=namespace,
+                     ignore_queue=True)
+            sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+            kicked += 1
+    return kicked
+
+
+def register_worker_ops(sio: socketio.Server) -> None:
+    bus = sio.manager.control
+    bus.register("rooms", lambda payload: local_rooms(sio))
+    bus.register("stats", lambda payload: local_stats(sio))
+    bus.register("kick", lambda payload: {
+        "sockets": local_kick(sio, str(payload["user_id"]), str(payload.get("reason", "")))})
+
+
+def merge_rooms(answers: list[Any]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for answer in answers:
+        if isinstance(answer, dict) and "error" not in answer:
+            total.update(answer)
+    return dict(total)
+
+
+def answer_errors(answers: list[Any]) -> list[str]:
+    return [a["error"] for a in answers if isinstance(a, dict) and "error" in a]

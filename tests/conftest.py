@@ -1,0 +1,166 @@
+"""Fixtures: private Redis, real gunicorn servers, tokens and Socket.IO clients.
+
+Servers shared by many tests are session-scoped (starting gunicorn costs about a
+second); tests that stop Redis or kill a server start their own.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from app import create_app
+from app.core.tokens import TokenService
+from config.settings import load_settings
+from tests.helpers import AppServer, Client, RedisServer, test_environment
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """The settings the test servers run with (same environment, loaded here)."""
+    return load_settings(environ=test_environment(), env_file="")
+
+
+@pytest.fixture()
+def app(settings):
+    """An in-process app (in-memory manager) for REST tests through Flask's client."""
+    return create_app(settings)
+
+
+@pytest.fixture()
+def http(app):
+    return app.test_client()
+
+
+# --- tokens --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tokens(settings):
+    return TokenService(settings)
+
+
+@pytest.fixture(scope="session")
+def make_token(settings):
+    """make_token(sub="alice", role="user", key=..., algorithm=..., **claim overrides).
+
+    A claim set to None is left out; the default is a valid token for the servers.
+    """
+
+    def make(sub="alice", role="user", *, key=None, algorithm=None, headers=None, **claims):
+        now = int(time.time())
+        payload = {"sub": sub, "name": sub, "role": role, "iat": now, "exp": now + 300,
+                   "iss": settings.jwt_issuer, "aud": settings.jwt_audience, **claims}
+        payload = {name: value for name, value in payload.items() if value is not None}
+        return jwt.encode(payload, key or settings.jwt_secret,
+                          algorithm=algorithm or settings.jwt_algorithm, headers=headers)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def auth_header(make_token):
+    def header(sub="alice", role="user"):
+        return {"Authorization": f"Bearer {make_token(sub, role)}"}
+
+    return header
+
+
+# --- processes -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server for the session (never stopped by a test)."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture()
+def private_redis():
+    """A redis-server of the test's own, which the test may stop and restart."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """start_server(**env) -> a running AppServer, stopped at the end of the session."""
+    started: list[AppServer] = []
+
+    def start(**env: str) -> AppServer:
+        server = AppServer(**env)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture()
+def start_own_server():
+    """Like start_server, for servers a test stops or breaks: stopped after the test."""
+    started: list[AppServer] = []
+
+    def start(**env: str) -> AppServer:
+        server = AppServer(**env)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server):
+    """One server with the in-memory manager: the README's default."""
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def cluster(start_server, redis_server):
+    """Two server processes sharing emits through the private Redis."""
+    return [start_server(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+
+
+# --- clients -------------------------------------------------------------
+@pytest.fixture()
+def connect(make_token):
+    """connect(url, namespaces=["/chat"], user="alice", role="user", auth=..., ...) -> Client."""
+    clients: list[Client] = []
+    missing = object()
+
+    def open_client(url, namespaces=("/chat",), user="alice", role="user", auth=missing,
+                    headers=None, transport="websocket") -> Client:
+        if auth is missing:
+            auth = {"token": make_token(user, role)}
+        client = Client(transport)
+        clients.append(client)
+        return client.connect(url, list(namespaces), auth=auth, headers=headers)
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture()
+def refused():
+    """refused(url, namespace, **connect kwargs) -> the connect_error payload."""
+
+    def attempt(url, namespace="/chat", **kwargs):
+        client = Client(kwargs.pop("transport", "websocket"))
+        client.watch(namespace)
+        try:
+            client.sio.connect(url, namespaces=[namespace], auth=kwargs.get("auth"),
+                               headers=kwargs.get("headers") or {},
+                               transports=[client.transport], wait_timeout=10)
+        except Exception:
+            pass
+        finally:
+            client.close()
+        assert client.connect_errors, "the connection was not refused"
+        return client.connect_errors[0]
+
+    return attempt

@@ -1,0 +1,206 @@
+"""Real things for the tests: a private redis-server, gunicorn processes, clients.
+
+Everything listens on a free loopback port chosen at start, and is stopped by the
+fixture that started it; nothing here touches the shared Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import socketio
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+ASYNC_MODE = os.environ.get("ASYNC_MODE", "eventlet")
+STARTUP_TIMEOUT = 30.0
+# How long an assertion waits for something asynchronous to happen (not a speed
+# requirement: a passing run returns as soon as the condition holds).
+WAIT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def test_environment(**overrides: str) -> dict[str, str]:
+    """The environment of a server or CLI process: only what the test chose."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    env.update({
+        "ENV_FILE": "",  # a developer's .env must not change the tests
+        "APP_ENV": "testing",
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "ASYNC_MODE": ASYNC_MODE,
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    })
+    env.update(overrides)
+    return env
+
+
+class RedisServer:
+    """A private redis-server on a free port; stop() and start() keep the port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="test-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ping, STARTUP_TIMEOUT, message=f"redis-server on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class AppServer:
+    """The template served by gunicorn with config/gunicorn.conf.py, as in production."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.env = test_environment(BIND=f"127.0.0.1:{self.port}", **env)
+        self.log_path = Path(tempfile.mkstemp(prefix="test-app-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AppServer:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        wait_for(self._healthy, STARTUP_TIMEOUT, interval=0.1, message=f"server {self.url}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return requests.get(self.url + "/api/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        code, self.process = self.process.returncode, None
+        return code
+
+
+class Client:
+    """A real python-socketio client that records every event it receives."""
+
+    def __init__(self, transport: str = "websocket") -> None:
+        self.sio = socketio.Client(reconnection=False)
+        self.transport = transport
+        self.events: queue.Queue = queue.Queue()
+        self.received: list[tuple[str, str, Any]] = []
+        self.connect_errors: list[Any] = []
+        self.disconnects: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def _record(self, event: str, namespace: str, data: Any) -> None:
+        with self._lock:
+            self.received.append((namespace, event, data))
+
+    def watch(self, namespace: str) -> None:
+        self.sio.on("*", lambda event, *args: self._record(event, namespace,
+                                                           args[0] if args else None),
+                    namespace=namespace)
+        # connect_error and disconnect never reach catch-all handlers
+        self.sio.on("connect_error", lambda data: self.connect_errors.append(data),
+                    namespace=namespace)
+        self.sio.on("disconnect", lambda reason=None: self.disconnects.append((namespace, reason)),
+                    namespace=namespace)
+
+    def connect(self, url: str, namespaces: list[str], auth: Any = None,
+                headers: dict | None = None) -> Client:
+        for namespace in namespaces:
+            self.watch(namespace)
+        self.sio.connect(url, namespaces=namespaces, auth=auth, headers=headers or {},
+                         transports=[self.transport], wait_timeout=10)
+        return self
+
+    def call(self, event: str, data: Any = None, namespace: str = "/chat", timeout: float = WAIT):
+        return self.sio.call(event, data, namespace=namespace, timeout=timeout)
+
+    def of(self, event: str, namespace: str = "/chat") -> list[Any]:
+        with self._lock:
+            return [data for ns, name, data in self.received if ns == namespace and name == event]
+
+    def wait_event(self, event: str, count: int = 1, namespace: str = "/chat") -> list[Any]:
+        return wait_for(lambda: len(self.of(event, namespace)) >= count and self.of(event, namespace),
+                        message=f"{count} {event!r} event(s) on {namespace}")
+
+    def close(self) -> None:
+        try:
+            self.sio.disconnect()
+        except Exception:
+            pass
