@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config.settings import load_settings  # noqa: E402
+from config.settings import load_settings
 
 _settings = load_settings()
 
@@ -29,3 +29,6 @@ graceful_timeout = _settings.graceful_timeout
 loglevel = "info" if _settings.log_level == "DEBUG" else _settings.log_level.lower()
 errorlog = "-"
 accesslog = None  # one line per polling request is noise; nginx logs access
+# gunicorn 25's control socket defaults to one path per user: several instances on
+# one host (the stack test, or two containers sharing a home) would collide.
+control_socket_disable = True

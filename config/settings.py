@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENVIRONMENTS = ("development", "testing", "production")
 ASYNC_MODES = ("eventlet", "gevent")
@@ -124,6 +125,13 @@ class Settings:
                      "publish_attempts", "worker_connections"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
+        if self.workers > 1 and not self.uses_redis:
+            problems.append("WORKERS > 1 needs MESSAGE_QUEUE_URL: with the in-memory manager "
+                            "clients on different workers never see each other's messages")
+        if self.workers > 1 and "polling" in self.transports:
+            problems.append("WORKERS > 1 needs TRANSPORTS=websocket: gunicorn cannot route a "
+                            "client's polling requests to the same worker (use several "
+                            "instances behind a sticky proxy for polling, docs/deployment.md)")
         if self.is_production:
             problems.extend(self._production_problems())
         if problems:

@@ -14,13 +14,13 @@ import pytest
 from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
-from tests.helpers import AppServer, Client, RedisServer, test_environment
+from tests.helpers import AppServer, Client, RedisServer, process_environment
 
 
 @pytest.fixture(scope="session")
 def settings():
     """The settings the test servers run with (same environment, loaded here)."""
-    return load_settings(environ=test_environment(), env_file="")
+    return load_settings(environ=process_environment(), env_file="")
 
 
 @pytest.fixture()

@@ -6,6 +6,7 @@ fixture that started it; nothing here touches the shared Redis on 6379.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -16,8 +17,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 import socketio
@@ -49,7 +51,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         time.sleep(interval)
 
 
-def test_environment(**overrides: str) -> dict[str, str]:
+def process_environment(**overrides: str) -> dict[str, str]:
     """The environment of a server or CLI process: only what the test chose."""
     env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
     env.update({
@@ -112,7 +114,7 @@ class AppServer:
 
     def __init__(self, **env: str) -> None:
         self.port = free_port()
-        self.env = test_environment(BIND=f"127.0.0.1:{self.port}", **env)
+        self.env = process_environment(BIND=f"127.0.0.1:{self.port}", **env)
         self.log_path = Path(tempfile.mkstemp(prefix="test-app-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
 
@@ -200,7 +202,5 @@ class Client:
                         message=f"{count} {event!r} event(s) on {namespace}")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.sio.disconnect()
-        except Exception:
-            pass

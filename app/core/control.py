@@ -9,11 +9,13 @@ BLPOPs exactly that many answers (or stops at the timeout and says so).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -101,10 +103,8 @@ class RedisControlBus(ControlBus):
                 log.warning("control channel lost (%s); resubscribing in %.1fs", exc, retry)
             finally:
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(RedisError):
                         pubsub.close()
-                    except RedisError:
-                        pass
             time.sleep(retry)
             retry = min(retry * 2, 5.0)
 

@@ -12,6 +12,7 @@ and a publish that still fails after PUBLISH_ATTEMPTS raises QueueUnavailable
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from urllib.parse import urlparse
@@ -83,10 +84,8 @@ class RedisQueueManager(socketio.RedisManager):
         # Called by the listener on every (re)subscribe: a fresh subscription,
         # while the publisher's pool stays (it reconnects by itself).
         if self.pubsub is not None:
-            try:
+            with contextlib.suppress(RedisError):
                 self.pubsub.close()
-            except RedisError:
-                pass
         self.publisher()
         self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=True)
         self.connected = True

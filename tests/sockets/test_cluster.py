@@ -61,7 +61,7 @@ def test_kick_disconnects_every_socket_of_the_user_on_every_process(cluster, con
     ack = admin.call("kick", {"user_id": "kickme", "reason": "spam"}, namespace="/admin")
 
     assert ack == {"ok": True, "user_id": "kickme", "sockets": 4, "workers": 2, "errors": []}
-    for client, namespaces in zip(targets, (["/chat"], ["/chat"], ["/chat", "/admin"])):
+    for client, namespaces in zip(targets, (["/chat"], ["/chat"], ["/chat", "/admin"]), strict=True):
         assert client.wait_event("kicked") == [{"reason": "spam"}]
         wait_for(lambda c=client, ns=namespaces: len(c.disconnects) == len(ns),
                  message="the kicked client to be disconnected from every namespace")

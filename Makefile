@@ -1,0 +1,38 @@
+# Quick start:  make run   (the app on http://127.0.0.1:5000, in-memory, no Redis)
+#               make test  (installs everything, runs the whole suite)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint check-async-modes clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when a requirements file changes.
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/gunicorn -c config/gunicorn.conf.py
+
+# The whole suite, once per async mode (ASYNC_MODE=gevent make test for one mode).
+test: $(VENV)/.dev
+	scripts/ensure-redis-server.sh
+	$(BIN)/ruff check .
+	@for mode in $${ASYNC_MODE:-eventlet gevent}; do \
+		echo "=== tests with ASYNC_MODE=$$mode ==="; \
+		ASYNC_MODE=$$mode $(BIN)/python -m pytest $(PYTEST_ARGS) || exit 1; \
+	done
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
