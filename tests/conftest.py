@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
-from tests.helpers import AppServer, Client, RedisServer, process_environment
+from tests.helpers import Client, RedisServer, ServerGroup, process_environment
 
 
 @pytest.fixture(scope="session")
@@ -86,31 +86,17 @@ def private_redis():
 @pytest.fixture(scope="session")
 def start_server():
     """start_server(**env) -> a running AppServer, stopped at the end of the session."""
-    started: list[AppServer] = []
-
-    def start(**env: str) -> AppServer:
-        server = AppServer(**env)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
+    servers = ServerGroup()
+    yield servers.start
+    servers.stop_all()
 
 
 @pytest.fixture()
 def start_own_server():
     """Like start_server, for servers a test stops or breaks: stopped after the test."""
-    started: list[AppServer] = []
-
-    def start(**env: str) -> AppServer:
-        server = AppServer(**env)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
+    servers = ServerGroup()
+    yield servers.start
+    servers.stop_all()
 
 
 @pytest.fixture(scope="session")

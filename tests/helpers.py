@@ -156,6 +156,22 @@ class AppServer:
         return code
 
 
+class ServerGroup:
+    """Servers started by one fixture, stopped together by it."""
+
+    def __init__(self) -> None:
+        self.servers: list[AppServer] = []
+
+    def start(self, **env: str) -> AppServer:
+        server = AppServer(**env)
+        self.servers.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
 class Client:
     """A real python-socketio client that records every event it receives."""
 
