@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class RedisControlBus(ControlBus):
         self._client = client
         self.channel = channel
         self.timeout = timeout
+        self.subscribed = threading.Event()
 
     def run(self, command: str, payload: dict | None = None) -> list[Any]:
         reply_key = f"{self.channel}:reply:{uuid.uuid4().hex}"
@@ -85,8 +87,12 @@ class RedisControlBus(ControlBus):
             answers.append({"error": f"{receivers - len(answers)} worker(s) did not answer"})
         return answers
 
-    def start(self, spawn: Callable[..., Any], subscriber: Callable[[], Any]) -> None:
+    def start(self, spawn: Callable[..., Any], subscriber: Callable[[], Any],
+              wait: float = 2.0) -> None:
+        """Subscribe in the background; wait (bounded) so this worker is counted at once."""
         spawn(self._listen, subscriber)
+        if not self.subscribed.wait(wait):
+            log.warning("control channel not subscribed after %.1fs: retrying in background", wait)
 
     def _listen(self, subscriber: Callable[[], Any]) -> None:
         retry = 0.5
@@ -95,6 +101,7 @@ class RedisControlBus(ControlBus):
             try:
                 pubsub = subscriber().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
+                self.subscribed.set()
                 retry = 0.5
                 for message in pubsub.listen():
                     if message.get("type") == "message":

@@ -27,7 +27,9 @@ def local_stats(sio: socketio.Server) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "host_id": getattr(sio.manager, "host_id", "local"),
-        "connections": {ns: len(rooms.get(None, ())) for ns, rooms in sio.manager.rooms.items()},
+        # Counted from the template's own per-sid identities: it proves disconnect cleanup.
+        "connections": {ns: len(getattr(handler, "identities", ()))
+                        for ns, handler in sio.namespace_handlers.items()},
         "rooms": local_rooms(sio),
     }
 

@@ -146,3 +146,20 @@ def test_disconnect_removes_the_socket_from_its_rooms(server, connect, room):
     wait_for(lambda: members() == 1, message="bob to leave the room")
     wait_for(lambda: admin.call("stats", {}, namespace="/admin")["connections"]["/chat"]
              == connections - 1, message="bob's connection to be dropped")
+
+
+def test_long_polling_clients_work_like_websocket_ones(server, connect, make_token, room):
+    polling = connect(server.url, user="poller", transport="polling")
+    header = connect(server.url, user="header-poller", transport="polling", auth=None,
+                     headers={"Authorization": f"Bearer {make_token('header-poller')}"})
+    websocket = connect(server.url, user="socket")
+    assert polling.sio.transport() == "polling"
+    for client in (polling, header, websocket):
+        assert client.call("join", {"room": room})["ok"] is True
+
+    message = websocket.call("message", {"room": room, "text": "to pollers"})["message"]
+
+    assert polling.wait_event("message") == [message]
+    assert header.wait_event("message") == [message]
+    reply = polling.call("message", {"room": room, "text": "from a poller"})["message"]
+    assert websocket.wait_event("message", 2)[-1] == reply

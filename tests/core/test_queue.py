@@ -1,0 +1,77 @@
+"""Client managers: chosen by MESSAGE_QUEUE_URL; the Redis one waits instead of dropping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+
+from app.core.errors import QueueUnavailable
+from app.core.queue import LocalManager, RedisQueueManager, create_manager
+
+
+def test_empty_url_is_the_in_memory_manager(settings):
+    assert isinstance(create_manager(settings), LocalManager)
+    with pytest.raises(RuntimeError, match="MESSAGE_QUEUE_URL"):
+        create_manager(settings, write_only=True)
+
+
+@pytest.mark.parametrize("url, client_class", [
+    ("redis://127.0.0.1:6390/0", redis.Redis),
+    ("rediss://127.0.0.1:6390/0", redis.Redis),
+    ("redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/0/mymaster", redis.Redis),
+])
+def test_redis_urls_build_the_redis_manager(settings, url, client_class):
+    manager = create_manager(replace(settings, message_queue_url=url))
+    assert isinstance(manager, RedisQueueManager)
+    assert isinstance(manager.publisher(), client_class)  # built lazily, nothing connects
+
+
+def test_ssl_scheme_uses_tls_connections(settings):
+    manager = create_manager(replace(settings, message_queue_url="rediss://127.0.0.1:6390/0"))
+    assert manager.publisher().connection_pool.connection_class is redis.SSLConnection
+
+
+def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, redis_server):
+    """More publishers than connections: they wait for a connection, none is dropped."""
+    settings = replace(settings, message_queue_url=redis_server.url, redis_max_connections=2,
+                       message_queue_channel="pool-test")
+    manager = create_manager(settings, write_only=True)
+    listener = redis.Redis.from_url(redis_server.url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("pool-test")
+    errors: list[Exception] = []
+
+    def publish(i: int) -> None:
+        try:
+            for j in range(20):
+                manager._publish({"method": "emit", "n": i * 100 + j})
+        except Exception as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    received = set()
+    deadline = time.monotonic() + 10
+    while len(received) < 30 * 20 and time.monotonic() < deadline:
+        message = listener.get_message(timeout=1)  # None for the subscribe confirmation too
+        if message is not None:
+            received.add(manager.json.loads(message["data"])["n"])
+    assert errors == []
+    assert len(received) == 30 * 20
+    assert manager.publisher().connection_pool.max_connections == 2
+
+
+def test_publish_failure_is_raised_not_dropped(settings):
+    settings = replace(settings, message_queue_url="redis://127.0.0.1:1/0", publish_attempts=2,
+                       redis_socket_timeout=0.5)
+    manager = create_manager(settings, write_only=True)
+    with pytest.raises(QueueUnavailable):
+        manager.emit("message", {"text": "x"}, namespace="/chat", room="room:a")
+    assert manager.check().startswith("message queue unreachable")
