@@ -162,4 +162,4 @@ def test_long_polling_clients_work_like_websocket_ones(server, connect, make_tok
     assert polling.wait_event("message") == [message]
     assert header.wait_event("message") == [message]
     reply = polling.call("message", {"room": room, "text": "from a poller"})["message"]
-    assert websocket.wait_event("message", 2)[-1] == reply
+    assert websocket.wait_event("message") == [reply]  # its own message was skipped
