@@ -14,6 +14,7 @@ from flask import Flask
 
 from app.api import register_blueprints
 from app.cli import register_commands
+from app.core.lifecycle import Lifecycle
 from app.core.tokens import TokenService
 from app.core.users import load_user_store
 from app.logging_setup import configure_logging
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                             MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
     sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES])
     services = Services(settings=settings, tokens=TokenService(settings),
-                        users=load_user_store(settings), sio=sio)
+                        users=load_user_store(settings), sio=sio, lifecycle=Lifecycle())
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app)

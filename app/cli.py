@@ -11,6 +11,7 @@ import json
 import click
 from flask import Flask
 from flask.cli import with_appcontext
+from redis.exceptions import RedisError
 
 from app.core.chat import SYSTEM_SENDER, post_message, room_field, text_field
 from app.core.errors import AppError
@@ -32,11 +33,15 @@ def emit_command(room: str, text: str, sender: str) -> None:
         payload = Schema(room=room_field(), text=text_field(settings.max_message_length)
                          ).validate({"room": room, "text": text})
         manager = create_manager(settings, write_only=True)
+        if manager.listeners() == 0:
+            raise click.ClickException(
+                f"no server is subscribed to channel {manager.channel!r} on the message queue: "
+                "nobody would receive the message (is the app running with this MESSAGE_QUEUE_URL?)")
         message = post_message(manager, payload["room"], payload["text"],
                                {"id": SYSTEM_SENDER["id"], "name": sender})
     except AppError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from exc
-    except RuntimeError as exc:
+    except (RuntimeError, RedisError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(message))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import socketio
 from flask import current_app
 
+from app.core.lifecycle import Lifecycle
 from app.core.tokens import TokenService
 from app.core.users import UserStore
 from config.settings import Settings
@@ -18,6 +19,7 @@ class Services:
     tokens: TokenService
     users: UserStore
     sio: socketio.Server
+    lifecycle: Lifecycle
 
     @property
     def manager(self):

@@ -32,3 +32,10 @@ accesslog = None  # one line per polling request is noise; nginx logs access
 # gunicorn 25's control socket defaults to one path per user: several instances on
 # one host (the stack test, or two containers sharing a home) would collide.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """On SIGTERM, tell clients and close their connections instead of waiting them out."""
+    from app.sockets.shutdown import install_graceful_shutdown
+
+    install_graceful_shutdown(worker)

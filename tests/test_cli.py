@@ -40,3 +40,16 @@ def test_emit_refuses_an_invalid_room(redis_server):
     result = flask_emit("not a room", "hello", MESSAGE_QUEUE_URL=redis_server.url)
     assert result.returncode == 1
     assert "invalid_payload" in result.stderr and "room" in result.stderr
+
+
+def test_emit_with_no_server_listening_says_nobody_would_receive_it(private_redis):
+    result = flask_emit("ops", "hello", MESSAGE_QUEUE_URL=private_redis.url)
+    assert result.returncode == 1
+    assert "no server is subscribed" in result.stderr
+
+
+def test_emit_with_redis_down_is_a_clear_error(private_redis):
+    private_redis.stop()
+    result = flask_emit("ops", "hello", MESSAGE_QUEUE_URL=private_redis.url)
+    assert result.returncode == 1
+    assert "Error" in result.stderr and "Traceback" not in result.stderr

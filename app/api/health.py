@@ -16,10 +16,14 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    problem = get_services().manager.check()
-    if problem is None:
-        return {"status": "ready", "checks": {"message_queue": "ok"}}
-    response = jsonify(status="unavailable", checks={"message_queue": problem},
-                       error={"code": "not_ready", "message": problem})
+    """200 when this worker should get traffic; 503 while draining or without its queue."""
+    services = get_services()
+    checks = {"message_queue": services.manager.check() or "ok",
+              "accepting": "shutting down" if services.lifecycle.draining else "ok"}
+    problems = [f"{name}: {value}" for name, value in checks.items() if value != "ok"]
+    if not problems:
+        return {"status": "ready", "checks": checks}
+    response = jsonify(status="unavailable", checks=checks,
+                       error={"code": "not_ready", "message": "; ".join(problems)})
     response.status_code = 503
     return response

@@ -113,7 +113,7 @@ class RedisControlBus(ControlBus):
                     with contextlib.suppress(RedisError):
                         pubsub.close()
             time.sleep(retry)
-            retry = min(retry * 2, 5.0)
+            retry = min(retry * 2, 2.0)
 
     def _answer(self, raw: bytes) -> None:
         try:

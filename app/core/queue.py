@@ -29,6 +29,12 @@ from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# After any sign of a queue outage, publishes must reach as many workers as before it
+# for this long, or the sender is told (workers resubscribe at different moments).
+RECOVERY_WINDOW = 10.0
+# Longest pause between two resubscribe attempts (python-socketio's grows to 60 s).
+MAX_RESUBSCRIBE_DELAY = 2.0
+
 
 class LocalManager(socketio.Manager):
     """In-memory manager: every client is in this process."""
@@ -48,7 +54,8 @@ class RedisQueueManager(socketio.RedisManager):
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
-        self._subscriber: redis.Redis | None = None
+        self._expected_receivers = 0
+        self._recovering_until = 0.0
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout)
 
@@ -96,6 +103,10 @@ class RedisQueueManager(socketio.RedisManager):
         if not self.write_only:
             self.control.start(self.server.start_background_task, self.subscriber)
 
+    def listeners(self) -> int:
+        """How many workers are subscribed to the channel right now."""
+        return int(self.publisher().pubsub_numsub(self.channel)[0][1])
+
     def check(self) -> str | None:
         try:
             self.publisher().ping()
@@ -103,20 +114,63 @@ class RedisQueueManager(socketio.RedisManager):
             return f"message queue unreachable: {exc.__class__.__name__}: {exc}"
         return None
 
+    def _redis_listen_with_retries(self):
+        # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
+        # emits resume seconds after Redis is back) and the outage recorded.
+        retry_sleep = 0.5
+        subscribed = False
+        while True:
+            try:
+                if not subscribed:
+                    self._redis_connect()
+                    self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                    retry_sleep = 0.5
+                yield from self.pubsub.listen()
+            except Exception as exc:
+                self._note_trouble()
+                log.warning("message queue subscription lost (%s): resubscribing in %.1fs",
+                            exc, retry_sleep)
+                subscribed = False
+                time.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
+
     # --- publishing -------------------------------------------------------
     def _publish(self, data):
         payload = self.json.dumps(data)
         attempts = self._settings.publish_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return self.publisher().publish(self.channel, payload)
+                receivers = self.publisher().publish(self.channel, payload)
             except RedisError as exc:
+                self._note_trouble()
                 log.warning("publish to the message queue failed (attempt %d/%d): %s",
                             attempt, attempts, exc)
                 if attempt < attempts:
                     time.sleep(0.1 * 2 ** (attempt - 1))
+                continue
+            self._check_receivers(receivers)
+            return receivers
         raise QueueUnavailable("the message queue is unavailable: the message may not have "
                                "reached clients on other workers")
+
+    def _note_trouble(self) -> None:
+        self._recovering_until = time.monotonic() + RECOVERY_WINDOW
+
+    def _check_receivers(self, receivers: int) -> None:
+        """Report a publish that fewer workers heard than before an outage.
+
+        PUBLISH answers how many subscribers got the message. Right after Redis comes
+        back, some workers have not resubscribed yet: their clients would miss the
+        message without anyone knowing, so the sender is told instead.
+        """
+        if time.monotonic() < self._recovering_until:
+            if receivers < self._expected_receivers:
+                raise QueueUnavailable(
+                    f"the message queue is recovering: {receivers} of "
+                    f"{self._expected_receivers} workers received the message")
+            self._recovering_until = 0.0
+        self._expected_receivers = receivers
 
 
 def create_manager(settings: Settings, *, write_only: bool = False):

@@ -72,6 +72,8 @@ def error_ack(error: AppError) -> dict[str, Any]:
 
 INTERNAL_ERROR = AppError("the server failed to handle this event", code="internal_error",
                           status=500)
+SHUTTING_DOWN = AppError("this server is shutting down: reconnect and send again",
+                         code="shutting_down", status=503)
 
 
 class BaseNamespace(socketio.Namespace):
@@ -128,6 +130,8 @@ class BaseNamespace(socketio.Namespace):
 
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
+        if self.services.lifecycle.draining:
+            raise SHUTTING_DOWN
         if auth is not None and not isinstance(auth, dict):
             raise ValidationError('auth must be an object: {"token": "<jwt>"}',
                                   code="malformed_token")
@@ -160,13 +164,19 @@ class BaseNamespace(socketio.Namespace):
     def _dispatch(self, event: Any, args: tuple) -> dict[str, Any]:
         started = time.perf_counter()
         sid, data = args[0], args[1:]
+        lifecycle = self.services.lifecycle
+        lifecycle.begin()  # a draining worker waits for this handler before closing sockets
         try:
+            if lifecycle.draining:
+                raise SHUTTING_DOWN
             ack = self._run(sid, event, data)
         except AppError as exc:
             ack = error_ack(exc)
         except Exception:
             log.exception("event handler failed ns=%s event=%r sid=%s", self.path, event, sid)
             ack = error_ack(INTERNAL_ERROR)
+        finally:
+            lifecycle.end()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event ns=%s event=%r sid=%s ok=%s ms=%.2f", self.path, event, sid,
                       ack["ok"], (time.perf_counter() - started) * 1000)

@@ -1,0 +1,66 @@
+"""Graceful shutdown of a worker on SIGTERM (rolling deploys, scale-down).
+
+gunicorn's own SIGTERM handling stops accepting and then waits up to
+GRACEFUL_TIMEOUT for open connections, which for WebSocket clients means waiting
+until it kills them. Instead, on SIGTERM a worker:
+
+1. drains: readiness turns 503, new connects and events get `shutting_down`;
+2. lets the event handlers already running finish (their acks are delivered);
+3. sends every local socket `shutdown` {reason, reconnect: true} and closes its
+   connection without a protocol-level close, so standard clients reconnect by
+   themselves, through the proxy, to a worker that is up;
+4. returns: gunicorn finds no open connection and the worker exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from app.services import EXTENSION_KEY, Services
+
+log = logging.getLogger("app.shutdown")
+
+SHUTDOWN_EVENT = "shutdown"
+# Seconds kept, of GRACEFUL_TIMEOUT, for the notices and closes after handlers finish.
+CLOSE_MARGIN = 2.0
+
+
+def drain(services: Services, handler_timeout: float) -> int:
+    """Drain this worker's Socket.IO clients; return how many connections were closed."""
+    sio, lifecycle = services.sio, services.lifecycle
+    lifecycle.draining = True
+    if not lifecycle.wait_idle(handler_timeout, sio.sleep):
+        log.warning("shutdown: %d handler(s) still running after %.1fs", lifecycle.in_flight,
+                    handler_timeout)
+    notice = {"reason": "server_shutdown", "reconnect": True}
+    eio_sids = set()
+    for namespace, handler in sio.namespace_handlers.items():
+        for sid in list(getattr(handler, "identities", ())):
+            eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+            if eio_sid is None:
+                continue
+            sio.emit(SHUTDOWN_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
+            eio_sids.add(eio_sid)
+    for eio_sid in eio_sids:
+        socket = sio.eio.sockets.get(eio_sid)
+        if socket is not None:
+            # wait: the notice is flushed first; abort: no Engine.IO CLOSE packet, so
+            # clients treat it as a lost connection and reconnect.
+            socket.close(wait=True, abort=True)
+    log.info("shutdown: closed %d connection(s)", len(eio_sids))
+    return len(eio_sids)
+
+
+def install_graceful_shutdown(worker) -> None:
+    """gunicorn `post_worker_init` hook: drain before gunicorn's graceful wait."""
+    services: Services = worker.wsgi.extensions[EXTENSION_KEY]
+    stop_accepting = worker.handle_exit
+    handler_timeout = max(worker.cfg.graceful_timeout - CLOSE_MARGIN, 0.5)
+
+    def on_sigterm(sig, frame):
+        stop_accepting(sig, frame)  # gunicorn: stop accepting, then wait for connections
+        if not services.lifecycle.draining:
+            services.sio.start_background_task(drain, services, handler_timeout)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
