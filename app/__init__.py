@@ -37,12 +37,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     flask_app.config.update(SECRET_KEY=settings.secret_key,
                             MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
     sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES])
+    lifecycle = Lifecycle()
     services = Services(settings=settings, tokens=TokenService(settings),
-                        users=load_user_store(settings), sio=sio, lifecycle=Lifecycle())
+                        users=load_user_store(settings), sio=sio, lifecycle=lifecycle)
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app)
     register_namespaces(sio, services)
     register_commands(flask_app)
-    flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings)
+    flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings, lifecycle)
     return flask_app

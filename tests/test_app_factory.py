@@ -29,6 +29,6 @@ def test_every_registry_entry_is_registered(app):
 
 def test_socketio_and_flask_share_the_wsgi_callable(app):
     layer = app.wsgi_app
-    while not isinstance(layer, socketio.WSGIApp):
+    while not isinstance(layer, socketio.WSGIApp):  # through the template's middlewares
         layer = layer.app
     assert layer.engineio_app is app.extensions["realtime"].sio

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,8 @@ class Lifecycle:
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
+        # TCP sockets of this worker's open WebSocket connections (see WebSocketTracker).
+        self.websockets: set[socket.socket] = set()
 
     def begin(self) -> None:
         self.in_flight += 1
@@ -31,3 +35,15 @@ class Lifecycle:
                 return False
             sleep(0.05)
         return True
+
+    def cut_websockets(self) -> int:
+        """Shut down the TCP connection of every open WebSocket; return how many.
+
+        shutdown() wakes the greenlet reading the socket (it reads EOF), which then
+        ends the Engine.IO session and the request, whatever the peer does.
+        """
+        remaining = list(self.websockets)
+        for sock in remaining:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(remaining)

@@ -6,6 +6,7 @@ import logging
 
 import socketio
 
+from app.core.lifecycle import Lifecycle
 from app.core.queue import create_manager
 from config.settings import Settings
 
@@ -48,8 +49,30 @@ class WebSocketCompressionOff:
         return self.app(environ, start_response)
 
 
-def wrap_wsgi(sio: socketio.Server, flask_wsgi_app, settings: Settings):
+class WebSocketTracker:
+    """Remember the TCP socket of each open WebSocket, for a draining worker to close.
+
+    gunicorn puts the connection's socket in the environ; a WebSocket request lasts
+    as long as the connection, so membership in the set is exactly "open".
+    """
+
+    def __init__(self, app, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is None or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return self.app(environ, start_response)
+        self.lifecycle.websockets.add(sock)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.lifecycle.websockets.discard(sock)
+
+
+def wrap_wsgi(sio: socketio.Server, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
     app = socketio.WSGIApp(sio, flask_wsgi_app)
     if not settings.websocket_compression:
         app = WebSocketCompressionOff(app)
-    return app
+    return WebSocketTracker(app, lifecycle)

@@ -6,9 +6,10 @@ until it kills them. Instead, on SIGTERM a worker:
 
 1. drains: readiness turns 503, new connects and events get `shutting_down`;
 2. lets the event handlers already running finish (their acks are delivered);
-3. sends every local socket `shutdown` {reason, reconnect: true} and closes its
-   connection without a protocol-level close, so standard clients reconnect by
-   themselves, through the proxy, to a worker that is up;
+3. sends every local socket `shutdown` {reason, reconnect: true}, waits (up to
+   CLOSE_GRACE) for the notices to be written, then ends each connection without a
+   protocol-level close, so standard clients reconnect by themselves, through the
+   proxy, to a worker that is up;
 4. returns: gunicorn finds no open connection and the worker exits.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 
 from app.services import EXTENSION_KEY, Services
 
@@ -24,6 +26,8 @@ log = logging.getLogger("app.shutdown")
 SHUTDOWN_EVENT = "shutdown"
 # Seconds kept, of GRACEFUL_TIMEOUT, for the notices and closes after handlers finish.
 CLOSE_MARGIN = 2.0
+# Seconds allowed for the shutdown notices to be written before connections end.
+CLOSE_GRACE = 1.0
 
 
 def drain(services: Services, handler_timeout: float) -> int:
@@ -34,22 +38,29 @@ def drain(services: Services, handler_timeout: float) -> int:
         log.warning("shutdown: %d handler(s) still running after %.1fs", lifecycle.in_flight,
                     handler_timeout)
     notice = {"reason": "server_shutdown", "reconnect": True}
-    eio_sids = set()
     for namespace, handler in sio.namespace_handlers.items():
         for sid in list(getattr(handler, "identities", ())):
-            eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
-            if eio_sid is None:
-                continue
             sio.emit(SHUTDOWN_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
-            eio_sids.add(eio_sid)
-    for eio_sid in eio_sids:
-        socket = sio.eio.sockets.get(eio_sid)
-        if socket is not None:
-            # wait: the notice is flushed first; abort: no Engine.IO CLOSE packet, so
-            # clients treat it as a lost connection and reconnect.
-            socket.close(wait=True, abort=True)
-    log.info("shutdown: closed %d connection(s)", len(eio_sids))
-    return len(eio_sids)
+    sessions = list(sio.eio.sockets.values())
+    _wait(lambda: all(session.queue.qsize() == 0 for session in sessions), CLOSE_GRACE, sio.sleep)
+    for session in sessions:
+        if not session.upgraded:
+            # polling: end the session; the client's next poll fails and it reconnects
+            session.close(wait=False, abort=True)
+    # WebSockets: cut the TCP connection (no close handshake), which standard clients
+    # treat as a lost connection and reconnect.
+    cut = lifecycle.cut_websockets()
+    log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
+    return len(sessions)
+
+
+def _wait(condition, timeout: float, sleep) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.02)
+    return True
 
 
 def install_graceful_shutdown(worker) -> None:
