@@ -24,7 +24,7 @@ run: $(VENV)/.runtime
 
 # The whole suite, once per async mode (ASYNC_MODE=gevent make test for one mode).
 test: $(VENV)/.dev
-	scripts/ensure-redis-server.sh
+	scripts/ensure-test-tools.sh
 	$(BIN)/ruff check .
 	@for mode in $${ASYNC_MODE:-eventlet gevent}; do \
 		echo "=== tests with ASYNC_MODE=$$mode ==="; \

@@ -23,6 +23,7 @@ workers = _settings.workers
 worker_class = _settings.async_mode
 # Concurrent clients per worker: every Socket.IO connection holds one.
 worker_connections = _settings.worker_connections
+reuse_port = _settings.reuse_port_enabled
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 # The app logs at LOG_LEVEL; gunicorn at debug would also print its whole config.
@@ -35,7 +36,7 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """On SIGTERM, tell clients and close their connections instead of waiting them out."""
-    from app.sockets.shutdown import install_graceful_shutdown
+    """Subscribe to the queue at boot; on SIGTERM, drain clients (app/worker.py)."""
+    from app.worker import on_worker_boot
 
-    install_graceful_shutdown(worker)
+    on_worker_boot(worker)

@@ -119,10 +119,10 @@ def connect(make_token):
     missing = object()
 
     def open_client(url, namespaces=("/chat",), user="alice", role="user", auth=missing,
-                    headers=None, transport="websocket") -> Client:
+                    headers=None, transport="websocket", reconnection=False) -> Client:
         if auth is missing:
             auth = {"token": make_token(user, role)}
-        client = Client(transport)
+        client = Client(transport, reconnection, headers)
         clients.append(client)
         return client.connect(url, list(namespaces), auth=auth, headers=headers)
 

@@ -142,6 +142,18 @@ class AppServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def worker_pids(self) -> set[int]:
+        """gunicorn's workers: the children of the master process (Linux /proc)."""
+        children = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if self.process is not None and int(fields[1]) == self.process.pid:
+                children.add(int(stat.parent.name))
+        return children
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.process is None:
             return None
@@ -154,6 +166,59 @@ class AppServer:
                 self.process.wait(10)
         code, self.process = self.process.returncode, None
         return code
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
+
+
+class Nginx:
+    """nginx started from deploy/nginx/nginx.conf itself, with only what must differ
+    natively replaced: the upstream servers, the port, and the /tmp paths."""
+
+    def __init__(self, upstreams: list[str]) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="test-nginx-"))
+        self.dir.chmod(0o777)  # nginx workers run as "nobody" when started by root
+        self.upstreams = upstreams
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def render(self) -> str:
+        conf = NGINX_CONF.read_text()
+        servers = "\n        ".join(f"server {upstream};" for upstream in self.upstreams)
+        for old, new in (("server app:5000;", servers),
+                         ("listen 80;", f"listen 127.0.0.1:{self.port};")):
+            assert conf.count(old) == 1, f"{NGINX_CONF} no longer has exactly one {old!r}"
+            conf = conf.replace(old, new)
+        return conf.replace("/tmp/", f"{self.dir}/")
+
+    def start(self) -> Nginx:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        conf = self.dir / "nginx.conf"
+        conf.write_text(self.render())
+        self.process = subprocess.Popen(
+            [binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log"),
+             "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(self._up, STARTUP_TIMEOUT, interval=0.1, message=f"nginx on {self.port}")
+        return self
+
+    def _up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError("nginx exited:\n" + (self.dir / "error.log").read_text())
+        try:
+            return requests.get(self.url + "/api/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ServerGroup:
@@ -175,13 +240,21 @@ class ServerGroup:
 class Client:
     """A real python-socketio client that records every event it receives."""
 
-    def __init__(self, transport: str = "websocket") -> None:
-        self.sio = socketio.Client(reconnection=False)
+    def __init__(self, transport: str = "websocket", reconnection: bool = False,
+                 headers: dict | None = None) -> None:
+        # python-socketio sends `headers` with the handshake only; polling requests
+        # need them too (X-Forwarded-For picks the instance behind nginx), so they go
+        # in a session of our own, which the client keeps across reconnections.
+        session = requests.Session()
+        session.headers.update(headers or {})
+        self.sio = socketio.Client(reconnection=reconnection, reconnection_delay=0.2,
+                                   reconnection_delay_max=1, http_session=session)
         self.transport = transport
         self.events: queue.Queue = queue.Queue()
         self.received: list[tuple[str, str, Any]] = []
         self.connect_errors: list[Any] = []
         self.disconnects: list[tuple[str, Any]] = []
+        self.connects: list[str] = []
         self._lock = threading.Lock()
 
     def _record(self, event: str, namespace: str, data: Any) -> None:
@@ -192,7 +265,8 @@ class Client:
         self.sio.on("*", lambda event, *args: self._record(event, namespace,
                                                            args[0] if args else None),
                     namespace=namespace)
-        # connect_error and disconnect never reach catch-all handlers
+        # connect, connect_error and disconnect never reach catch-all handlers
+        self.sio.on("connect", lambda: self.connects.append(namespace), namespace=namespace)
         self.sio.on("connect_error", lambda data: self.connect_errors.append(data),
                     namespace=namespace)
         self.sio.on("disconnect", lambda reason=None: self.disconnects.append((namespace, reason)),

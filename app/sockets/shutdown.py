@@ -16,10 +16,9 @@ until it kills them. Instead, on SIGTERM a worker:
 from __future__ import annotations
 
 import logging
-import signal
 import time
 
-from app.services import EXTENSION_KEY, Services
+from app.services import Services
 
 log = logging.getLogger("app.shutdown")
 
@@ -61,17 +60,3 @@ def _wait(condition, timeout: float, sleep) -> bool:
             return False
         sleep(0.02)
     return True
-
-
-def install_graceful_shutdown(worker) -> None:
-    """gunicorn `post_worker_init` hook: drain before gunicorn's graceful wait."""
-    services: Services = worker.wsgi.extensions[EXTENSION_KEY]
-    stop_accepting = worker.handle_exit
-    handler_timeout = max(worker.cfg.graceful_timeout - CLOSE_MARGIN, 0.5)
-
-    def on_sigterm(sig, frame):
-        stop_accepting(sig, frame)  # gunicorn: stop accepting, then wait for connections
-        if not services.lifecycle.draining:
-            services.sio.start_background_task(drain, services, handler_timeout)
-
-    signal.signal(signal.SIGTERM, on_sigterm)

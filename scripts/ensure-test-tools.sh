@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test suite starts its own redis-server and nginx processes on free ports: make
+# sure both binaries exist. Installs Debian's packages when missing and allowed
+# (root with apt-get), else says what to install.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian packages for the tests: ${missing[*]}" >&2
+    apt-get update -qq
+    # policy-rc.d: do not start the packaged services; the tests start their own.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+    exit 0
+fi
+echo "the tests need: ${missing[*]} (e.g. sudo apt-get install ${missing[*]}," >&2
+echo "or brew install redis nginx); install and run again." >&2
+exit 1

@@ -1,0 +1,109 @@
+"""The compose topology, started natively: Redis, two app instances, nginx in front.
+
+Same files as docker-compose.yml: the gunicorn config, the app, deploy/nginx/nginx.conf.
+Clients differ by X-Forwarded-For (nginx trusts it from 127.0.0.1), which is how
+ip_hash sends them to different instances from one test machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import requests
+
+from tests.helpers import Nginx, RedisServer, ServerGroup, wait_for
+
+
+@pytest.fixture(scope="module")
+def stack():
+    redis_server = RedisServer().start()
+    servers = ServerGroup()
+    instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+    nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances]).start()
+    yield {"redis": redis_server, "instances": instances, "nginx": nginx}
+    nginx.stop()
+    servers.stop_all()
+    redis_server.cleanup()
+
+
+def chat_counts(admin) -> dict[int, int]:
+    stats = admin.call("stats", {}, namespace="/admin")
+    return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
+
+
+def spread_clients(stack, connect, admin, transports, **options):
+    """One client per transport on each instance, found by trying client addresses."""
+    placed: dict[tuple[str, int], object] = {}
+    for third_octet in range(1, 32):
+        for transport in transports:
+            before = chat_counts(admin)
+            client = connect(stack["nginx"].url, user=f"c{third_octet}", transport=transport,
+                             headers={"X-Forwarded-For": f"10.0.{third_octet}.7"}, **options)
+            after = wait_for(lambda b=before: (a := chat_counts(admin)) != b and a)
+            pid = next(pid for pid, count in after.items() if count > before.get(pid, 0))
+            placed.setdefault((transport, pid), client)
+        if len(placed) == 2 * len(transports):
+            return placed
+    raise AssertionError(f"clients did not reach both instances: {sorted(placed)}")
+
+
+@pytest.fixture()
+def admin(stack, connect):
+    return connect(stack["instances"][0].url, ["/admin"], user="root", role="admin")
+
+
+def test_rest_through_nginx(stack, auth_header):
+    base = stack["nginx"].url
+    assert requests.get(base + "/api/health", timeout=10).json() == {"status": "ok"}
+    assert requests.get(base + "/api/ready", timeout=10).status_code == 200
+    token = requests.post(base + "/api/auth/token", timeout=10,
+                          json={"username": "bob", "password": "bob-password"})
+    assert token.status_code == 200 and token.json()["user"]["id"] == "bob"
+    missing = requests.get(base + "/api/nope", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_polling_and_websocket_clients_share_rooms_across_instances(stack, connect, admin,
+                                                                    auth_header):
+    placed = spread_clients(stack, connect, admin, ["polling", "websocket"])
+    assert len({pid for _, pid in placed}) == 2
+    clients = list(placed.values())
+    for client in clients:
+        assert client.call("join", {"room": "stack"})["ok"] is True
+
+    for sender in clients:
+        sender.call("message", {"room": "stack", "text": f"from {sender.transport}"})
+    response = requests.post(stack["nginx"].url + "/api/rooms/stack/messages", timeout=10,
+                             json={"text": "from rest"}, headers=auth_header("rest"))
+    assert response.status_code == 201
+
+    for client in clients:  # every other client's message, plus the REST one
+        wait_for(lambda c=client: len(c.of("message")) == len(clients),
+                 message=f"{client.transport} client to receive every message")
+        assert sorted(m["text"] for m in client.of("message")).count("from rest") == 1
+
+
+def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
+        stack, connect, admin):
+    placed = spread_clients(stack, connect, admin, ["websocket", "polling"], reconnection=True)
+    (victim_pid,) = stack["instances"][1].worker_pids()  # not the admin's instance
+    victims = [c for (_, pid), c in placed.items() if pid == victim_pid]
+    others = [c for (_, pid), c in placed.items() if pid != victim_pid]
+    for client in placed.values():
+        client.call("join", {"room": "survivors"})
+
+    os.kill(victim_pid, signal.SIGKILL)
+
+    for client in victims:
+        wait_for(lambda c=client: len(c.connects) >= 2 and c.sio.connected, timeout=30,
+                 message=f"the {client.transport} client to reconnect "
+                         f"({client.connects}, {client.disconnects}, {client.sio.connected})")
+        assert client.call("join", {"room": "survivors"})["ok"] is True
+    stats = wait_for(lambda: (s := admin.call("stats", {}, namespace="/admin"))
+                     and len(s["workers"]) == 2 and s)
+    assert victim_pid not in {worker["pid"] for worker in stats["workers"]}
+    sent = victims[0].call("message", {"room": "survivors", "text": "still here"})["message"]
+    for client in others + victims[1:]:
+        wait_for(lambda c=client: sent in c.of("message"), message="delivery after the restart")
