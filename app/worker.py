@@ -1,8 +1,9 @@
 """gunicorn worker hooks (config/gunicorn.conf.py calls `on_worker_boot`).
 
 At boot, a worker subscribes to the message queue at once, instead of at its first
-client: until then it would miss emits and not answer /admin's gathers. On SIGTERM
-it drains (app/sockets/shutdown.py) before gunicorn's graceful wait.
+client: until then it would miss emits and not answer /admin's gathers; and it starts
+the slow-consumer watchdog. On SIGTERM it drains (app/sockets/shutdown.py) before
+gunicorn's graceful wait.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import signal
 
 from app.services import EXTENSION_KEY, Services
+from app.sockets.server import watch_slow_consumers
 from app.sockets.shutdown import CLOSE_MARGIN, drain
 
 
@@ -36,4 +38,6 @@ def on_worker_boot(worker) -> None:
     """gunicorn `post_worker_init`: the app is loaded in this worker, not serving yet."""
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]
     start_queue(services)
+    services.sio.start_background_task(watch_slow_consumers, services.sio,
+                                       services.settings.max_queued_packets)
     install_graceful_shutdown(services, worker)

@@ -58,6 +58,8 @@ class Settings:
     jwt_ttl_seconds: int = 3600
     jwt_leeway_seconds: int = 5
     max_token_length: int = 4096
+    # Tokens in a URL query string end up in proxy and access logs: refused unless on.
+    allow_query_token: bool = False
     # "module:attribute" of a UserStore factory; the demo store reads demo_users.
     user_store: str = "app.core.users:DemoUserStore"
     # username:role:password entries, hashed at start-up, never stored in clear.
@@ -88,6 +90,19 @@ class Settings:
     websocket_compression: bool = False
     max_message_length: int = 2000
     gather_timeout: float = 2.0
+
+    # --- limits (per worker) ------------------------------------------------
+    # Events per second per socket (average) and the burst allowed above it.
+    event_rate: float = 20.0
+    event_burst: int = 40
+    # Open Engine.IO connections per client address.
+    max_connections_per_address: int = 100
+    # Trusted proxies in front (nginx: 1). The client address is then read from
+    # X-Forwarded-For; with 0 it is the TCP peer. Never more than you really have.
+    proxy_hops: int = 0
+    # Packets waiting for a client that does not read (a slow consumer) before it is
+    # disconnected; bounds the memory one client can hold.
+    max_queued_packets: int = 1000
 
     # --- server (read by config/gunicorn.conf.py) --------------------------
     async_mode: str = "eventlet"
@@ -134,7 +149,8 @@ class Settings:
                             "redis+sentinel:// or unix:// URL")
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
-                     "publish_attempts", "worker_connections"):
+                     "publish_attempts", "worker_connections", "event_rate", "event_burst",
+                     "max_connections_per_address", "max_queued_packets"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if self.workers > 1 and not self.uses_redis:

@@ -1,8 +1,8 @@
 """The one place every Socket.IO connect and event passes.
 
     connect:  token (auth payload or Authorization header) -> verified identity
-              -> role check -> identity kept for the socket's lifetime
-    event:    identity -> known event? -> payload schema -> handler
+              -> role check -> identity and rate limiter kept for the socket's lifetime
+    event:    identity -> rate limit -> known event? -> payload schema -> handler
               -> ack {"ok": true, ...} | {"ok": false, "error": {code, message}}
               -> log line
 
@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 import socketio
 
 from app.core.chat import user_room
-from app.core.errors import AppError, ForbiddenError, ValidationError
+from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
+from app.core.limits import TokenBucket
 from app.core.schema import Schema
 from app.core.tokens import Identity, bearer_token
 from app.services import Services
@@ -86,8 +88,10 @@ class BaseNamespace(socketio.Namespace):
         self.services = services
         self.settings = services.settings
         self.events = self._collect_events(services.settings)
-        # sid -> identity of every socket connected to this namespace in this worker.
+        # sid -> identity / event rate limiter of every socket connected to this
+        # namespace in this worker (both dropped at disconnect).
         self.identities: dict[str, Identity] = {}
+        self.buckets: dict[str, TokenBucket] = {}
 
     @classmethod
     def _collect_events(cls, settings: Settings) -> dict[str, EventSpec]:
@@ -115,14 +119,15 @@ class BaseNamespace(socketio.Namespace):
         try:
             identity = self.authenticate(environ, auth)
             self.identities[sid] = identity
+            self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
             self.enter_room(sid, user_room(identity.id))
             self.on_connected(sid, identity)
         except AppError as exc:
-            self.identities.pop(sid, None)
+            self._forget(sid)
             log.info("connect refused ns=%s code=%s reason=%s", self.path, exc.code, exc.message)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Exception:
-            self.identities.pop(sid, None)
+            self._forget(sid)
             log.exception("connect handler failed ns=%s", self.path)
             raise socketio.exceptions.ConnectionRefusedError(
                 INTERNAL_ERROR.message, INTERNAL_ERROR.to_dict()) from None
@@ -138,14 +143,24 @@ class BaseNamespace(socketio.Namespace):
         token = (auth or {}).get("token")
         if token is None:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        query_token = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+        if query_token:
+            if not self.settings.allow_query_token:
+                raise AuthError("tokens in the URL are refused (they end up in logs): send "
+                                'it as auth {"token": ...}', code="token_in_query")
+            token = token or query_token[0]
         identity = self.services.tokens.verify(token)
         if self.required_role is not None and identity.role != self.required_role:
             raise ForbiddenError(f"the {self.path} namespace requires the "
                                  f"{self.required_role!r} role")
         return identity
 
+    def _forget(self, sid: str) -> Identity | None:
+        self.buckets.pop(sid, None)
+        return self.identities.pop(sid, None)
+
     def _disconnect(self, sid: str, reason: Any = None) -> None:
-        identity = self.identities.pop(sid, None)
+        identity = self._forget(sid)
         if identity is None:
             return
         try:
@@ -187,6 +202,10 @@ class BaseNamespace(socketio.Namespace):
         if identity is None:
             raise AppError("this socket is not authenticated", code="not_authenticated",
                            status=401)
+        retry_after = self.buckets[sid].take()
+        if retry_after:
+            raise AppError("too many events: slow down", code="rate_limited", status=429,
+                           details={"retry_after": round(retry_after, 3)})
         spec = self.events.get(event) if isinstance(event, str) else None
         if spec is None:
             raise AppError(f"unknown event {str(event)[:64]!r}", code="unknown_event",

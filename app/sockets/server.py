@@ -7,6 +7,7 @@ import logging
 import socketio
 
 from app.core.lifecycle import Lifecycle
+from app.core.limits import ConnectionLimit
 from app.core.queue import create_manager
 from config.settings import Settings
 
@@ -16,8 +17,45 @@ log = logging.getLogger("app.socketio")
 log.setLevel(logging.WARNING)
 
 
+class RealtimeServer(socketio.Server):
+    """python-socketio's server, refusing Engine.IO connections over the per-address limit."""
+
+    def __init__(self, *args, connection_limit: ConnectionLimit, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_limit = connection_limit
+
+    def _handle_eio_connect(self, eio_sid, environ):
+        refusal = self.connection_limit.admit(eio_sid, environ)
+        if refusal is not None:
+            log.info("connection refused code=%s reason=%s", refusal.code, refusal.message)
+            return refusal.to_dict()  # Engine.IO answers 401 with this JSON
+        return super()._handle_eio_connect(eio_sid, environ)
+
+    def _handle_eio_disconnect(self, eio_sid, reason=None):
+        self.connection_limit.release(eio_sid)
+        return super()._handle_eio_disconnect(eio_sid, reason)
+
+
+def watch_slow_consumers(sio: socketio.Server, max_queued: int, interval: float = 1.0) -> None:
+    """Disconnect clients that stop reading (background task, one per worker).
+
+    Every emit to such a client waits in its Engine.IO queue; past `max_queued`
+    packets the session is closed, so no more are queued and its memory is freed
+    once the connection ends (at the latest after PING_INTERVAL + PING_TIMEOUT).
+    """
+    while True:
+        sio.sleep(interval)
+        for eio_sid, session in list(sio.eio.sockets.items()):
+            if not session.closed and session.queue.qsize() > max_queued:
+                log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
+                            session.queue.qsize())
+                session.close(wait=False, abort=True)
+
+
 def create_socketio_server(settings: Settings, namespaces: list[str]) -> socketio.Server:
-    return socketio.Server(
+    return RealtimeServer(
+        connection_limit=ConnectionLimit(settings.max_connections_per_address,
+                                         settings.proxy_hops),
         async_mode=settings.async_mode,
         client_manager=create_manager(settings),
         # Only the registered namespaces: a connect to "/" (accepted by default)

@@ -69,7 +69,8 @@ async def run_burst(url: str, tokens: list[str], admin_token: str) -> dict:
 
 def test_a_burst_through_redis_arrives_exactly_once(private_redis, start_own_server, tokens):
     server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url, WORKERS="2",
-                              TRANSPORTS="websocket", LOG_LEVEL="WARNING")
+                              TRANSPORTS="websocket", LOG_LEVEL="WARNING",
+                              MAX_CONNECTIONS_PER_ADDRESS=str(2 * CLIENTS))
     user_tokens = [tokens.issue(f"load{i}", f"load{i}", "user") for i in range(CLIENTS)]
 
     result = asyncio.run(run_burst(server.url, user_tokens, tokens.issue("root", "root", "admin")))
