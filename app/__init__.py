@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                         users=load_user_store(settings), sio=sio, lifecycle=lifecycle)
     flask_app.extensions[EXTENSION_KEY] = services
 
-    register_blueprints(flask_app)
+    register_blueprints(flask_app, settings)
     register_namespaces(sio, services)
     register_commands(flask_app)
     flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings, lifecycle)

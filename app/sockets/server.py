@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from urllib.parse import parse_qs
 
 import socketio
 
@@ -12,6 +15,7 @@ from app.core.queue import create_manager
 from config.settings import Settings
 
 log = logging.getLogger("app.socketio")
+SOCKETIO_PATH = "/socket.io/"
 # python-socketio logs every emit and received event at INFO: the template's own
 # per-event line is in app.sockets, so keep the library to warnings and errors.
 log.setLevel(logging.WARNING)
@@ -35,6 +39,28 @@ class RealtimeServer(socketio.Server):
         self.connection_limit.release(eio_sid)
         return super()._handle_eio_disconnect(eio_sid, reason)
 
+    # A client that sends what the protocol does not allow is disconnected with one
+    # log line, instead of a traceback per packet (python-socketio raises on them).
+    def _handle_eio_message(self, eio_sid, data):
+        try:
+            return super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:  # malformed packet: any parse error of hostile input
+            self._drop_malformed(eio_sid, exc)
+
+    def _handle_event(self, eio_sid, namespace, id, data):
+        if not (isinstance(data, list) and data and isinstance(data[0], str)):
+            return self._drop_malformed(eio_sid, ValueError("event without a name"))
+        return super()._handle_event(eio_sid, namespace, id, data)
+
+    def _drop_malformed(self, eio_sid, exc: Exception) -> None:
+        log.info("malformed packet from %s (%s): disconnecting", eio_sid, exc)
+        self._binary_packet.pop(eio_sid, None)
+        session = self.eio.sockets.get(eio_sid)
+        if session is not None:
+            # wait=False: this runs inside the client's own POST (polling), and waiting
+            # for its queue to drain would wait for a poll that cannot come.
+            session.close(wait=False, abort=True)
+
 
 def watch_slow_consumers(sio: socketio.Server, max_queued: int, interval: float = 1.0) -> None:
     """Disconnect clients that stop reading (background task, one per worker).
@@ -52,8 +78,40 @@ def watch_slow_consumers(sio: socketio.Server, max_queued: int, interval: float 
                 session.close(wait=False, abort=True)
 
 
+class _CheckedFrames:
+    """A WebSocket whose text frames must start like an Engine.IO packet (a digit).
+
+    python-engineio decodes a frame outside its error handling: "xyz" raised, the
+    traceback reached the WSGI server, which wrote an HTTP 500 into the open
+    WebSocket. Raising from wait() instead takes engineio's own path for a broken
+    connection: the session is closed cleanly.
+    """
+
+    def __init__(self, ws) -> None:
+        self._ws = ws
+
+    def wait(self):
+        data = self._ws.wait()
+        if isinstance(data, str) and (not data or data[0] not in "0123456789"):
+            raise ValueError("malformed Engine.IO packet")
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._ws, name)
+
+
+def check_websocket_frames(sio: socketio.Server) -> None:
+    websocket_class = sio.eio._async["websocket"]
+
+    def checked(handler, server):
+        return websocket_class(lambda ws: handler(_CheckedFrames(ws)), server)
+
+    # A copy: the driver's table is shared by every server in the process.
+    sio.eio._async = {**sio.eio._async, "websocket": checked}
+
+
 def create_socketio_server(settings: Settings, namespaces: list[str]) -> socketio.Server:
-    return RealtimeServer(
+    sio = RealtimeServer(
         connection_limit=ConnectionLimit(settings.max_connections_per_address,
                                          settings.proxy_hops),
         async_mode=settings.async_mode,
@@ -70,6 +128,8 @@ def create_socketio_server(settings: Settings, namespaces: list[str]) -> socketi
         logger=log,
         engineio_logger=False,
     )
+    check_websocket_frames(sio)
+    return sio
 
 
 class WebSocketCompressionOff:
@@ -87,30 +147,68 @@ class WebSocketCompressionOff:
         return self.app(environ, start_response)
 
 
-class WebSocketTracker:
-    """Remember the TCP socket of each open WebSocket, for a draining worker to close.
+class SocketIOGuard:
+    """Around the Socket.IO endpoint: track open WebSockets, and answer JSON 400s.
 
     gunicorn puts the connection's socket in the environ; a WebSocket request lasts
-    as long as the connection, so membership in the set is exactly "open".
+    as long as the connection, so membership in `lifecycle.websockets` is exactly
+    "open" (a draining worker cuts them). And python-engineio lets some client
+    mistakes escape as exceptions (a POST to a session closed a moment ago raised
+    KeyError, answered with a 500 HTML page): they become a 400 with a reason.
     """
 
-    def __init__(self, app, lifecycle: Lifecycle) -> None:
+    def __init__(self, app, sio: socketio.Server, lifecycle: Lifecycle, max_body: int) -> None:
         self.app = app
+        self.sio = sio
         self.lifecycle = lifecycle
+        self.max_body = max_body
 
     def __call__(self, environ, start_response):
-        sock = environ.get("gunicorn.socket")
-        if sock is None or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        if not environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH):
             return self.app(environ, start_response)
-        self.lifecycle.websockets.add(sock)
+        if environ.get("REQUEST_METHOD") == "POST" and _content_length(environ) > self.max_body:
+            return self._too_large(environ, start_response)
+        sock = environ.get("gunicorn.socket")
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            if sock is not None:
+                self.lifecycle.websockets.add(sock)
+            try:
+                return self.app(environ, start_response)
+            finally:
+                self.lifecycle.websockets.discard(sock)
         try:
             return self.app(environ, start_response)
-        finally:
-            self.lifecycle.websockets.discard(sock)
+        except Exception as exc:
+            log.info("socket.io request refused: %s: %s", exc.__class__.__name__, exc)
+            body = json.dumps({"code": "invalid_session", "message": "unknown or closed session"})
+            start_response("400 BAD REQUEST", [("Content-Type", "application/json")],
+                           sys.exc_info())
+            return [body.encode()]
+
+    def _too_large(self, environ, start_response):
+        # python-engineio would answer 400 after closing the session with wait=True,
+        # which blocks this request until a poll that cannot come (a hang).
+        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
+        session = self.sio.eio.sockets.get(sid)
+        if session is not None:
+            session.close(wait=False, abort=True)
+        log.info("socket.io POST over MAX_HTTP_BUFFER_SIZE: session %s closed", sid or "-")
+        body = json.dumps({"code": "payload_too_large",
+                           "message": f"packets are limited to {self.max_body} bytes"})
+        start_response("413 REQUEST ENTITY TOO LARGE", [("Content-Type", "application/json"),
+                                                       ("Connection", "close")])
+        return [body.encode()]
+
+
+def _content_length(environ) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def wrap_wsgi(sio: socketio.Server, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
     app = socketio.WSGIApp(sio, flask_wsgi_app)
     if not settings.websocket_compression:
         app = WebSocketCompressionOff(app)
-    return WebSocketTracker(app, lifecycle)
+    return SocketIOGuard(app, sio, lifecycle, settings.max_http_buffer_size)

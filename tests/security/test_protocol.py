@@ -1,0 +1,136 @@
+"""Engine.IO / Socket.IO level abuse: each gets its refusal, and the server stays up."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import requests
+import websocket
+
+from tests.helpers import wait_for
+
+# Each closes the sender's connection (and only it)...
+MALFORMED = [
+    "xyz", "4not-a-socketio-packet", "42/chat,", '42/chat,{"not": "a list"}', "42/chat,[]",
+    '42/chat,[["list-as-name"], {}]', '42/chat,[5, {}]', "40/chat,{bad json", "49",
+    '452-/chat,["x",{"_placeholder":true,"num":0}]' + "garbage", "",
+]
+# ...or is ignored, as the protocol allows.
+IGNORED = ["43/chat,99[]", "2probe", "6"]
+
+
+def raw_socket(server, subprotocol_query: str = "") -> websocket.WebSocket:
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket{subprotocol_query}",
+        timeout=10)
+    assert ws.recv().startswith("0{")  # Engine.IO open packet
+    return ws
+
+
+def connected_raw(server, token: str) -> websocket.WebSocket:
+    ws = raw_socket(server)
+    ws.send("40/chat," + json.dumps({"token": token}))
+    assert ws.recv().startswith("40/chat,")
+    return ws
+
+
+def still_serving(server, connect) -> None:
+    assert requests.get(server.url + "/api/health", timeout=10).status_code == 200
+    client = connect(server.url, user="after-abuse")
+    assert client.call("join", {"room": "after"})["ok"] is True
+
+
+@pytest.mark.parametrize("packet", MALFORMED)
+def test_malformed_packets_close_that_connection_only(server, connect, make_token, packet):
+    bystander = connect(server.url, user="bystander")
+    ws = connected_raw(server, make_token("raw"))
+    ws.send(packet)
+    ws.settimeout(5)
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        while True:
+            if not ws.recv():
+                raise ConnectionError("closed")
+    still_serving(server, connect)
+    assert bystander.call("join", {"room": "calm"})["ok"] is True
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("packet", IGNORED)
+def test_harmless_unexpected_packets_are_ignored(server, make_token, packet):
+    ws = connected_raw(server, make_token("raw"))
+    ws.send(packet)
+    ws.send('42/chat,7["join",{"room":"still-open"}]')
+    ws.settimeout(5)
+    assert ws.recv().startswith("43/chat,7[")  # the connection still works
+    ws.close()
+
+
+def test_binary_garbage_frame(server, connect, make_token):
+    ws = connected_raw(server, make_token("raw"))
+    ws.send_binary(b"\x00\xff\x13garbage")
+    ws.close()
+    still_serving(server, connect)
+
+
+def test_events_before_namespace_connect_are_ignored(server, connect):
+    ws = raw_socket(server)
+    ws.send('42/chat,1["join",{"room":"sneaky"}]')
+    ws.send('42["join",{"room":"sneaky"}]')
+    ws.settimeout(1)
+    with pytest.raises((websocket.WebSocketTimeoutException, websocket.WebSocketConnectionClosedException)):
+        while True:
+            assert not ws.recv().startswith("43")  # never an ack: nothing ran
+    ws.close()
+    still_serving(server, connect)
+
+
+def test_unknown_sid_is_400(server):
+    response = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling&sid=nope",
+                            timeout=10)
+    assert response.status_code == 400
+
+
+def test_a_websocket_sid_cannot_be_used_over_polling(server, connect):
+    victim = connect(server.url, user="victim")
+    sid = victim.sio.eio.sid
+    response = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                            timeout=10)
+    assert response.status_code == 400
+    posted = requests.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                           data='42/chat,["message",{"room":"x","text":"spoof"}]', timeout=10)
+    assert posted.status_code == 400
+    assert victim.sio.connected
+
+
+def test_unsupported_engineio_version_and_transport_are_400(server):
+    assert requests.get(f"{server.url}/socket.io/?EIO=3&transport=polling",
+                        timeout=10).status_code == 400
+    assert requests.get(f"{server.url}/socket.io/?EIO=4&transport=carrier-pigeon",
+                        timeout=10).status_code == 400
+
+
+def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
+    ws = connected_raw(server, make_token("big"))
+    ws.send('42/chat,["message",{"room":"x","text":"' + "x" * settings.max_http_buffer_size + '"}]')
+    ws.settimeout(5)
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
+        while ws.recv():
+            pass
+    still_serving(server, connect)
+
+
+def test_payload_over_the_maximum_is_413_over_polling(server, settings):
+    handshake = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = json.loads(handshake.text[1:])["sid"]
+    response = requests.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                             data="4" + "x" * (settings.max_http_buffer_size + 1), timeout=10)
+    assert response.status_code == 413
+
+
+def test_a_half_open_tcp_connection_does_not_block_others(server, connect):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+        still_serving(server, connect)  # the request is never finished
+    wait_for(lambda: requests.get(server.url + "/api/health", timeout=5).ok)
