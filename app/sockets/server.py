@@ -14,11 +14,12 @@ from app.core.limits import ConnectionLimit
 from app.core.queue import create_manager
 from config.settings import Settings
 
-log = logging.getLogger("app.socketio")
 SOCKETIO_PATH = "/socket.io/"
 # python-socketio logs every emit and received event at INFO: the template's own
-# per-event line is in app.sockets, so keep the library to warnings and errors.
-log.setLevel(logging.WARNING)
+# lines go to app.sockets, and the library's logger is kept to warnings and errors.
+library_log = logging.getLogger("app.socketio")
+library_log.setLevel(logging.WARNING)
+log = logging.getLogger("app.sockets")
 
 
 class RealtimeServer(socketio.Server):
@@ -125,7 +126,7 @@ def create_socketio_server(settings: Settings, namespaces: list[str]) -> socketi
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_http_buffer_size,
-        logger=log,
+        logger=library_log,
         engineio_logger=False,
     )
     check_websocket_frames(sio)

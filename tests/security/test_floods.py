@@ -1,0 +1,95 @@
+"""Floods and slow consumers: limited by settings, bounded, and nobody else is affected."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import requests
+import socketio
+import websocket
+
+from tests.helpers import wait_for
+
+
+def test_connection_flood_from_one_address_is_limited(start_own_server, connect, refused,
+                                                       make_token):
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="5")
+    clients = [connect(server.url, user=f"f{i}") for i in range(5)]
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        connect(server.url, user="one-too-many")
+    assert "connection refused code=too_many_connections" in server.log()
+    handshake = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    assert handshake.status_code == 401
+    assert handshake.json()["code"] == "too_many_connections"
+    # X-Forwarded-For is not trusted without PROXY_HOPS: no way around the limit
+    spoofed = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10,
+                           headers={"X-Forwarded-For": "203.0.113.9"})
+    assert spoofed.status_code == 401
+    clients[0].close()
+    wait_for(lambda: connect(server.url, user="after-one-left").sio.connected)
+
+
+def test_addresses_behind_a_trusted_proxy_are_counted_apart(start_own_server):
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="2", PROXY_HOPS="1")
+
+    def handshake(address):
+        return requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10,
+                            headers={"X-Forwarded-For": address}).status_code
+
+    assert [handshake("198.51.100.1") for _ in range(3)] == [200, 200, 401]
+    assert handshake("198.51.100.2") == 200
+
+
+def test_event_flood_is_rate_limited_and_others_are_unaffected(start_own_server, connect):
+    server = start_own_server(EVENT_RATE="5", EVENT_BURST="10")
+    flooder, alice, bob = (connect(server.url, user=name) for name in ("flood", "alice", "bob"))
+    for client in (alice, bob):
+        client.call("join", {"room": "calm"})
+
+    acks = [flooder.call("join", {"room": "flood"}) for _ in range(40)]
+
+    limited = [ack for ack in acks if not ack["ok"]]
+    assert 20 <= len(limited) < 40
+    assert {ack["error"]["code"] for ack in limited} == {"rate_limited"}
+    assert all(0 < ack["error"]["details"]["retry_after"] <= 1 for ack in limited)
+    sent = alice.call("message", {"room": "calm", "text": "unaffected"})
+    assert sent["ok"] and bob.wait_event("message") == [sent["message"]]
+    time.sleep(max(ack["error"]["details"]["retry_after"] for ack in limited))
+    assert flooder.call("join", {"room": "flood"})["ok"] is True
+
+
+def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, make_token,
+                                                      auth_header):
+    server = start_own_server(MAX_QUEUED_PACKETS="20", MAX_MESSAGE_LENGTH="60000")
+    watcher = connect(server.url, ["/admin"], user="root", role="admin")
+    # A raw client with a tiny receive buffer that joins a room, then never reads again.
+    slow = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10,
+        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    slow.recv()
+    slow.send("40/chat," + json.dumps({"token": make_token("slow")}))
+    slow.recv()
+    slow.send('42/chat,1["join",{"room":"firehose"}]')
+    assert slow.recv().startswith("43/chat,1")
+    reader = connect(server.url, user="reader")
+    reader.call("join", {"room": "firehose"})
+
+    def chat_connections():
+        return watcher.call("stats", {}, namespace="/admin")["connections"]["/chat"]
+
+    assert chat_connections() == 2
+    big = "x" * 50_000
+    for n in range(400):  # ~20 MB for the slow client: far past any socket buffer
+        response = requests.post(server.url + "/api/rooms/firehose/messages", timeout=10,
+                                 json={"text": f"{n} {big}"}, headers=auth_header("poster"))
+        assert response.status_code == 201
+        if "slow consumer" in server.log():
+            break
+    wait_for(lambda: chat_connections() == 1, message="the slow client to be disconnected")
+    assert "slow consumer" in server.log()
+    # the reading client got everything that was sent
+    wait_for(lambda: len(reader.of("message")) == n + 1, message="the reader's messages")
+    slow.close()
