@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint check-async-modes clean
+.PHONY: run test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: $(VENV)/.dev
 		echo "=== tests with ASYNC_MODE=$$mode ==="; \
 		ASYNC_MODE=$$mode $(BIN)/python -m pytest $(PYTEST_ARGS) || exit 1; \
 	done
+
+# Template vs Node Socket.IO reference vs bare python-socketio, ~5 minutes (docs/performance.md).
+bench: $(VENV)/.dev bench/requirements.txt
+	scripts/ensure-test-tools.sh
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	cd bench && npm ci --no-audit --no-fund --silent
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -1,0 +1,313 @@
+"""Benchmark the template against the Node Socket.IO reference and bare python-socketio.
+
+    make bench            (or: .venv/bin/python bench/run.py [--quick])
+
+Every figure is measured in this run, for the three servers in turn, with the same
+load generator (socket.io-client under Node), and reported as a ratio to the Node
+reference. Writes bench/results/results.{json,md,png} and the table in
+docs/performance.md. Bounded: fixed counts and timeouts, about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(ROOT))
+
+from app.core.tokens import TokenService  # noqa: E402
+from config.settings import load_settings  # noqa: E402
+from tests.helpers import RedisServer, free_port  # noqa: E402
+
+JWT_SECRET = "bench-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+FULL = {"fanout": dict(clients=1000, rooms=10, senders=10, messages=100),
+        "rate": dict(clients=1000, rooms=10, senders=100, rate=20_000, seconds=10),
+        "idle": dict(clients=5000),
+        "storm": dict(clients=2000, concurrency=200),
+        "cross": dict(clients=1000, rooms=10, senders=10, messages=50)}
+QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20),
+         "rate": dict(clients=100, rooms=5, senders=10, rate=1000, seconds=2),
+         "idle": dict(clients=200),
+         "storm": dict(clients=100, concurrency=50),
+         "cross": dict(clients=100, rooms=5, senders=5, messages=20)}
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (gunicorn master + workers)."""
+    total = 0
+    pids = {pid} | {int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
+                    if _ppid(p) == pid}
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _ppid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Server:
+    """One server under test: its processes, URLs, and the protocol the loadgen speaks."""
+
+    def __init__(self, kind: str, workers: int, redis_url: str | None, async_mode: str) -> None:
+        self.kind, self.workers, self.redis_url = kind, workers, redis_url
+        self.async_mode = async_mode
+        self.processes: list[subprocess.Popen] = []
+        self.urls: list[str] = []
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)
+
+    def protocol(self, token: str) -> dict:
+        if self.kind == "template":
+            return {"namespace": "/chat", "token": token, "sendEvent": "message",
+                    "recvEvent": "message", "extra": {"echo": True}}
+        return {"sendEvent": "chat", "recvEvent": "chat"}
+
+    def start(self) -> Server:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        env.update(PYTHONWARNINGS="ignore", ENV_FILE="")
+        if self.kind == "node":
+            # one Node process per "worker", sharing through the Redis adapter
+            for _ in range(self.workers):
+                port = free_port()
+                self._spawn(["node", "node_server.js"], BENCH,
+                            {**env, "PORT": str(port), **({"REDIS_URL": self.redis_url}
+                                                          if self.redis_url else {})})
+                self.urls.append(f"http://127.0.0.1:{port}")
+            health = "/health"
+        else:
+            port = free_port()
+            self.urls.append(f"http://127.0.0.1:{port}")
+            if self.kind == "bare":
+                command = [sys.executable, "-m", "gunicorn", "-k", self.async_mode, "-w",
+                           str(self.workers), "-b", f"127.0.0.1:{port}", "--worker-connections",
+                           "20000", "--no-control-socket", "bench.bare_server:app"]
+                if self.workers > 1:
+                    command.append("--reuse-port")
+                extra = {"ASYNC_MODE": self.async_mode,
+                         **({"REDIS_URL": self.redis_url} if self.redis_url else {})}
+                health = "/health"
+            else:
+                command = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py"]
+                extra = {"APP_ENV": "testing", "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
+                         "BIND": f"127.0.0.1:{port}", "WORKERS": str(self.workers),
+                         "TRANSPORTS": "websocket", "ASYNC_MODE": self.async_mode,
+                         "WORKER_CONNECTIONS": "20000",
+                         # a load generator is one address sending far above human rates
+                         "EVENT_RATE": "1000000", "EVENT_BURST": "1000000",
+                         "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+                         "MESSAGE_QUEUE_URL": self.redis_url or ""}
+                health = "/api/health"
+            self._spawn(command, ROOT, {**env, **extra})
+        deadline = time.monotonic() + 30
+        for url in self.urls:
+            while True:
+                try:
+                    if requests.get(url + health, timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.kind} did not start: {Path(self.log.name).read_text()}")
+                time.sleep(0.2)
+        time.sleep(1)  # let workers finish booting (subscriptions)
+        return self
+
+    def _spawn(self, command, cwd, env) -> None:
+        self.processes.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log,
+                                               stderr=subprocess.STDOUT,
+                                               start_new_session=True))
+
+    def rss_kb(self) -> int:
+        return sum(rss_kb(p.pid) for p in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def loadgen(options: dict, timeout: float = 180) -> dict:
+    result = subprocess.run(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
+                            capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"loadgen failed: {result.stdout[-500:]} {result.stderr[-500:]}")
+    return json.loads(lines[-1])
+
+
+def idle_memory(server: Server, options: dict) -> dict:
+    before = server.rss_kb()
+    process = subprocess.Popen(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if '"ready"' not in line:
+        process.kill()
+        raise RuntimeError(f"idle loadgen failed: {line}")
+    time.sleep(3)
+    after = server.rss_kb()
+    process.stdin.close()
+    process.wait(30)
+    n = options["clients"]
+    return {"connections": n, "rss_before_kb": before, "rss_after_kb": after,
+            "kb_per_connection": (after - before) / n}
+
+
+def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str) -> dict:
+    results = {}
+    server = Server(kind, 1, None, async_mode).start()
+    try:
+        base = {"urls": server.urls, **server.protocol(token)}
+        results["fanout"] = loadgen({**base, "scenario": "fanout", **sizes["fanout"]})
+        results["rate"] = loadgen({**base, "scenario": "rate", **sizes["rate"]})
+        results["storm"] = loadgen({**base, "scenario": "storm", **sizes["storm"]})
+        results["idle"] = idle_memory(server, {**base, "scenario": "idle", **sizes["idle"]})
+    finally:
+        server.stop()
+    server = Server(kind, 2, redis_url, async_mode).start()
+    try:
+        base = {"urls": server.urls, **server.protocol(token)}
+        results["cross"] = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
+    finally:
+        server.stop()
+    return results
+
+
+# (scenario, metric, label, higher is better)
+METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
+           ("fanout", "p99_ms", "fanout p99 ms", False),
+           ("rate", "p50_ms", "steady-rate p50 ms", False),
+           ("rate", "p99_ms", "steady-rate p99 ms", False),
+           ("rate", "max_ms", "steady-rate max ms", False),
+           ("idle", "kb_per_connection", "idle KB/connection", False),
+           ("storm", "connections_per_s", "connect storm conn/s", True),
+           ("cross", "deliveries_per_s", "2 workers + Redis deliveries/s", True),
+           ("cross", "lost", "2 workers + Redis lost", False)]
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def table(results: dict) -> str:
+    rows = ["| metric | Node ref | bare python-socketio | template | template / Node | "
+            "template / bare |", "|---|---|---|---|---|---|"]
+    for scenario, metric, label, _ in METRICS:
+        values = [results[k][scenario].get(metric) for k in ("node", "bare", "template")]
+        cells = [f"{v:,.1f}" if isinstance(v, float) else str(v) for v in values]
+        r_node, r_bare = ratio(values[2], values[0]), ratio(values[2], values[1])
+        rows.append(f"| {label} | {' | '.join(cells)} | "
+                    f"{'' if r_node is None else f'{r_node:.2f}x'} | "
+                    f"{'' if r_bare is None else f'{r_bare:.2f}x'} |")
+    return "\n".join(rows)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, node, bare = [], [], []
+    for scenario, metric, label, higher in METRICS:
+        if metric == "lost":
+            continue
+        t = results["template"][scenario].get(metric)
+        n, b = results["node"][scenario].get(metric), results["bare"][scenario].get(metric)
+        if not (t and n and b):
+            continue
+        labels.append(label + (" (higher better)" if higher else " (lower better)"))
+        node.append(t / n)
+        bare.append(t / b)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    y = range(len(labels))
+    ax.barh([i + 0.2 for i in y], node, height=0.4, label="template / Node reference")
+    ax.barh([i - 0.2 for i in y], bare, height=0.4, label="template / bare python-socketio")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(y), labels)
+    ax.set_xlabel("ratio (measured in the same run)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"Node {node}, {platform.system()} {platform.release()}")
+
+
+def update_docs(markdown: str) -> None:
+    doc = ROOT / "docs" / "performance.md"
+    text = doc.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    text = re.sub(f"{start}.*{end}", f"{start}\n{markdown}\n{end}", text, flags=re.S)
+    doc.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--async-mode", default=os.environ.get("ASYNC_MODE", "eventlet"))
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    if not (BENCH / "node_modules").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True)
+    settings = load_settings(environ={"JWT_SECRET": JWT_SECRET}, env_file="")
+    token = TokenService(settings).issue("bench", "bench", "user")
+    redis = RedisServer().start()
+    started = time.monotonic()
+    try:
+        results = {kind: measure(kind, sizes, token, redis.url, args.async_mode)
+                   for kind in ("node", "bare", "template")}
+    finally:
+        redis.cleanup()
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"machine": machine(), "async_mode": args.async_mode, "sizes": sizes,
+            "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (RESULTS / "results.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                     indent=2))
+    markdown = (f"Run {meta['date']} on {meta['machine']}; async mode {args.async_mode}; "
+                f"{meta['seconds']} s.\n\n{table(results)}\n\n"
+                f"Load generator CPU share (fanout, per server): "
+                + ", ".join(f"{k} {results[k]['fanout']['loadgen_cpu_share']:.0%}"
+                            for k in results)
+                + "\n\n![ratios](../bench/results/results.png)")
+    (RESULTS / "results.md").write_text(markdown + "\n")
+    plot(results, RESULTS / "results.png")
+    if not args.quick:
+        update_docs(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    shutil.which("node") or sys.exit("bench needs Node.js (and npm) on PATH")
+    main()
