@@ -8,6 +8,7 @@ gunicorn's graceful wait.
 
 from __future__ import annotations
 
+import gc
 import signal
 
 from app.services import EXTENSION_KEY, Services
@@ -20,6 +21,21 @@ def start_queue(services: Services) -> None:
     if not sio.manager_initialized:  # python-socketio otherwise does this on first connect
         sio.manager_initialized = True
         sio.manager.initialize()
+
+
+def tune_gc(gen0_threshold: int) -> None:
+    """Fewer, cheaper collections: the steady-rate p99 latency came from GC pauses.
+
+    freeze() moves everything allocated at boot (Flask, the app, imported modules) to
+    a permanent generation, so full collections no longer walk it; a larger young
+    generation threshold makes collections rarer on a message-heavy workload.
+    """
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def install_graceful_shutdown(services: Services, worker) -> None:
@@ -37,6 +53,7 @@ def install_graceful_shutdown(services: Services, worker) -> None:
 def on_worker_boot(worker) -> None:
     """gunicorn `post_worker_init`: the app is loaded in this worker, not serving yet."""
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]
+    tune_gc(services.settings.gc_gen0_threshold)
     start_queue(services)
     services.sio.start_background_task(watch_slow_consumers, services.sio,
                                        services.settings.max_queued_packets)

@@ -34,6 +34,7 @@ from app.core.tokens import TokenService  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from tests.helpers import RedisServer, free_port  # noqa: E402
 
+TEMPLATE_ENV: dict[str, str] = {}
 JWT_SECRET = "bench-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 FULL = {"fanout": dict(clients=1000, rooms=10, senders=10, messages=100),
         "rate": dict(clients=1000, rooms=10, senders=100, rate=20_000, seconds=10),
@@ -77,7 +78,9 @@ class Server:
         self.async_mode = async_mode
         self.processes: list[subprocess.Popen] = []
         self.urls: list[str] = []
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False)
+        # kept open for the server's lifetime: its processes write to it
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"bench-{kind}-", suffix=".log", delete=False)
 
     def protocol(self, token: str) -> dict:
         if self.kind == "template":
@@ -118,7 +121,7 @@ class Server:
                          # a load generator is one address sending far above human rates
                          "EVENT_RATE": "1000000", "EVENT_BURST": "1000000",
                          "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
-                         "MESSAGE_QUEUE_URL": self.redis_url or ""}
+                         "MESSAGE_QUEUE_URL": self.redis_url or "", **TEMPLATE_ENV}
                 health = "/api/health"
             self._spawn(command, ROOT, {**env, **extra})
         deadline = time.monotonic() + 30
@@ -276,7 +279,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--async-mode", default=os.environ.get("ASYNC_MODE", "eventlet"))
+    parser.add_argument("--template-env", action="append", default=[],
+                        help="NAME=VALUE for the template server (to measure a setting)")
     args = parser.parse_args()
+    TEMPLATE_ENV.update(item.split("=", 1) for item in args.template_env)
     sizes = QUICK if args.quick else FULL
     if not (BENCH / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True)
@@ -291,6 +297,7 @@ def main() -> None:
         redis.cleanup()
     RESULTS.mkdir(exist_ok=True)
     meta = {"machine": machine(), "async_mode": args.async_mode, "sizes": sizes,
+            "template_env": TEMPLATE_ENV,
             "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (RESULTS / "results.json").write_text(json.dumps({"meta": meta, "results": results},

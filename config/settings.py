@@ -104,6 +104,11 @@ class Settings:
     # disconnected; bounds the memory one client can hold.
     max_queued_packets: int = 1000
 
+    # Garbage collector, per worker: objects alive after boot are frozen (never
+    # rescanned) and the young generation collects every GC_GEN0_THRESHOLD allocations
+    # instead of Python's 700. 0 keeps Python's defaults. See docs/performance.md.
+    gc_gen0_threshold: int = 50_000
+
     # --- server (read by config/gunicorn.conf.py) --------------------------
     async_mode: str = "eventlet"
     bind: str = "127.0.0.1:5000"

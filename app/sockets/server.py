@@ -90,6 +90,7 @@ class _CheckedFrames:
 
     def __init__(self, ws) -> None:
         self._ws = ws
+        self.send = ws.send  # the per-packet hot path: no __getattr__ lookup
 
     def wait(self):
         data = self._ws.wait()
