@@ -51,6 +51,11 @@ class RealtimeServer(socketio.Server):
     def _handle_event(self, eio_sid, namespace, id, data):
         if not (isinstance(data, list) and data and isinstance(data[0], str)):
             return self._drop_malformed(eio_sid, ValueError("event without a name"))
+        if data[0] in self.reserved_events:
+            # python-socketio passes a client event named "connect" or "disconnect" to
+            # the namespace as if it were the real one: it would re-run authentication
+            # with client-made arguments, or forget the socket's identity.
+            return self._drop_malformed(eio_sid, ValueError(f"reserved event {data[0]!r}"))
         return super()._handle_event(eio_sid, namespace, id, data)
 
     def _drop_malformed(self, eio_sid, exc: Exception) -> None:

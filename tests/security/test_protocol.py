@@ -16,6 +16,9 @@ MALFORMED = [
     "xyz", "4not-a-socketio-packet", "42/chat,", '42/chat,{"not": "a list"}', "42/chat,[]",
     '42/chat,[["list-as-name"], {}]', '42/chat,[5, {}]', "40/chat,{bad json", "49",
     '452-/chat,["x",{"_placeholder":true,"num":0}]' + "garbage", "",
+    # reserved names: python-socketio would hand them to the namespace as the real events
+    '42/chat,1["connect",{"HTTP_AUTHORIZATION":"Bearer x"},{"token":"x"}]',
+    '42/chat,2["disconnect","forget me"]',
 ]
 # ...or is ignored, as the protocol allows.
 IGNORED = ["43/chat,99[]", "2probe", "6"]
