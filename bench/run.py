@@ -295,12 +295,14 @@ def main() -> None:
                    for kind in ("node", "bare", "template")}
     finally:
         redis.cleanup()
-    RESULTS.mkdir(exist_ok=True)
+    # a quick (smoke) run never replaces the committed full results
+    out = RESULTS / "quick" if args.quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "async_mode": args.async_mode, "sizes": sizes,
             "template_env": TEMPLATE_ENV,
             "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    (RESULTS / "results.json").write_text(json.dumps({"meta": meta, "results": results},
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results},
                                                      indent=2))
     markdown = (f"Run {meta['date']} on {meta['machine']}; async mode {args.async_mode}; "
                 f"{meta['seconds']} s.\n\n{table(results)}\n\n"
@@ -308,8 +310,8 @@ def main() -> None:
                 + ", ".join(f"{k} {results[k]['fanout']['loadgen_cpu_share']:.0%}"
                             for k in results)
                 + "\n\n![ratios](../bench/results/results.png)")
-    (RESULTS / "results.md").write_text(markdown + "\n")
-    plot(results, RESULTS / "results.png")
+    (out / "results.md").write_text(markdown + "\n")
+    plot(results, out / "results.png")
     if not args.quick:
         update_docs(markdown)
     print(markdown)
