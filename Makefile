@@ -15,7 +15,7 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev: requirements.txt requirements-dev.txt bench/requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
@@ -32,9 +32,8 @@ test: $(VENV)/.dev
 	done
 
 # Template vs Node Socket.IO reference vs bare python-socketio, ~5 minutes (docs/performance.md).
-bench: $(VENV)/.dev bench/requirements.txt
+bench: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
-	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	cd bench && npm ci --no-audit --no-fund --silent
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

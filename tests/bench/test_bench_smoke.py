@@ -1,0 +1,34 @@
+"""`bench/run.py --quick`: the bench command still works (tiny sizes; not a timed test)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ASYNC_MODE, ROOT
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                       reason="the bench needs Node.js and npm"),
+    pytest.mark.skipif(ASYNC_MODE != "eventlet", reason="run once, in the eventlet pass"),
+]
+
+
+def test_quick_bench_measures_all_three_servers():
+    if not (ROOT / "bench" / "node_modules").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
+                       check=True, timeout=300)
+    result = subprocess.run([sys.executable, "bench/run.py", "--quick"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((ROOT / "bench" / "results" / "quick" / "results.json").read_text())
+    for kind in ("node", "bare", "template"):
+        scenarios = report["results"][kind]
+        assert scenarios["fanout"]["lost"] == 0 and scenarios["fanout"]["deliveries_per_s"] > 0
+        assert scenarios["cross"]["received"] == scenarios["cross"]["expected"] or kind == "bare"
+        assert scenarios["idle"]["connections"] > 0 and scenarios["storm"]["connections"] > 0
+    assert "template / Node" in result.stdout
