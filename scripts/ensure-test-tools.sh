@@ -13,9 +13,14 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages for the tests: ${missing[*]}" >&2
     apt-get update -qq
     # policy-rc.d: do not start the packaged services; the tests start their own.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # (A policy already in place is left as it is.)
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
     exit 0
 fi
 echo "the tests need: ${missing[*]} (e.g. sudo apt-get install ${missing[*]}," >&2
