@@ -25,17 +25,20 @@ def register_cors(app: Flask, settings: Settings) -> None:
     allowed = set(settings.cors_allowed_origins)
     allow_any = "*" in allowed
 
+    def listed(origin: str) -> bool:
+        return allow_any or origin in allowed
+
     @app.before_request
     def refuse_disallowed_origin():
         origin = request.headers.get("Origin")
-        if origin and not (allow_any or origin in allowed or _same_origin(origin)):
+        if origin and not (listed(origin) or _same_origin(origin)):
             raise AppError(f"origin {origin[:100]} is not allowed", code="origin_not_allowed",
                            status=403)
 
     @app.after_request
     def add_cors_headers(response):
         origin = request.headers.get("Origin")
-        if origin and (allow_any or origin in allowed) and not _same_origin(origin):
+        if origin and listed(origin) and not _same_origin(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers.add("Vary", "Origin")
             if request.method == "OPTIONS":

@@ -8,6 +8,17 @@ import time
 from collections.abc import Callable
 
 
+def wait_until(condition: Callable[[], bool], timeout: float,
+               sleep: Callable[[float], None], interval: float = 0.02) -> bool:
+    """Poll `condition` cooperatively; False if `timeout` passed first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        sleep(interval)
+    return True
+
+
 class Lifecycle:
     """Set to draining on SIGTERM; read by readiness, connects and every event.
 
@@ -18,7 +29,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
-        # TCP sockets of this worker's open WebSocket connections (see WebSocketTracker).
+        # TCP sockets of this worker's open WebSocket connections (see SocketIOGuard).
         self.websockets: set[socket.socket] = set()
 
     def begin(self) -> None:
@@ -29,12 +40,7 @@ class Lifecycle:
 
     def wait_idle(self, timeout: float, sleep: Callable[[float], None]) -> bool:
         """Wait (cooperatively) until no handler runs; False if `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight > 0:
-            if time.monotonic() >= deadline:
-                return False
-            sleep(0.05)
-        return True
+        return wait_until(lambda: self.in_flight == 0, timeout, sleep, interval=0.05)
 
     def cut_websockets(self) -> int:
         """Shut down the TCP connection of every open WebSocket; return how many.

@@ -61,14 +61,21 @@ class RealtimeServer(socketio.Server):
     def _drop_malformed(self, eio_sid, exc: Exception) -> None:
         log.info("malformed packet from %s (%s): disconnecting", eio_sid, exc)
         self._binary_packet.pop(eio_sid, None)
+        self.end_session(eio_sid)
+
+    def end_session(self, eio_sid: str) -> None:
+        """End an Engine.IO session now, without a protocol close.
+
+        Not `eio.disconnect()`: it waits for the session's queue to drain, and the
+        callers here run inside that client's own POST (polling), or for a client
+        that does not read: the wait would be for a poll or a read that never comes.
+        """
         session = self.eio.sockets.get(eio_sid)
         if session is not None:
-            # wait=False: this runs inside the client's own POST (polling), and waiting
-            # for its queue to drain would wait for a poll that cannot come.
             session.close(wait=False, abort=True)
 
 
-def watch_slow_consumers(sio: socketio.Server, max_queued: int, interval: float = 1.0) -> None:
+def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float = 1.0) -> None:
     """Disconnect clients that stop reading (background task, one per worker).
 
     Every emit to such a client waits in its Engine.IO queue; past `max_queued`
@@ -81,7 +88,7 @@ def watch_slow_consumers(sio: socketio.Server, max_queued: int, interval: float 
             if not session.closed and session.queue.qsize() > max_queued:
                 log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
                             session.queue.qsize())
-                session.close(wait=False, abort=True)
+                sio.end_session(eio_sid)
 
 
 class _CheckedFrames:
@@ -117,7 +124,7 @@ def check_websocket_frames(sio: socketio.Server) -> None:
     sio.eio._async = {**sio.eio._async, "websocket": checked}
 
 
-def create_socketio_server(settings: Settings, namespaces: list[str]) -> socketio.Server:
+def create_socketio_server(settings: Settings, namespaces: list[str]) -> RealtimeServer:
     sio = RealtimeServer(
         connection_limit=ConnectionLimit(settings.max_connections_per_address,
                                          settings.proxy_hops),
@@ -164,7 +171,7 @@ class SocketIOGuard:
     KeyError, answered with a 500 HTML page): they become a 400 with a reason.
     """
 
-    def __init__(self, app, sio: socketio.Server, lifecycle: Lifecycle, max_body: int) -> None:
+    def __init__(self, app, sio: RealtimeServer, lifecycle: Lifecycle, max_body: int) -> None:
         self.app = app
         self.sio = sio
         self.lifecycle = lifecycle
@@ -175,8 +182,8 @@ class SocketIOGuard:
             return self.app(environ, start_response)
         if environ.get("REQUEST_METHOD") == "POST" and _content_length(environ) > self.max_body:
             return self._too_large(environ, start_response)
-        sock = environ.get("gunicorn.socket")
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            sock = environ.get("gunicorn.socket")
             if sock is not None:
                 self.lifecycle.websockets.add(sock)
             try:
@@ -194,11 +201,9 @@ class SocketIOGuard:
 
     def _too_large(self, environ, start_response):
         # python-engineio would answer 400 after closing the session with wait=True,
-        # which blocks this request until a poll that cannot come (a hang).
+        # which blocked this request until a poll that cannot come (a hang).
         sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
-        session = self.sio.eio.sockets.get(sid)
-        if session is not None:
-            session.close(wait=False, abort=True)
+        self.sio.end_session(sid)
         log.info("socket.io POST over MAX_HTTP_BUFFER_SIZE: session %s closed", sid or "-")
         body = json.dumps({"code": "payload_too_large",
                            "message": f"packets are limited to {self.max_body} bytes"})
@@ -214,7 +219,7 @@ def _content_length(environ) -> int:
         return 0
 
 
-def wrap_wsgi(sio: socketio.Server, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
+def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
     app = socketio.WSGIApp(sio, flask_wsgi_app)
     if not settings.websocket_compression:
         app = WebSocketCompressionOff(app)

@@ -16,8 +16,8 @@ until it kills them. Instead, on SIGTERM a worker:
 from __future__ import annotations
 
 import logging
-import time
 
+from app.core.lifecycle import wait_until
 from app.services import Services
 
 log = logging.getLogger("app.shutdown")
@@ -40,23 +40,16 @@ def drain(services: Services, handler_timeout: float) -> int:
     for namespace, handler in sio.namespace_handlers.items():
         for sid in list(getattr(handler, "identities", ())):
             sio.emit(SHUTDOWN_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
-    sessions = list(sio.eio.sockets.values())
-    _wait(lambda: all(session.queue.qsize() == 0 for session in sessions), CLOSE_GRACE, sio.sleep)
-    for session in sessions:
+    sessions = dict(sio.eio.sockets)
+    wait_until(lambda: all(session.queue.qsize() == 0 for session in sessions.values()),
+               CLOSE_GRACE, sio.sleep)
+    for eio_sid, session in sessions.items():
         if not session.upgraded:
             # polling: end the session; the client's next poll fails and it reconnects
-            session.close(wait=False, abort=True)
+            sio.end_session(eio_sid)
     # WebSockets: cut the TCP connection (no close handshake), which standard clients
     # treat as a lost connection and reconnect.
     cut = lifecycle.cut_websockets()
     log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
     return len(sessions)
 
-
-def _wait(condition, timeout: float, sleep) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        sleep(0.02)
-    return True
