@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.core.tokens import TokenService  # noqa: E402
 from config.settings import load_settings  # noqa: E402
-from tests.helpers import RedisServer, free_port  # noqa: E402
+from tests.helpers import RedisServer, child_pids, free_port  # noqa: E402
 
 TEMPLATE_ENV: dict[str, str] = {}
 JWT_SECRET = "bench-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -51,9 +51,7 @@ QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20),
 def rss_kb(pid: int) -> int:
     """Resident memory of a process and its children (gunicorn master + workers)."""
     total = 0
-    pids = {pid} | {int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat")
-                    if _ppid(p) == pid}
-    for p in pids:
+    for p in {pid} | child_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -61,13 +59,6 @@ def rss_kb(pid: int) -> int:
         except OSError:
             pass
     return total
-
-
-def _ppid(stat: Path) -> int | None:
-    try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Server:

@@ -51,6 +51,26 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         time.sleep(interval)
 
 
+def child_pids(pid: int) -> set[int]:
+    """The children of a process (gunicorn's workers of a master), from Linux /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def chat_connections_per_worker(admin: Client) -> dict[int, int]:
+    """{worker pid: /chat connections}, from /admin stats (every worker must answer)."""
+    stats = admin.call("stats", {}, namespace="/admin")
+    assert stats["errors"] == []
+    return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
+
+
 def process_environment(**overrides: str) -> dict[str, str]:
     """The environment of a server or CLI process: only what the test chose."""
     env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
@@ -143,16 +163,8 @@ class AppServer:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> set[int]:
-        """gunicorn's workers: the children of the master process (Linux /proc)."""
-        children = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if self.process is not None and int(fields[1]) == self.process.pid:
-                children.add(int(stat.parent.name))
-        return children
+        """gunicorn's workers: the children of the master process."""
+        return child_pids(self.process.pid) if self.process is not None else set()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.process is None:

@@ -13,7 +13,7 @@ import signal
 import pytest
 import requests
 
-from tests.helpers import Nginx, RedisServer, ServerGroup, wait_for
+from tests.helpers import Nginx, RedisServer, ServerGroup, chat_connections_per_worker, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +28,15 @@ def stack():
     redis_server.cleanup()
 
 
-def chat_counts(admin) -> dict[int, int]:
-    stats = admin.call("stats", {}, namespace="/admin")
-    return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
-
-
 def spread_clients(stack, connect, admin, transports, **options):
     """One client per transport on each instance, found by trying client addresses."""
     placed: dict[tuple[str, int], object] = {}
     for third_octet in range(1, 32):
         for transport in transports:
-            before = chat_counts(admin)
+            before = chat_connections_per_worker(admin)
             client = connect(stack["nginx"].url, user=f"c{third_octet}", transport=transport,
                              headers={"X-Forwarded-For": f"10.0.{third_octet}.7"}, **options)
-            after = wait_for(lambda b=before: (a := chat_counts(admin)) != b and a)
+            after = wait_for(lambda b=before: (a := chat_connections_per_worker(admin)) != b and a)
             pid = next(pid for pid, count in after.items() if count > before.get(pid, 0))
             placed.setdefault((transport, pid), client)
         if len(placed) == 2 * len(transports):

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import wait_for
-
-
-def worker_of_each(admin) -> dict[int, int]:
-    stats = admin.call("stats", {}, namespace="/admin")
-    assert stats["errors"] == []
-    return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
+from tests.helpers import chat_connections_per_worker, wait_for
 
 
 def test_clients_on_different_workers_of_one_gunicorn_share_room_messages(
@@ -18,7 +12,7 @@ def test_clients_on_different_workers_of_one_gunicorn_share_room_messages(
     clients = [connect(server.url, user=f"w{i}") for i in range(12)]
     admin = connect(server.url, ["/admin"], user="root", role="admin")
     # every worker has subscribed once a client reached it; wait for both to answer
-    counts = wait_for(lambda: len(c := worker_of_each(admin)) == 2 and c,
+    counts = wait_for(lambda: len(c := chat_connections_per_worker(admin)) == 2 and c,
                       message="both workers to hold clients")
     assert all(count > 0 for count in counts.values()), counts
     for client in clients:
