@@ -12,6 +12,7 @@ import socketio
 from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit
 from app.core.queue import create_manager
+from app.sockets.transport import EngineServer
 from config.settings import Settings
 
 SOCKETIO_PATH = "/socket.io/"
@@ -28,6 +29,9 @@ class RealtimeServer(socketio.Server):
     def __init__(self, *args, connection_limit: ConnectionLimit, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.connection_limit = connection_limit
+
+    def _engineio_server_class(self):
+        return EngineServer  # the WebSocket transport of app/sockets/transport.py
 
     def _handle_eio_connect(self, eio_sid, environ):
         refusal = self.connection_limit.admit(eio_sid, environ)
@@ -85,43 +89,10 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     while True:
         sio.sleep(interval)
         for eio_sid, session in list(sio.eio.sockets.items()):
-            if not session.closed and session.queue.qsize() > max_queued:
+            if not session.closed and session.backlog > max_queued:
                 log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
-                            session.queue.qsize())
+                            session.backlog)
                 sio.end_session(eio_sid)
-
-
-class _CheckedFrames:
-    """A WebSocket whose text frames must start like an Engine.IO packet (a digit).
-
-    python-engineio decodes a frame outside its error handling: "xyz" raised, the
-    traceback reached the WSGI server, which wrote an HTTP 500 into the open
-    WebSocket. Raising from wait() instead takes engineio's own path for a broken
-    connection: the session is closed cleanly.
-    """
-
-    def __init__(self, ws) -> None:
-        self._ws = ws
-        self.send = ws.send  # the per-packet hot path: no __getattr__ lookup
-
-    def wait(self):
-        data = self._ws.wait()
-        if isinstance(data, str) and (not data or data[0] not in "0123456789"):
-            raise ValueError("malformed Engine.IO packet")
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._ws, name)
-
-
-def check_websocket_frames(sio: socketio.Server) -> None:
-    websocket_class = sio.eio._async["websocket"]
-
-    def checked(handler, server):
-        return websocket_class(lambda ws: handler(_CheckedFrames(ws)), server)
-
-    # A copy: the driver's table is shared by every server in the process.
-    sio.eio._async = {**sio.eio._async, "websocket": checked}
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str]) -> RealtimeServer:
@@ -142,7 +113,6 @@ def create_socketio_server(settings: Settings, namespaces: list[str]) -> Realtim
         logger=library_log,
         engineio_logger=False,
     )
-    check_websocket_frames(sio)
     return sio
 
 

@@ -1,0 +1,381 @@
+"""The Engine.IO WebSocket transport, written for many connections and fast fanout.
+
+python-engineio gives every WebSocket connection three green threads: the reader
+(the request's own), a writer waiting on a queue, and a pinger sleeping between
+pings. Each parked green thread costs about 8 KB here, and every packet to every
+client is a queue put, a switch to that client's writer and a send. This module
+keeps the protocol and replaces that machinery (measured in docs/performance.md):
+
+- `FrameWriter`: a packet is framed once per emit (the frame is cached on the
+  packet, which python-socketio shares between a room's members) and appended to
+  the connection's backlog; `WriteBatch` writes every backlog at the end of the
+  event loop's turn with one non-blocking send. Only when the kernel buffer is full
+  does the rest wait for a green thread started for it, which ends when it is done.
+- `EngineServer`: one pinger per worker sends every session its Engine.IO pings,
+  instead of one sleeping green thread per session.
+- `Session`: python-engineio's socket with that writer, whose WebSocket loop also
+  refuses frames that are not Engine.IO packets (the stock loop decoded them outside
+  its error handling: the WSGI server wrote an HTTP 500 into the open WebSocket).
+
+Long-polling sessions keep python-engineio's queue until they upgrade. Without a
+plain socket in the environ (another WSGI server, TLS terminated in gunicorn) the
+writer keeps the same backlog but writes through the WebSocket library.
+"""
+
+from __future__ import annotations
+
+import _socket
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import time
+
+import engineio
+from engineio import exceptions, packet
+from engineio.socket import Socket
+
+log = logging.getLogger("app.sockets")
+
+_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode: the server sends whole, unmasked frames
+
+
+def encode_frame(message: str | bytes) -> bytes:
+    """One WebSocket data frame (RFC 6455 section 5.2) carrying `message`."""
+    if isinstance(message, str):
+        opcode, payload = _TEXT, message.encode()
+    else:
+        opcode, payload = _BINARY, bytes(message)
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", opcode, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", opcode, 126, n) + payload
+    return struct.pack("!BBQ", opcode, 127, n) + payload
+
+
+def packet_frame(pkt: packet.Packet) -> bytes:
+    frame = pkt.__dict__.get("ws_frame")
+    if frame is None:
+        frame = pkt.ws_frame = encode_frame(pkt.encode())
+    return frame
+
+
+def raw_socket(green):
+    """The non-blocking OS socket under a green one (eventlet `.fd`, gevent `._sock`)."""
+    raw = green
+    for _ in range(3):  # eventlet may wrap a green socket in another
+        if isinstance(raw, _socket.socket) or raw is None:
+            break
+        raw = getattr(raw, "fd", None) or getattr(raw, "_sock", None)
+    if not isinstance(raw, _socket.socket) or isinstance(raw, ssl.SSLSocket) \
+            or isinstance(green, ssl.SSLSocket) or raw.gettimeout() != 0.0:
+        return None  # TLS in the server, or not a socket we can write to directly
+    return raw
+
+
+class WriteBatch:
+    """Connections with frames to write, written together once the current turn ends.
+
+    An emit only appends a frame to each recipient's backlog; one task per turn of
+    the event loop then writes each backlog with a single send. Several messages to
+    the same client in one turn (a burst in a busy room) become one system call.
+    """
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.writers: list[FrameWriter] = []
+
+    def add(self, writer: FrameWriter) -> None:
+        if not self.writers:
+            self.server.start_background_task(self._write)
+        self.writers.append(writer)
+
+    def _write(self) -> None:
+        writers, self.writers = self.writers, []
+        for writer in writers:
+            writer.batched = False
+            writer.send_pending()
+
+
+class FrameWriter:
+    """Writes one connection's packets in order, without blocking the emitter.
+
+    `backlog` counts the packets not handed to the kernel yet: a client that stops
+    reading makes it grow (app.sockets.server.watch_slow_consumers ends it).
+    """
+
+    def __init__(self, ws, green, server, batch: WriteBatch) -> None:
+        self.ws = ws
+        self.server = server
+        self.batch = batch
+        self.raw = raw_socket(green) if green is not None else None
+        self.green = green
+        self.pending: list = []  # frames (direct) or messages (through the library)
+        self.batched = False
+        self.flushing = False
+        self.closing = False
+        self.closed = False
+        self.done = server.create_event()
+
+    @property
+    def backlog(self) -> int:
+        return len(self.pending)
+
+    def write(self, pkt: packet.Packet) -> None:
+        if self.closing:
+            return
+        if self.raw is None:
+            self.pending.append(pkt.encode())
+            self._start_flushing()
+            return
+        self.pending.append(packet_frame(pkt))
+        if not self.batched and not self.flushing:
+            self.batched = True
+            self.batch.add(self)
+
+    def send_pending(self) -> None:
+        """Hand the backlog to the kernel without waiting; a rest waits for a flusher."""
+        if self.flushing or self.closing or not self.pending:
+            return
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        self.pending = []
+        try:
+            sent = self.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the peer is gone: the reader sees it too and ends the session
+            self.abort()
+            return
+        if sent < len(data):
+            self.pending.append(data[sent:])
+            self._start_flushing()
+
+    def close(self, wait: bool) -> None:
+        """Write the backlog, then close the WebSocket (its close handshake)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._start_flushing()
+        if wait:
+            self.done.wait()
+
+    def abort(self) -> None:
+        """Drop the backlog and cut the connection: the reader wakes up and ends."""
+        self.pending.clear()
+        self.closing = True
+        sock = self.raw or self.green
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._finished()
+
+    def _start_flushing(self) -> None:
+        if not self.flushing and not self.closed:
+            self.flushing = True
+            self.server.start_background_task(self._flush)
+
+    def _flush(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                batch, self.pending = self.pending, []
+                if self.raw is not None:
+                    self.green.sendall(b"".join(batch))  # one write for the whole backlog
+                else:
+                    for message in batch:
+                        self.ws.send(message)
+            if self.closing and not self.closed:
+                self.ws.close()
+        except Exception as exc:  # a broken connection: the reader ends the session
+            log.debug("websocket write failed: %s", exc)
+            self.abort()
+        finally:
+            self.flushing = False
+            if self.closing:
+                self._finished()
+
+    def _finished(self) -> None:
+        self.closed = True
+        self.done.set()
+
+
+class CheckedWebSocket:
+    """The library's WebSocket, whose frames must be Engine.IO packets of allowed size."""
+
+    def __init__(self, ws, environ, max_size: int) -> None:
+        self.ws = ws
+        self.green = environ.get("gunicorn.socket")
+        self.max_size = max_size
+
+    def wait(self):
+        data = self.ws.wait()
+        if isinstance(data, str) and (not data or data[0] not in "0123456789"):
+            raise ValueError("malformed Engine.IO packet")
+        if data and len(data) > self.max_size:
+            raise ValueError("packet is too large")
+        return data
+
+    def send(self, message) -> None:
+        self.ws.send(message)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def websocket_factory(websocket_class):
+    """python-engineio's `_async["websocket"]` entry, handing our handler the environ."""
+
+    def websocket(handler, server):
+        def app(environ, start_response):
+            def checked(ws):
+                return handler(CheckedWebSocket(ws, environ, server.max_http_buffer_size))
+            return websocket_class(checked, server)(environ, start_response)
+        return app
+
+    return websocket
+
+
+class Session(Socket):
+    """An Engine.IO session: python-engineio's, with the transport above."""
+
+    writer: FrameWriter | None = None
+    ping_due: float | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Packets accepted for this client and not written yet."""
+        return self.writer.backlog if self.writer is not None else self.queue.qsize()
+
+    def send(self, pkt):
+        if self.writer is None:
+            return super().send(pkt)
+        if self.check_ping_timeout():
+            self.writer.write(pkt)
+
+    def close(self, wait=True, abort=False, reason=None):
+        if self.writer is None:
+            return super().close(wait=wait, abort=abort, reason=reason)
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self.server._trigger_event("disconnect", self.sid,
+                                   reason or self.server.reason.SERVER_DISCONNECT,
+                                   run_async=False)
+        if not abort:
+            self.send(packet.Packet(packet.CLOSE))
+        self.closed = True
+        if abort:
+            self.writer.abort()
+        else:
+            self.writer.close(wait)
+
+    # Pings: the worker's pinger (EngineServer) sends them when due.
+    def schedule_ping(self):
+        if self.last_ping:
+            self.last_ping = None
+            self.ping_due = time.monotonic() + self.server.ping_interval
+
+    def send_ping(self) -> None:
+        self.ping_due = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.send(packet.Packet(packet.PING))
+
+    def _websocket_handler(self, ws):
+        green = ws.green
+        if green is not None:  # as python-engineio: reads and writes give up after this
+            green.settimeout(self.server.ping_interval + self.server.ping_timeout)
+        if self.connected:  # an upgrade from long-polling
+            self.upgrading = True
+            try:
+                upgraded = self._upgrade_handshake(ws)
+            finally:
+                self.upgrading = False
+            if not upgraded:
+                return []
+        else:
+            self.connected = True
+        self.upgraded = True
+        writer = FrameWriter(ws, green, self.server, self.server.write_batch)
+        self._hand_queue_to(writer)
+        self._read(ws)
+        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        return []
+
+    def _upgrade_handshake(self, ws) -> bool:
+        """PING "probe" -> PONG "probe", end the pending poll, then UPGRADE."""
+        pkt = packet.Packet(encoded_packet=ws.wait())
+        if pkt.packet_type != packet.PING or pkt.data != "probe":
+            return False
+        ws.send(packet.Packet(packet.PONG, data="probe").encode())
+        self.queue.put(packet.Packet(packet.NOOP))  # ends the poll
+        return packet.Packet(encoded_packet=ws.wait()).packet_type == packet.UPGRADE
+
+    def _hand_queue_to(self, writer: FrameWriter) -> None:
+        """Packets queued before the WebSocket (OPEN, CONNECT, ...) go first, in order."""
+        queued = []
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is not None:
+                queued.append(pkt)
+        self.writer = writer
+        for pkt in queued:
+            writer.write(pkt)
+
+    def _read(self, ws) -> None:
+        while not self.closed:
+            try:
+                data = ws.wait()
+            except Exception as exc:
+                if not self.closed:
+                    log.info("%s: websocket closed (%s)", self.sid, exc)
+                return
+            if data is None:  # closed by the client
+                return
+            try:
+                self.receive(packet.Packet(encoded_packet=data))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                return
+            except Exception:
+                log.exception("%s: unexpected error on a received packet", self.sid)
+                return
+
+
+class _Sessions(dict):
+    """python-engineio creates `engineio.socket.Socket` by name: made a Session here."""
+
+    def __setitem__(self, sid, session):
+        if type(session) is Socket:
+            session.__class__ = Session
+        super().__setitem__(sid, session)
+
+
+class EngineServer(engineio.Server):
+    """python-engineio's server with the sessions above and one pinger per worker."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sockets = _Sessions()
+        self._pinger = None
+        self.write_batch = WriteBatch(self)
+        self._async = {**self._async, "websocket": websocket_factory(self._async["websocket"])}
+
+    def _handle_connect(self, *args, **kwargs):
+        if self._pinger is None:
+            self._pinger = self.start_background_task(self._send_pings)
+        return super()._handle_connect(*args, **kwargs)
+
+    def _send_pings(self) -> None:
+        # Pings may leave up to `resolution` late: the client allows pingInterval +
+        # pingTimeout, and python-engineio's own grace period covers the rest.
+        resolution = min(1.0, self.ping_interval / 4)
+        while True:
+            self.sleep(resolution)
+            now = time.monotonic()
+            for session in list(self.sockets.values()):
+                if session.ping_due is not None and now >= session.ping_due:
+                    session.send_ping()

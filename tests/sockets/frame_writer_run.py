@@ -1,0 +1,78 @@
+"""Run by test_frame_writer.py in a fresh process (the async library patches the stdlib).
+
+    python -m tests.sockets.frame_writer_run eventlet|gevent
+
+Writes frames of every header size through a FrameWriter into a socket whose peer does
+not read yet, then reads them all back; prints one JSON line of what it saw.
+"""
+
+import sys
+
+MODE = sys.argv[1]
+if MODE == "gevent":
+    import gevent.monkey
+
+    gevent.monkey.patch_all()
+else:
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import json  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+
+import engineio  # noqa: E402
+from engineio import packet  # noqa: E402
+
+from app.sockets.transport import FrameWriter, WriteBatch  # noqa: E402
+
+SIZES = [0, 10, 125, 126, 65_535, 65_536, 69_000]
+COUNT = 140
+
+
+def read_frames(sock: socket.socket, count: int) -> list[tuple[int, str]]:
+    buffer = bytearray()
+
+    def take(n: int) -> bytes:
+        while len(buffer) < n:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError(f"connection closed with {len(buffer)} bytes pending")
+            buffer.extend(chunk)
+        out = bytes(buffer[:n])
+        del buffer[:n]
+        return out
+
+    frames = []
+    for _ in range(count):
+        opcode, length = take(2)
+        length &= 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", take(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", take(8))
+        frames.append((opcode, take(length).decode()))
+    return frames
+
+
+def main() -> None:
+    server = engineio.Server(async_mode=MODE)
+    writer_end, reader_end = socket.socketpair()
+    writer_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer = FrameWriter(None, writer_end, server, WriteBatch(server))
+    sent = []
+    for n in range(COUNT):
+        text = f"{n}:" + "x" * SIZES[n % len(SIZES)]
+        sent.append((0x81, "4" + text))
+        writer.write(packet.Packet(packet.MESSAGE, data=text))
+    server.sleep(0.2)  # the batch writes what the socket takes; a flusher waits with the rest
+    flushing_while_paused = writer.flushing
+    received = read_frames(reader_end, COUNT)
+    server.sleep(0.2)
+    print(json.dumps({"direct": writer.raw is not None, "flushing_while_paused":
+                      flushing_while_paused, "in_order": received == sent,
+                      "flushing_after": writer.flushing, "backlog_after": writer.backlog}))
+
+
+main()

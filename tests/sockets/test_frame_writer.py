@@ -1,0 +1,22 @@
+"""FrameWriter (app/sockets/transport.py) over a real socket, in the suite's async mode."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ASYNC_MODE, process_environment
+
+
+def test_frames_written_directly_and_from_the_backlog_arrive_whole_and_in_order():
+    result = subprocess.run([sys.executable, "-m", "tests.sockets.frame_writer_run", ASYNC_MODE],
+                            capture_output=True, text=True, timeout=60,
+                            env=process_environment(), cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    # the socket is a plain one: written without the WebSocket library
+    assert seen["direct"] is True
+    # the peer was not reading: the rest waited for a flusher, which ended when done
+    assert seen["flushing_while_paused"] is True
+    assert seen["in_order"] is True
+    assert seen["flushing_after"] is False and seen["backlog_after"] == 0

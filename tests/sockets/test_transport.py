@@ -1,0 +1,81 @@
+"""The WebSocket transport (app/sockets/transport.py) against a real server and raw clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import requests
+import websocket
+
+from tests.helpers import wait_for
+
+
+def open_raw(server, make_token, user: str, rcvbuf: int | None = None) -> tuple:
+    """A raw Engine.IO WebSocket client connected to /chat; returns (ws, OPEN payload)."""
+    options = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10,
+        sockopt=options)
+    opened = ws.recv()
+    assert opened.startswith("0")
+    ws.send("40/chat," + json.dumps({"token": make_token(user)}))
+    assert ws.recv().startswith("40/chat,")
+    return ws, json.loads(opened[1:])
+
+
+def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
+                                                          auth_header):
+    server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
+                              MAX_HTTP_BUFFER_SIZE="200000")
+    ws, _ = open_raw(server, make_token, "paused", rcvbuf=4096)
+    ws.send('42/chat,1["join",{"room":"backlog"}]')
+    assert ws.recv().startswith("43/chat,1")
+    # Sizes cross the frame header's three length forms (7, 16 and 64 bits); the
+    # client does not read until all are accepted, ~5 MB: far past the socket buffers,
+    # so most of them wait in the server's backlog.
+    sizes = [5, 125, 126, 200, 65_535, 65_536, 69_000, 40_000]
+    count = 120
+    for n in range(count):
+        text = f"{n}:" + "x" * sizes[n % len(sizes)]
+        response = requests.post(server.url + "/api/rooms/backlog/messages", timeout=10,
+                                 json={"text": text}, headers=auth_header("poster"))
+        assert response.status_code == 201, response.text
+    received = []
+    while len(received) < count:
+        frame = ws.recv()
+        if frame == "2":  # an Engine.IO ping
+            ws.send("3")
+            continue
+        event, message = json.loads(frame[len("42/chat,"):])
+        assert event == "message"
+        received.append(message["text"])
+    assert [int(text.split(":")[0]) for text in received] == list(range(count))
+    assert [len(text.split(":")[1]) for text in received] == \
+        [sizes[n % len(sizes)] for n in range(count)]
+    ws.close()
+
+
+def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_token):
+    server = start_own_server(PING_INTERVAL="1", PING_TIMEOUT="1")
+    ws, opened = open_raw(server, make_token, "pinged")
+    assert opened["pingInterval"] == 1000 and opened["pingTimeout"] == 1000
+    started = time.monotonic()
+    for _ in range(3):  # answered pings: the session lives on past several intervals
+        assert ws.recv() == "2"
+        ws.send("3")
+    assert time.monotonic() - started > 2
+    ws.send('42/chat,1["join",{"room":"alive"}]')
+    assert ws.recv().startswith("43/chat,1")
+    assert ws.recv() == "2"  # now silent: the server closes the session
+    silent_since = time.monotonic()
+
+    def closed() -> bool:
+        try:
+            return ws.recv() in ("", None, "1")  # "1": Engine.IO CLOSE
+        except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+            return True
+
+    wait_for(closed, timeout=10, message="the silent client to be disconnected")
+    assert time.monotonic() - silent_since < 5
