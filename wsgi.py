@@ -1,4 +1,4 @@
-"""WSGI entry point: `gunicorn -c config/gunicorn.conf.py` loads `wsgi:app`.
+"""WSGI entry point: `gunicorn -c config/gunicorn.conf.py` serves `wsgi:application`.
 
 Settings come from the environment (and `.env`); see config/settings.py.
 """
@@ -6,3 +6,6 @@ Settings come from the environment (and `.env`); see config/settings.py.
 from app import create_app
 
 app = create_app()
+# The WSGI function itself (Socket.IO + Flask): served without the Flask object's
+# __call__, one C-level frame less on the parked stack of every WebSocket.
+application = app.wsgi_app

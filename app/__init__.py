@@ -1,9 +1,9 @@
 """Application factory: a Flask app and a python-socketio server on one port.
 
-`create_app()` returns the Flask app; its `wsgi_app` is wrapped by
-`socketio.WSGIApp`, so `/socket.io/` goes to Socket.IO and every other path to
-Flask. Each call builds its own settings, server, manager and services: two apps
-in one process share nothing.
+`create_app()` returns the Flask app; its `wsgi_app` is replaced by one WSGI
+function (app.sockets.server.wrap_wsgi), so `/socket.io/` goes to Socket.IO and
+every other path to Flask. Each call builds its own settings, server, manager and
+services: two apps in one process share nothing.
 """
 
 from __future__ import annotations
@@ -46,4 +46,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     register_namespaces(sio, services)
     register_commands(flask_app)
     flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings, lifecycle)
+    # gunicorn serves that function (wsgi.application); its worker hooks find the
+    # services on it as on the Flask app.
+    flask_app.wsgi_app.extensions = flask_app.extensions
     return flask_app

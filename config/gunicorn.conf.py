@@ -17,7 +17,7 @@ from config.settings import load_settings
 
 _settings = load_settings()
 
-wsgi_app = "wsgi:app"
+wsgi_app = "wsgi:application"
 bind = _settings.bind
 workers = _settings.workers
 worker_class = _settings.async_mode

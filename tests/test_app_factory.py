@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socketio
+import json
 
 from app import create_app
 from app.api import BLUEPRINTS
@@ -27,8 +27,11 @@ def test_every_registry_entry_is_registered(app):
     assert {bp.name for bp in BLUEPRINTS} <= set(app.blueprints)
 
 
-def test_socketio_and_flask_share_the_wsgi_callable(app):
-    layer = app.wsgi_app
-    while not isinstance(layer, socketio.WSGIApp):  # through the template's middlewares
-        layer = layer.app
-    assert layer.engineio_app is app.extensions["realtime"].sio
+def test_socketio_and_flask_share_the_wsgi_callable(app, http):
+    # one WSGI callable: /socket.io/ reaches this app's python-socketio server...
+    opened = http.get("/socket.io/?EIO=4&transport=polling")
+    assert opened.status_code == 200 and opened.get_data(as_text=True).startswith("0{")
+    sid = json.loads(opened.get_data(as_text=True)[1:])["sid"]
+    assert sid in app.extensions["realtime"].sio.eio.sockets
+    # ...and every other path reaches Flask
+    assert http.get("/api/health").get_json()["status"] == "ok"

@@ -29,7 +29,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
-        # TCP sockets of this worker's open WebSocket connections (see SocketIOGuard).
+        # TCP sockets of this worker's open WebSocket connections (see app.sockets.server.wrap_wsgi).
         self.websockets: set[socket.socket] = set()
 
     def begin(self) -> None:

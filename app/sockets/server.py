@@ -116,52 +116,75 @@ def create_socketio_server(settings: Settings, namespaces: list[str]) -> Realtim
     return sio
 
 
-class WebSocketCompressionOff:
-    """Hide the client's permessage-deflate offer from the WebSocket server.
+class _EventletInput:
+    """Where eventlet's WebSocket server looks for the connection's socket.
 
-    The eventlet and gevent WebSocket servers accept it whenever offered; the
-    header removal keeps one code path for both (see WEBSOCKET_COMPRESSION).
+    gunicorn puts it in `gunicorn.socket`; python-engineio's WSGIApp builds this shim
+    as a new class on every request, which each open WebSocket then keeps.
     """
 
-    def __init__(self, app) -> None:
-        self.app = app
+    __slots__ = ("socket",)
 
-    def __call__(self, environ, start_response):
-        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        return self.app(environ, start_response)
+    def __init__(self, sock) -> None:
+        self.socket = sock
+
+    def get_socket(self):
+        return self.socket
 
 
-class SocketIOGuard:
-    """Around the Socket.IO endpoint: track open WebSockets, and answer JSON 400s.
+def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
+    """One WSGI function: `/socket.io/` to python-socketio, every other path to Flask.
 
-    gunicorn puts the connection's socket in the environ; a WebSocket request lasts
-    as long as the connection, so membership in `lifecycle.websockets` is exactly
-    "open" (a draining worker cuts them). And python-engineio lets some client
-    mistakes escape as exceptions (a POST to a session closed a moment ago raised
-    KeyError, answered with a 500 HTML page): they become a 400 with a reason.
+    It stands in for socketio.WSGIApp, and around the Socket.IO endpoint it:
+    - hides the client's permessage-deflate offer (WEBSOCKET_COMPRESSION): the
+      eventlet and gevent WebSocket servers accept it whenever offered;
+    - tracks open WebSockets: a WebSocket request lasts as long as its connection,
+      so membership in `lifecycle.websockets` is exactly "open" (a draining worker
+      cuts them);
+    - answers JSON errors where python-engineio lets client mistakes escape (a POST
+      to a session closed a moment ago raised KeyError: a 500 HTML page), or hangs
+      (a polling POST over MAX_HTTP_BUFFER_SIZE, see `too_large`).
+    Plain functions, not callable objects: every `__call__` layer stays on the stack
+    of each parked WebSocket green thread, about 0.7 KB per connection.
     """
+    handle_request = sio.handle_request
+    max_body = settings.max_http_buffer_size
+    compression = settings.websocket_compression
 
-    def __init__(self, app, sio: RealtimeServer, lifecycle: Lifecycle, max_body: int) -> None:
-        self.app = app
-        self.sio = sio
-        self.lifecycle = lifecycle
-        self.max_body = max_body
+    def too_large(environ, start_response):
+        # python-engineio would answer 400 after closing the session with wait=True,
+        # which blocked this request until a poll that cannot come (a hang).
+        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
+        sio.end_session(sid)
+        log.info("socket.io POST over MAX_HTTP_BUFFER_SIZE: session %s closed", sid or "-")
+        body = json.dumps({"code": "payload_too_large",
+                           "message": f"packets are limited to {max_body} bytes"})
+        start_response("413 REQUEST ENTITY TOO LARGE", [("Content-Type", "application/json"),
+                                                       ("Connection", "close")])
+        return [body.encode()]
 
-    def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH):
-            return self.app(environ, start_response)
-        if environ.get("REQUEST_METHOD") == "POST" and _content_length(environ) > self.max_body:
-            return self._too_large(environ, start_response)
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            sock = environ.get("gunicorn.socket")
-            if sock is not None:
-                self.lifecycle.websockets.add(sock)
-            try:
-                return self.app(environ, start_response)
-            finally:
-                self.lifecycle.websockets.discard(sock)
+    def websocket(environ, start_response):
+        if not compression:
+            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        sock = environ.get("gunicorn.socket")
+        if sock is None:
+            return handle_request(environ, start_response)
+        environ["eventlet.input"] = _EventletInput(sock)
+        lifecycle.websockets.add(sock)
         try:
-            return self.app(environ, start_response)
+            return handle_request(environ, start_response)
+        finally:
+            lifecycle.websockets.discard(sock)
+
+    def app(environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH):
+            return flask_wsgi_app(environ, start_response)
+        if environ.get("REQUEST_METHOD") == "POST" and _content_length(environ) > max_body:
+            return too_large(environ, start_response)
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return websocket(environ, start_response)
+        try:
+            return handle_request(environ, start_response)
         except Exception as exc:
             log.info("socket.io request refused: %s: %s", exc.__class__.__name__, exc)
             body = json.dumps({"code": "invalid_session", "message": "unknown or closed session"})
@@ -169,17 +192,7 @@ class SocketIOGuard:
                            sys.exc_info())
             return [body.encode()]
 
-    def _too_large(self, environ, start_response):
-        # python-engineio would answer 400 after closing the session with wait=True,
-        # which blocked this request until a poll that cannot come (a hang).
-        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
-        self.sio.end_session(sid)
-        log.info("socket.io POST over MAX_HTTP_BUFFER_SIZE: session %s closed", sid or "-")
-        body = json.dumps({"code": "payload_too_large",
-                           "message": f"packets are limited to {self.max_body} bytes"})
-        start_response("413 REQUEST ENTITY TOO LARGE", [("Content-Type", "application/json"),
-                                                       ("Connection", "close")])
-        return [body.encode()]
+    return app
 
 
 def _content_length(environ) -> int:
@@ -187,10 +200,3 @@ def _content_length(environ) -> int:
         return int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
-    app = socketio.WSGIApp(sio, flask_wsgi_app)
-    if not settings.websocket_compression:
-        app = WebSocketCompressionOff(app)
-    return SocketIOGuard(app, sio, lifecycle, settings.max_http_buffer_size)
