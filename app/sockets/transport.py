@@ -29,31 +29,15 @@ import contextlib
 import logging
 import socket
 import ssl
-import struct
 import time
 
 import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
+from app.sockets.websocket import WebSocket, accept, encode_frame
+
 log = logging.getLogger("app.sockets")
-
-_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode: the server sends whole, unmasked frames
-
-
-def encode_frame(message: str | bytes) -> bytes:
-    """One WebSocket data frame (RFC 6455 section 5.2) carrying `message`."""
-    if isinstance(message, str):
-        opcode, payload = _TEXT, message.encode()
-    else:
-        opcode, payload = _BINARY, bytes(message)
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", opcode, n) + payload
-    if n < 65536:
-        return struct.pack("!BBH", opcode, 126, n) + payload
-    return struct.pack("!BBQ", opcode, 127, n) + payload
-
 
 def packet_frame(pkt: packet.Packet) -> bytes:
     frame = pkt.__dict__.get("ws_frame")
@@ -130,7 +114,12 @@ class FrameWriter:
             self.pending.append(pkt.encode())
             self._start_flushing()
             return
-        self.pending.append(packet_frame(pkt))
+        self.write_frame(packet_frame(pkt))
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        self.pending.append(frame)
         if not self.batched and not self.flushing:
             self.batched = True
             self.batch.add(self)
@@ -204,11 +193,11 @@ class FrameWriter:
 
 
 class CheckedWebSocket:
-    """The library's WebSocket, whose frames must be Engine.IO packets of allowed size."""
+    """A WebSocket whose frames must be Engine.IO packets of allowed size."""
 
-    def __init__(self, ws, environ, max_size: int) -> None:
+    def __init__(self, ws, green, max_size: int) -> None:
         self.ws = ws
-        self.green = environ.get("gunicorn.socket")
+        self.green = green
         self.max_size = max_size
 
     def wait(self):
@@ -225,17 +214,38 @@ class CheckedWebSocket:
     def close(self) -> None:
         self.ws.close()
 
+    def direct_output(self, writer: FrameWriter) -> None:
+        """Our WebSocket answers pings through the writer, in order with the rest."""
+        if isinstance(self.ws, WebSocket):
+            self.ws.write = writer.write_frame
+
 
 def websocket_factory(websocket_class):
-    """python-engineio's `_async["websocket"]` entry, handing our handler the environ."""
+    """python-engineio's `_async["websocket"]` entry.
+
+    On a plain socket without permessage-deflate, app/sockets/websocket.py speaks
+    the protocol; otherwise the async library's WebSocket server does.
+    """
 
     def websocket(handler, server):
+        max_size = server.max_http_buffer_size
+
         def app(environ, start_response):
-            def checked(ws):
-                return handler(CheckedWebSocket(ws, environ, server.max_http_buffer_size))
-            # .__call__ named: a call through the type slot would add a C frame to
-            # the parked stack of every connection (~0.7 KB each)
-            return websocket_class(checked, server).__call__(environ, start_response)
+            green = environ.get("gunicorn.socket")
+            if green is None or raw_socket(green) is None \
+                    or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
+                def checked(ws):
+                    return handler(CheckedWebSocket(ws, green, max_size))
+                # .__call__ named: a call through the type slot would add a C frame
+                # to the parked stack of every connection (~0.7 KB each)
+                return websocket_class(checked, server).__call__(environ, start_response)
+            if not accept(environ, green):
+                start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
+                return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
+            handler(CheckedWebSocket(WebSocket(green, max_size), green, max_size))
+            # gunicorn: the response was written here; it closes the connection
+            raise StopIteration
+
         return app
 
     return websocket
@@ -322,9 +332,11 @@ class Session(Socket):
             self.connected = True
         self.upgraded = True
         writer = FrameWriter(ws, green, self.server, self.server.write_batch)
+        ws.direct_output(writer)
         self._hand_queue_to(writer)
         self._read(ws)
         self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        self.server.sockets.pop(self.sid, None)
         return []
 
     def _upgrade_handshake(self, ws) -> bool:
