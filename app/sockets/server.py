@@ -163,26 +163,22 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
                                                        ("Connection", "close")])
         return [body.encode()]
 
-    def websocket(environ, start_response):
-        if not compression:
-            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        sock = environ.get("gunicorn.socket")
-        if sock is None:
-            return handle_request(environ, start_response)
-        environ["eventlet.input"] = _EventletInput(sock)
-        lifecycle.websockets.add(sock)
-        try:
-            return handle_request(environ, start_response)
-        finally:
-            lifecycle.websockets.discard(sock)
-
     def app(environ, start_response):
         if not environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH):
             return flask_wsgi_app(environ, start_response)
         if environ.get("REQUEST_METHOD") == "POST" and _content_length(environ) > max_body:
             return too_large(environ, start_response)
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return websocket(environ, start_response)
+        if not compression:
+            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        sock = environ.get("gunicorn.socket")
+        if sock is not None and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            # (here, not in a helper: this frame stays on the connection's stack)
+            environ["eventlet.input"] = _EventletInput(sock)
+            lifecycle.websockets.add(sock)
+            try:
+                return handle_request(environ, start_response)
+            finally:
+                lifecycle.websockets.discard(sock)
         try:
             return handle_request(environ, start_response)
         except Exception as exc:

@@ -192,21 +192,13 @@ class FrameWriter:
             self.done.set()
 
 
-class CheckedWebSocket:
-    """A WebSocket whose frames must be Engine.IO packets of allowed size."""
+class Connection:
+    """The WebSocket a session reads from: ours or the async library's, and its socket."""
 
-    def __init__(self, ws, green, max_size: int) -> None:
+    def __init__(self, ws, green) -> None:
         self.ws = ws
         self.green = green
-        self.max_size = max_size
-
-    def wait(self):
-        data = self.ws.wait()
-        if isinstance(data, str) and (not data or data[0] not in "0123456789"):
-            raise ValueError("malformed Engine.IO packet")
-        if data and len(data) > self.max_size:
-            raise ValueError("packet is too large")
-        return data
+        self.wait = ws.wait  # bound here: no wrapper frame on every parked stack
 
     def send(self, message) -> None:
         self.ws.send(message)
@@ -235,14 +227,14 @@ def websocket_factory(websocket_class):
             if green is None or raw_socket(green) is None \
                     or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
                 def checked(ws):
-                    return handler(CheckedWebSocket(ws, green, max_size))
+                    return handler(Connection(ws, green))
                 # .__call__ named: a call through the type slot would add a C frame
                 # to the parked stack of every connection (~0.7 KB each)
                 return websocket_class(checked, server).__call__(environ, start_response)
             if not accept(environ, green):
                 start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
                 return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
-            handler(CheckedWebSocket(WebSocket(green, max_size), green, max_size))
+            handler(Connection(WebSocket(green, max_size), green))
             # gunicorn: the response was written here; it closes the connection
             raise StopIteration
 
@@ -309,6 +301,7 @@ class Session(Socket):
         if self.last_ping:
             self.last_ping = None
             self.ping_due = time.monotonic() + self.server.ping_interval
+            self.server.start_pinger()
 
     def send_ping(self) -> None:
         self.ping_due = None
@@ -316,7 +309,7 @@ class Session(Socket):
             self.last_ping = time.time()
             self.send(packet.Packet(packet.PING))
 
-    def _websocket_handler(self, ws):
+    def _websocket_handler(self, ws: Connection):
         green = ws.green
         if green is not None:  # as python-engineio: reads and writes give up after this
             green.settimeout(self.server.ping_interval + self.server.ping_timeout)
@@ -334,7 +327,32 @@ class Session(Socket):
         writer = FrameWriter(ws, green, self.server, self.server.write_batch)
         ws.direct_output(writer)
         self._hand_queue_to(writer)
-        self._read(ws)
+        # The read loop is here, not in a helper: every frame on this call stack stays
+        # allocated for as long as the connection is open (docs/performance.md).
+        max_size = self.server.max_http_buffer_size
+        while not self.closed:
+            try:
+                data = ws.wait()
+                if isinstance(data, str) and (not data or data[0] not in "0123456789"):
+                    # python-engineio would fail to decode it outside its error handling
+                    raise ValueError("malformed Engine.IO packet")
+                if data and len(data) > max_size:
+                    raise ValueError("packet is too large")
+            except Exception as exc:
+                if not self.closed:
+                    log.info("%s: websocket closed (%s)", self.sid, exc)
+                break
+            if data is None:  # closed by the client
+                break
+            try:
+                self.receive(packet.Packet(encoded_packet=data))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                log.exception("%s: unexpected error on a received packet", self.sid)
+                break
         self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
         self.server.sockets.pop(self.sid, None)
         return []
@@ -361,27 +379,6 @@ class Session(Socket):
         for pkt in queued:
             writer.write(pkt)
 
-    def _read(self, ws) -> None:
-        while not self.closed:
-            try:
-                data = ws.wait()
-            except Exception as exc:
-                if not self.closed:
-                    log.info("%s: websocket closed (%s)", self.sid, exc)
-                return
-            if data is None:  # closed by the client
-                return
-            try:
-                self.receive(packet.Packet(encoded_packet=data))
-            except exceptions.UnknownPacketError:
-                pass
-            except exceptions.SocketIsClosedError:
-                return
-            except Exception:
-                log.exception("%s: unexpected error on a received packet", self.sid)
-                return
-
-
 class _Sessions(dict):
     """python-engineio creates `engineio.socket.Socket` by name: made a Session here."""
 
@@ -401,10 +398,9 @@ class EngineServer(engineio.Server):
         self.write_batch = WriteBatch(self)
         self._async = {**self._async, "websocket": websocket_factory(self._async["websocket"])}
 
-    def _handle_connect(self, *args, **kwargs):
-        if self._pinger is None:
+    def start_pinger(self) -> None:
+        if self._pinger is None:  # at the first session, not at import (pre-fork)
             self._pinger = self.start_background_task(self._send_pings)
-        return super()._handle_connect(*args, **kwargs)
 
     def _send_pings(self) -> None:
         # Pings may leave up to `resolution` late: the client allows pingInterval +

@@ -92,13 +92,19 @@ class WebSocket:
             self.sock.shutdown(socket.SHUT_WR)
 
     def wait(self) -> str | bytes | None:
+        # The only blocking call, recv(), is made from here: the stack a parked
+        # connection keeps is as short as it can be (docs/performance.md).
         fragments: list[bytes] = []
         message_opcode = None
         size = 0
         while True:
-            frame = self._next_frame()
+            frame = self._parse()
             if frame is None:
-                return None
+                data = self.sock.recv(_READ_SIZE)
+                if not data:
+                    return None
+                self._append(data)
+                continue
             fin, opcode, payload = frame
             if opcode >= _CLOSE:
                 if opcode == _CLOSE:
@@ -125,10 +131,12 @@ class WebSocket:
                 except UnicodeDecodeError:
                     raise ProtocolError("text frame is not UTF-8") from None
 
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
-        if not self._fill(2):
-            return None
+    def _parse(self) -> tuple[bool, int, bytes] | None:
+        """The next whole frame in the buffer (fin, opcode, payload), or None."""
         buffer, start = self.buffer, self.start
+        available = len(buffer) - start
+        if available < 2:
+            return None
         first, second = buffer[start], buffer[start + 1]
         fin, opcode, length = bool(first & 0x80), first & 0x0F, second & 0x7F
         if first & 0x70:
@@ -141,20 +149,20 @@ class WebSocket:
             raise ProtocolError("control frames must be whole and short")
         header = 2
         if length == 126:
-            if not self._fill(4):
+            if available < 4:
                 return None
-            (length,) = struct.unpack_from("!H", self.buffer, self.start + 2)
+            (length,) = struct.unpack_from("!H", buffer, start + 2)
             header = 4
         elif length == 127:
-            if not self._fill(10):
+            if available < 10:
                 return None
-            (length,) = struct.unpack_from("!Q", self.buffer, self.start + 2)
+            (length,) = struct.unpack_from("!Q", buffer, start + 2)
             header = 10
         if length > self.max_size:
             raise ProtocolError("frame too large")
-        if not self._fill(header + 4 + length):
+        if available < header + 4 + length:
             return None
-        buffer, start = self.buffer, self.start + header
+        start += header
         mask = bytes(buffer[start:start + 4])
         payload = unmask(bytes(buffer[start + 4:start + 4 + length]), mask)
         self.start = start + 4 + length
@@ -162,14 +170,8 @@ class WebSocket:
             self.buffer, self.start = bytearray(), 0
         return fin, opcode, payload
 
-    def _fill(self, n: int) -> bool:
-        """Read until `n` unread bytes are buffered; False if the connection ended first."""
-        while len(self.buffer) - self.start < n:
-            data = self.sock.recv(_READ_SIZE)
-            if not data:
-                return False
-            if self.start:
-                del self.buffer[:self.start]
-                self.start = 0
-            self.buffer += data
-        return True
+    def _append(self, data: bytes) -> None:
+        if self.start:
+            del self.buffer[:self.start]
+            self.start = 0
+        self.buffer += data
