@@ -24,18 +24,16 @@ writer keeps the same backlog but writes through the WebSocket library.
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import logging
 import socket
-import ssl
 import time
 
 import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
-from app.sockets.websocket import WebSocket, accept, encode_frame
+from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket
 
 log = logging.getLogger("app.sockets")
 
@@ -44,19 +42,6 @@ def packet_frame(pkt: packet.Packet) -> bytes:
     if frame is None:
         frame = pkt.ws_frame = encode_frame(pkt.encode())
     return frame
-
-
-def raw_socket(green):
-    """The non-blocking OS socket under a green one (eventlet `.fd`, gevent `._sock`)."""
-    raw = green
-    for _ in range(3):  # eventlet may wrap a green socket in another
-        if isinstance(raw, _socket.socket) or raw is None:
-            break
-        raw = getattr(raw, "fd", None) or getattr(raw, "_sock", None)
-    if not isinstance(raw, _socket.socket) or isinstance(raw, ssl.SSLSocket) \
-            or isinstance(green, ssl.SSLSocket) or raw.gettimeout() != 0.0:
-        return None  # TLS in the server, or not a socket we can write to directly
-    return raw
 
 
 class WriteBatch:
@@ -212,32 +197,18 @@ class Connection:
             self.ws.write = writer.write_frame
 
 
-def websocket_factory(websocket_class):
-    """python-engineio's `_async["websocket"]` entry.
-
-    On a plain socket without permessage-deflate, app/sockets/websocket.py speaks
-    the protocol; otherwise the async library's WebSocket server does.
-    """
+def library_websocket(websocket_class):
+    """python-engineio's `_async["websocket"]` entry: the async library's WebSocket
+    server (permessage-deflate, TLS in gunicorn, other WSGI servers), whose
+    connection the session handler gets wrapped as a `Connection`."""
 
     def websocket(handler, server):
-        max_size = server.max_http_buffer_size
-
         def app(environ, start_response):
-            green = environ.get("gunicorn.socket")
-            if green is None or raw_socket(green) is None \
-                    or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
-                def checked(ws):
-                    return handler(Connection(ws, green))
-                # .__call__ named: a call through the type slot would add a C frame
-                # to the parked stack of every connection (~0.7 KB each)
-                return websocket_class(checked, server).__call__(environ, start_response)
-            if not accept(environ, green):
-                start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
-                return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
-            handler(Connection(WebSocket(green, max_size), green))
-            # gunicorn: the response was written here; it closes the connection
-            raise StopIteration
-
+            def wrapped(ws):
+                return handler(Connection(ws, environ.get("gunicorn.socket")))
+            # .__call__ named: a call through the type slot would add a C frame to
+            # the parked stack of every connection (~0.7 KB each)
+            return websocket_class(wrapped, server).__call__(environ, start_response)
         return app
 
     return websocket
@@ -308,6 +279,21 @@ class Session(Socket):
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.send(packet.Packet(packet.PING))
+
+    def _upgrade_websocket(self, environ, start_response):
+        green = environ.get("gunicorn.socket")
+        if self.upgraded or green is None or raw_socket(green) is None \
+                or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
+            return super()._upgrade_websocket(environ, start_response)
+        # On a plain socket without permessage-deflate: app/sockets/websocket.py.
+        # (Called from here, not through python-engineio's websocket entry: one frame
+        # less on the stack every open connection keeps, docs/performance.md.)
+        if not accept(environ, green):
+            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
+            return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
+        self._websocket_handler(Connection(WebSocket(green, self.server.max_http_buffer_size,
+                                                     self.server.async_mode), green))
+        raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
     def _websocket_handler(self, ws: Connection):
         green = ws.green
@@ -396,7 +382,7 @@ class EngineServer(engineio.Server):
         self.sockets = _Sessions()
         self._pinger = None
         self.write_batch = WriteBatch(self)
-        self._async = {**self._async, "websocket": websocket_factory(self._async["websocket"])}
+        self._async = {**self._async, "websocket": library_websocket(self._async["websocket"])}
 
     def start_pinger(self) -> None:
         if self._pinger is None:  # at the first session, not at import (pre-fork)

@@ -11,10 +11,12 @@ one more green thread per connection, which this does not.
 
 from __future__ import annotations
 
+import _socket
 import base64
 import contextlib
 import hashlib
 import socket
+import ssl
 import struct
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -58,6 +60,35 @@ def accept(environ, sock) -> bool:
     return True
 
 
+def raw_socket(green):
+    """The non-blocking OS socket under a green one (eventlet `.fd`, gevent `._sock`)."""
+    raw = green
+    for _ in range(3):  # eventlet may wrap a green socket in another
+        if isinstance(raw, _socket.socket) or raw is None:
+            break
+        raw = getattr(raw, "fd", None) or getattr(raw, "_sock", None)
+    if not isinstance(raw, _socket.socket) or isinstance(raw, ssl.SSLSocket) \
+            or isinstance(green, ssl.SSLSocket) or raw.gettimeout() != 0.0:
+        return None  # TLS in the server, or not a socket we can write to directly
+    return raw
+
+
+def readable_waiter(async_mode: str | None):
+    """wait(sock, read=True): park the green thread until `sock` is readable."""
+    if async_mode == "eventlet":
+        from eventlet.hubs import trampoline
+
+        return trampoline  # called directly: no frame of ours in between
+    if async_mode == "gevent":
+        from gevent.socket import wait_read
+
+        def wait(sock, read=True):
+            wait_read(sock.fileno())
+
+        return wait
+    return None
+
+
 def unmask(payload: bytes, mask: bytes) -> bytes:
     n = len(payload)
     if not n:
@@ -75,9 +106,15 @@ class WebSocket:
     the connection's ordered output, so they never split another frame.
     """
 
-    def __init__(self, sock, max_size: int) -> None:
+    def __init__(self, sock, max_size: int, async_mode: str | None = None) -> None:
         self.sock = sock
         self.max_size = max_size
+        # Reads go to the OS socket and wait on the event loop directly: eventlet's
+        # green recv() is five Python calls deep, kept on the stack of every idle
+        # connection (it crossed a 4 KB page: docs/performance.md). No read timeout:
+        # a silent client is ended by Engine.IO's ping timeout, which cuts the socket.
+        self.raw = raw_socket(sock)
+        self.wait_readable = readable_waiter(async_mode) if self.raw is not None else None
         self.buffer = bytearray()
         self.start = 0  # where the unread part of the buffer starts
         self.write = lambda frame: sock.sendall(frame)
@@ -86,10 +123,11 @@ class WebSocket:
         self.write(encode_frame(message))
 
     def close(self) -> None:
-        """Send a close frame and end our direction; the peer then closes its own."""
+        """Send a close frame and end the connection (its reader wakes up and ends)."""
         with contextlib.suppress(OSError):
             self.sock.sendall(encode_frame(struct.pack("!H", 1000), _CLOSE))
-            self.sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def wait(self) -> str | bytes | None:
         # The only blocking call, recv(), is made from here: the stack a parked
@@ -100,7 +138,14 @@ class WebSocket:
         while True:
             frame = self._parse()
             if frame is None:
-                data = self.sock.recv(_READ_SIZE)
+                if self.wait_readable is None:
+                    data = self.sock.recv(_READ_SIZE)
+                else:
+                    try:
+                        data = self.raw.recv(_READ_SIZE)
+                    except BlockingIOError:
+                        self.wait_readable(self.raw, read=True)
+                        continue
                 if not data:
                     return None
                 self._append(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -57,9 +58,21 @@ def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make
     ws.close()
 
 
-def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_token):
+def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_token,
+                                                         connect):
     server = start_own_server(PING_INTERVAL="1", PING_TIMEOUT="1")
+    admin = connect(server.url, ["/admin"], user="root", role="admin")
+
+    def chat_connections() -> int:
+        return admin.call("stats", {}, namespace="/admin")["connections"].get("/chat", 0)
+
+    def worker_sockets() -> int:
+        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                   for pid in server.worker_pids() for fd in os.listdir(f"/proc/{pid}/fd"))
+
+    baseline = worker_sockets()
     ws, opened = open_raw(server, make_token, "pinged")
+    assert chat_connections() == 1 and worker_sockets() == baseline + 1
     assert opened["pingInterval"] == 1000 and opened["pingTimeout"] == 1000
     started = time.monotonic()
     for _ in range(3):  # answered pings: the session lives on past several intervals
@@ -68,8 +81,13 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
     assert time.monotonic() - started > 2
     ws.send('42/chat,1["join",{"room":"alive"}]')
     assert ws.recv().startswith("43/chat,1")
-    assert ws.recv() == "2"  # now silent: the server closes the session
+    assert ws.recv() == "2"  # now silent (reads nothing more): the server ends the session
     silent_since = time.monotonic()
+    # ...its socket closed too (the connection's green thread is not left parked on a
+    # read waiting for a close handshake this client will never answer)
+    wait_for(lambda: chat_connections() == 0 and worker_sockets() == baseline, timeout=10,
+             message="the session and its socket to end on the server")
+    assert time.monotonic() - silent_since < 5
 
     def closed() -> bool:
         try:
@@ -77,5 +95,4 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
         except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
             return True
 
-    wait_for(closed, timeout=10, message="the silent client to be disconnected")
-    assert time.monotonic() - silent_since < 5
+    wait_for(closed, timeout=10, message="the client to see the close")
