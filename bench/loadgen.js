@@ -142,6 +142,7 @@ async function main() {
     return;
   }
   await joinRooms(sockets);
+  console.log(JSON.stringify({ joined: true })); // the orchestrator samples server CPU here
   const result = opts.scenario === "rate" ? await steadyRate(sockets) : await fanout(sockets);
   console.log(JSON.stringify(result));
   sockets.forEach((s) => s.disconnect());

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +61,18 @@ def rss_kb(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children."""
+    ticks = 0
+    for p in {pid} | child_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -138,6 +151,9 @@ class Server:
     def rss_kb(self) -> int:
         return sum(rss_kb(p.pid) for p in self.processes)
 
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.processes)
+
     def stop(self) -> None:
         for process in self.processes:
             try:
@@ -147,13 +163,29 @@ class Server:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def loadgen(options: dict, timeout: float = 180) -> dict:
-    result = subprocess.run(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
-                            capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"loadgen failed: {result.stdout[-500:]} {result.stderr[-500:]}")
-    return json.loads(lines[-1])
+def loadgen(options: dict, server: Server | None = None, timeout: float = 180) -> dict:
+    """Run one scenario; with `server`, add the server's CPU seconds spent in it
+    (from the clients having joined their rooms to the result)."""
+    process = subprocess.Popen(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu_start, result = None, None
+    watchdog = threading.Timer(timeout, process.kill)  # bounded even if it hangs
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if line.startswith('{"joined"') and server is not None:
+                cpu_start = server.cpu_seconds()
+            elif line.startswith("{"):
+                result = json.loads(line)
+        process.wait(timeout)
+    finally:
+        watchdog.cancel()
+        process.kill()
+    if result is None or "error" in result:
+        raise RuntimeError(f"loadgen failed: {result} {process.stderr.read()[-500:]}")
+    if cpu_start is not None:
+        result["server_cpu_s"] = server.cpu_seconds() - cpu_start
+    return result
 
 
 def idle_memory(server: Server, options: dict) -> dict:
@@ -199,7 +231,13 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str)
         results["idle"] = idle_memory(server, {**base, "scenario": "idle", **sizes["idle"]})
     with running(kind, 1, None, async_mode, token) as (server, base):
         for scenario in ("fanout", "rate", "storm"):
-            results[scenario] = loadgen({**base, "scenario": scenario, **sizes[scenario]})
+            results[scenario] = loadgen({**base, "scenario": scenario, **sizes[scenario]},
+                                        server)
+        # The server's own cost per delivery: what the load generator's ceiling (one
+        # core, shared machine) cannot hide.
+        fanout = results["fanout"]
+        fanout["server_cpu_us_per_delivery"] = (fanout["server_cpu_s"] * 1e6
+                                                / max(fanout["received"], 1))
     with running(kind, 2, redis_url, async_mode, token) as (server, base):
         results["cross"] = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
     return results
@@ -207,6 +245,7 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str)
 
 # (scenario, metric, label, higher is better)
 METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
+           ("fanout", "server_cpu_us_per_delivery", "fanout server CPU µs/delivery", False),
            ("fanout", "p99_ms", "fanout p99 ms", False),
            ("rate", "p50_ms", "steady-rate p50 ms", False),
            ("rate", "p99_ms", "steady-rate p99 ms", False),
