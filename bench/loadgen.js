@@ -2,11 +2,18 @@
 // node loadgen.js '<json options>'  -> prints one JSON result line.
 // Options: urls[], scenario (fanout|rate|idle|storm), clients, rooms, senders, messages,
 // rate (deliveries/s), seconds, token, joinEvent, sendEvent, recvEvent, extra (payload
-// fields), concurrency, timeout.
+// fields), concurrency, timeout, procs (fanout: client processes, so that the load
+// generator is not the bottleneck; each holds every procs-th client).
+const { fork } = require("child_process");
+const { performance } = require("perf_hooks");
 const { io } = require("socket.io-client");
 
 const opts = JSON.parse(process.argv[2]);
-const now = () => Number(process.hrtime.bigint()) / 1e6; // ms, monotonic
+// ms; one clock for every process of a run (latencies cross processes)
+const now = () => performance.timeOrigin + performance.now();
+const procs = opts.procs || 1;
+const part = opts.part || 0; // which clients this process holds: index % procs == part
+const mine = (i) => i % procs === part;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cpuStart = process.cpuUsage();
 const wallStart = now();
@@ -23,13 +30,15 @@ function connectOne(i) {
   });
 }
 
+// sockets[i] is client i (global numbering: i % rooms is its room, i < senders sends);
+// with several processes, the other processes' clients are holes.
 async function connectAll(n) {
   const sockets = new Array(n);
   const concurrency = opts.concurrency || 200;
   for (let start = 0; start < n; start += concurrency) {
     const batch = [];
     for (let i = start; i < Math.min(n, start + concurrency); i++) {
-      batch.push(connectOne(i).then((s) => { sockets[i] = s; }));
+      if (mine(i)) batch.push(connectOne(i).then((s) => { sockets[i] = s; }));
     }
     await Promise.all(batch);
   }
@@ -37,9 +46,11 @@ async function connectAll(n) {
 }
 
 async function joinRooms(sockets) {
-  await Promise.all(sockets.map((s, i) => new Promise((resolve) => {
+  const joins = [];
+  sockets.forEach((s, i) => joins.push(new Promise((resolve) => {
     s.emit(opts.joinEvent || "join", { room: `r${i % opts.rooms}` }, resolve);
   })));
+  await Promise.all(joins);
 }
 
 function percentile(sorted, p) {
@@ -72,13 +83,21 @@ function summary(latencies, extra) {
   };
 }
 
-async function fanout(sockets) {
-  const members = sockets.length / opts.rooms;
-  const expected = opts.senders * opts.messages * members;
+// Deliveries this process should see: each of its clients gets every message sent to
+// its room (the template's `echo` includes the sender's own).
+function expectedDeliveries(sockets) {
+  const perRoom = new Array(opts.rooms).fill(0);
+  for (let i = 0; i < opts.senders; i++) perRoom[i % opts.rooms] += opts.messages;
+  let expected = 0;
+  sockets.forEach((s, i) => { expected += perRoom[i % opts.rooms]; });
+  return expected;
+}
+
+async function fanout(sockets, go) {
+  const expected = expectedDeliveries(sockets);
   const latencies = [];
   const seen = new Set();
   let duplicates = 0;
-  let first = null;
   let last = null;
   listen(sockets, (s, id, latency) => {
     const key = `${s.id}/${id}`;
@@ -86,18 +105,55 @@ async function fanout(sockets) {
     latencies.push(latency);
     last = now();
   });
-  first = now();
+  await go; // every process connected and joined
+  const first = now();
   for (let m = 0; m < opts.messages; m++) {
-    for (let i = 0; i < opts.senders; i++) send(sockets, i, m);
+    for (let i = 0; i < opts.senders; i++) if (sockets[i]) send(sockets, i, m);
     if (m % 10 === 9) await sleep(0); // let the event loop read while sending
   }
   const deadline = now() + (opts.timeout || 60) * 1000;
   while (seen.size < expected && now() < deadline) await sleep(20);
   await sleep(300); // late duplicates
-  return summary(latencies, {
-    expected, received: seen.size, lost: expected - seen.size, duplicates,
-    deliveries_per_s: seen.size / (((last || now()) - first) / 1000),
+  const cpu = process.cpuUsage(cpuStart);
+  return { expected, received: seen.size, duplicates, first, last: last || now(), latencies,
+    cpu_ms: (cpu.user + cpu.system) / 1000 };
+}
+
+function fanoutSummary(parts) {
+  const sum = (key) => parts.reduce((total, p) => total + p[key], 0);
+  const first = Math.min(...parts.map((p) => p.first));
+  const last = Math.max(...parts.map((p) => p.last));
+  const received = sum("received");
+  const latencies = [].concat(...parts.map((p) => p.latencies)).sort((a, b) => a - b);
+  return {
+    expected: sum("expected"), received, lost: sum("expected") - received,
+    duplicates: sum("duplicates"), deliveries_per_s: received / ((last - first) / 1000),
+    processes: parts.length,
+    p50_ms: percentile(latencies, 50), p99_ms: percentile(latencies, 99),
+    max_ms: latencies.length ? latencies[latencies.length - 1] : null,
+    // per core: the share of one core the load generator's processes used, on average
+    loadgen_cpu_share: sum("cpu_ms") / (now() - wallStart) / parts.length,
+  };
+}
+
+// The parent of a multi-process fanout: starts the parts, lets them send together
+// once all have joined, and merges their results.
+async function fanoutParent() {
+  const children = [];
+  for (let k = 0; k < procs; k++) {
+    children.push(fork(__filename, [JSON.stringify({ ...opts, part: k })]));
+  }
+  const message = (child, key) => new Promise((resolve, reject) => {
+    child.on("message", (m) => { if (key in m) resolve(m[key]); });
+    child.on("exit", (code) => reject(new Error(`load generator part exited: ${code}`)));
   });
+  const results = children.map((c) => message(c, "result"));
+  await Promise.all(children.map((c) => message(c, "joined")));
+  console.log(JSON.stringify({ joined: true })); // the orchestrator samples server CPU here
+  children.forEach((c) => c.send({ go: true }));
+  const summary = fanoutSummary(await Promise.all(results));
+  console.log(JSON.stringify(summary));
+  process.exit(0);
 }
 
 async function steadyRate(sockets) {
@@ -134,16 +190,29 @@ async function main() {
       connections_per_s: opts.clients / elapsed })));
     process.exit(0);
   }
+  if (opts.scenario === "fanout" && procs > 1 && opts.part === undefined) {
+    await fanoutParent();
+    return;
+  }
   const sockets = await connectAll(opts.clients);
   if (opts.scenario === "idle") {
-    console.log(JSON.stringify({ ready: true, connections: sockets.length }));
+    console.log(JSON.stringify({ ready: true, connections: opts.clients }));
     process.stdin.resume(); // held until the orchestrator closes stdin
     process.stdin.on("end", () => process.exit(0));
     return;
   }
   await joinRooms(sockets);
+  if (opts.scenario === "fanout" && process.send) { // a part of a multi-process fanout
+    const go = new Promise((resolve) => process.on("message", (m) => m.go && resolve()));
+    process.send({ joined: true });
+    const result = await fanout(sockets, go);
+    sockets.forEach((s) => s.disconnect());
+    process.send({ result }, () => process.exit(0)); // exit once the result is sent
+    return;
+  }
   console.log(JSON.stringify({ joined: true })); // the orchestrator samples server CPU here
-  const result = opts.scenario === "rate" ? await steadyRate(sockets) : await fanout(sockets);
+  const result = opts.scenario === "rate" ? await steadyRate(sockets)
+    : fanoutSummary([await fanout(sockets, Promise.resolve())]);
   console.log(JSON.stringify(result));
   sockets.forEach((s) => s.disconnect());
   process.exit(0);
