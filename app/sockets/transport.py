@@ -13,13 +13,16 @@ keeps the protocol and replaces that machinery (measured in docs/performance.md)
   does the rest wait for a green thread started for it, which ends when it is done.
 - `EngineServer`: one pinger per worker sends every session its Engine.IO pings,
   instead of one sleeping green thread per session.
-- `Session`: python-engineio's socket with that writer, whose WebSocket loop also
-  refuses frames that are not Engine.IO packets (the stock loop decoded them outside
-  its error handling: the WSGI server wrote an HTTP 500 into the open WebSocket).
+- `Session`: python-engineio's socket with that writer. On a plain socket without
+  permessage-deflate it speaks RFC 6455 itself (app/sockets/websocket.py); its read
+  loop also refuses frames that are not Engine.IO packets (the stock loop decoded
+  them outside its error handling: the WSGI server wrote an HTTP 500 into the open
+  WebSocket).
 
-Long-polling sessions keep python-engineio's queue until they upgrade. Without a
-plain socket in the environ (another WSGI server, TLS terminated in gunicorn) the
-writer keeps the same backlog but writes through the WebSocket library.
+Long-polling sessions keep python-engineio's queue until they upgrade. With
+permessage-deflate, or without a plain socket in the environ (another WSGI server,
+TLS terminated in gunicorn), the async library's WebSocket server reads, and the
+writer keeps the same backlog but writes through it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket
 
 log = logging.getLogger("app.sockets")
 
+
 def packet_frame(pkt: packet.Packet) -> bytes:
+    """The packet's WebSocket frame, encoded once for every recipient of an emit."""
     frame = pkt.__dict__.get("ws_frame")
     if frame is None:
         frame = pkt.ws_frame = encode_frame(pkt.encode())
@@ -75,11 +80,13 @@ class FrameWriter:
     reading makes it grow (app.sockets.server.watch_slow_consumers ends it).
     """
 
-    def __init__(self, ws, green, server, batch: WriteBatch) -> None:
+    def __init__(self, ws, green, server, batch: WriteBatch, direct: bool) -> None:
         self.ws = ws
         self.server = server
         self.batch = batch
-        self.raw = raw_socket(green) if green is not None else None
+        # direct: our frames straight to the socket; else through the library's
+        # WebSocket (it may have negotiated permessage-deflate)
+        self.raw = raw_socket(green) if direct and green is not None else None
         self.green = green
         self.pending: list = []  # frames (direct) or messages (through the library)
         self.batched = False
@@ -145,7 +152,13 @@ class FrameWriter:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        elif not self.closed:  # no socket known (another WSGI server): the library closes
+            self.server.start_background_task(self._close_quietly)
         self._finished()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
 
     def _start_flushing(self) -> None:
         if not self.flushing and not self.closed:
@@ -183,6 +196,7 @@ class Connection:
     def __init__(self, ws, green) -> None:
         self.ws = ws
         self.green = green
+        self.ours = isinstance(ws, WebSocket)
         self.wait = ws.wait  # bound here: no wrapper frame on every parked stack
 
     def send(self, message) -> None:
@@ -193,7 +207,7 @@ class Connection:
 
     def direct_output(self, writer: FrameWriter) -> None:
         """Our WebSocket answers pings through the writer, in order with the rest."""
-        if isinstance(self.ws, WebSocket):
+        if self.ours:
             self.ws.write = writer.write_frame
 
 
@@ -310,7 +324,7 @@ class Session(Socket):
         else:
             self.connected = True
         self.upgraded = True
-        writer = FrameWriter(ws, green, self.server, self.server.write_batch)
+        writer = FrameWriter(ws, green, self.server, self.server.write_batch, direct=ws.ours)
         ws.direct_output(writer)
         self._hand_queue_to(writer)
         # The read loop is here, not in a helper: every frame on this call stack stays

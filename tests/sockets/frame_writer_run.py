@@ -60,7 +60,7 @@ def main() -> None:
     server = engineio.Server(async_mode=MODE)
     writer_end, reader_end = socket.socketpair()
     writer_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    writer = FrameWriter(None, writer_end, server, WriteBatch(server))
+    writer = FrameWriter(None, writer_end, server, WriteBatch(server), direct=True)
     sent = []
     for n in range(COUNT):
         text = f"{n}:" + "x" * SIZES[n % len(SIZES)]
