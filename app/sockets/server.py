@@ -82,9 +82,10 @@ class RealtimeServer(socketio.Server):
 def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float = 1.0) -> None:
     """Disconnect clients that stop reading (background task, one per worker).
 
-    Every emit to such a client waits in its Engine.IO queue; past `max_queued`
-    packets the session is closed, so no more are queued and its memory is freed
-    once the connection ends (at the latest after PING_INTERVAL + PING_TIMEOUT).
+    Once the kernel's buffer for such a client is full, every emit to it waits in
+    its backlog (app/sockets/transport.py; the queue, for long-polling); past
+    `max_queued` packets the session is ended and its connection cut, so its memory
+    is freed.
     """
     while True:
         sio.sleep(interval)

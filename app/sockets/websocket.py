@@ -111,8 +111,9 @@ class WebSocket:
         self.max_size = max_size
         # Reads go to the OS socket and wait on the event loop directly: eventlet's
         # green recv() is five Python calls deep, kept on the stack of every idle
-        # connection (it crossed a 4 KB page: docs/performance.md). No read timeout:
-        # a silent client is ended by Engine.IO's ping timeout, which cuts the socket.
+        # connection (about 1 KB each with its timer, docs/performance.md). No read
+        # timeout: a silent client is ended by Engine.IO's ping timeout, which cuts
+        # the socket (tests/sockets/test_transport.py).
         self.raw = raw_socket(sock)
         self.wait_readable = readable_waiter(async_mode) if self.raw is not None else None
         self.buffer = bytearray()
