@@ -8,6 +8,7 @@ import socket
 import time
 
 import requests
+import socketio
 import websocket
 
 from tests.helpers import wait_for
@@ -96,3 +97,26 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
             return True
 
     wait_for(closed, timeout=10, message="the client to see the close")
+
+
+def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_token, connect):
+    client = socketio.Client()
+    received = []
+    client.on("message", lambda message: received.append(message["text"]), namespace="/chat")
+    client.connect(server.url, namespaces=["/chat"], auth={"token": make_token("upgrader")},
+                   transports=["polling", "websocket"], wait_timeout=10)
+    try:
+        assert client.call("join", {"room": "upgrading"}, namespace="/chat")["ok"] is True
+        sender = connect(server.url, user="sender")
+        sender.call("join", {"room": "upgrading"})
+        # a burst around the upgrade (within EVENT_BURST): packets queued on the polling
+        # side must be written on the WebSocket first, in order
+        for n in range(30):
+            sender.sio.emit("message", {"room": "upgrading", "text": str(n)}, namespace="/chat")
+        wait_for(lambda: client.transport() == "websocket", message="the upgrade")
+        wait_for(lambda: len(received) >= 30, message="the burst")
+        assert received == [str(n) for n in range(30)]
+        sender.call("message", {"room": "upgrading", "text": "after"})
+        wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
+    finally:
+        client.disconnect()
