@@ -39,6 +39,8 @@ from engineio.socket import Socket
 from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket
 
 log = logging.getLogger("app.sockets")
+# Packets a connection's reader handles before it lets the rest of the worker run.
+FAIR_SHARE = 16
 
 
 def packet_frame(pkt: packet.Packet) -> bytes:
@@ -330,6 +332,7 @@ class Session(Socket):
         # The read loop is here, not in a helper: every frame on this call stack stays
         # allocated for as long as the connection is open (docs/performance.md).
         max_size = self.server.max_http_buffer_size
+        received = 0
         while not self.closed:
             try:
                 data = ws.wait()
@@ -353,6 +356,12 @@ class Session(Socket):
             except Exception:
                 log.exception("%s: unexpected error on a received packet", self.sid)
                 break
+            received += 1
+            if received % FAIR_SHARE == 0:
+                # Reading never waits while the client keeps data coming: without this,
+                # one client sending nonstop starved every other connection of the
+                # worker (tests/security/test_floods.py).
+                self.server.sleep(0)
         self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
         self.server.sockets.pop(self.sid, None)
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -93,3 +94,39 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
     # the reading client got everything that was sent
     wait_for(lambda: len(reader.of("message")) == n + 1, message="the reader's messages")
     slow.close()
+
+
+def test_a_client_sending_nonstop_does_not_starve_the_others(start_own_server, connect,
+                                                            make_token):
+    server = start_own_server()
+    flooder = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    flooder.recv()
+    flooder.send("40/chat," + json.dumps({"token": make_token("flooder")}))
+    flooder.recv()
+    frame = '42/chat,["message",{"room":"noise","text":"' + "x" * 100 + '"}]'
+    stop, sent = threading.Event(), [0]
+
+    def flood() -> None:  # as fast as the socket takes them, never waiting for a reply
+        while not stop.is_set():
+            try:
+                flooder.send(frame)
+            except (OSError, websocket.WebSocketException):
+                return
+            sent[0] += 1
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: sent[0] > 1000, message="the flood to start")
+        # the reader of a nonstop sender never has to wait for data: it must still let
+        # the worker serve a new connection and its events
+        bystander = connect(server.url, user="bystander")
+        for _ in range(5):
+            assert bystander.call("join", {"room": "calm"})["ok"] is True
+        during = sent[0]
+        wait_for(lambda: sent[0] > during + 1000, message="the flood to go on meanwhile")
+    finally:
+        stop.set()
+        thread.join(10)
+        flooder.close()
