@@ -72,7 +72,11 @@ class WriteBatch:
         writers, self.writers = self.writers, []
         for writer in writers:
             writer.batched = False
-            writer.send_pending()
+            try:
+                writer.send_pending()
+            except Exception:  # one connection's failure must not stall the others
+                log.exception("websocket write failed")
+                writer.abort()
 
 
 class FrameWriter:
@@ -420,4 +424,7 @@ class EngineServer(engineio.Server):
             now = time.monotonic()
             for session in list(self.sockets.values()):
                 if session.ping_due is not None and now >= session.ping_due:
-                    session.send_ping()
+                    try:
+                        session.send_ping()
+                    except Exception:  # one session's failure must not stop every ping
+                        log.exception("%s: ping failed", session.sid)
