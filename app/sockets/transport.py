@@ -36,7 +36,7 @@ import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
-from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket
+from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket, readable_waiter
 
 log = logging.getLogger("app.sockets")
 # Packets a connection's reader handles before it lets the rest of the worker run.
@@ -86,13 +86,13 @@ class FrameWriter:
     reading makes it grow (app.sockets.server.watch_slow_consumers ends it).
     """
 
-    def __init__(self, ws, green, server, batch: WriteBatch, direct: bool) -> None:
+    def __init__(self, ws, green, server, batch: WriteBatch, raw=None) -> None:
         self.ws = ws
         self.server = server
         self.batch = batch
-        # direct: our frames straight to the socket; else through the library's
+        # raw: our frames straight to this OS socket; None: through the library's
         # WebSocket (it may have negotiated permessage-deflate)
-        self.raw = raw_socket(green) if direct and green is not None else None
+        self.raw = raw
         self.green = green
         self.pending: list = []  # frames (direct) or messages (through the library)
         self.batched = False
@@ -106,13 +106,11 @@ class FrameWriter:
         return len(self.pending)
 
     def write(self, pkt: packet.Packet) -> None:
-        if self.closing:
-            return
-        if self.raw is None:
+        if self.raw is not None:
+            self.write_frame(packet_frame(pkt))
+        elif not self.closing:
             self.pending.append(pkt.encode())
             self._start_flushing()
-            return
-        self.write_frame(packet_frame(pkt))
 
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
@@ -197,12 +195,13 @@ class FrameWriter:
 
 
 class Connection:
-    """The WebSocket a session reads from: ours or the async library's, and its socket."""
+    """The WebSocket a session reads from, and its socket: ours (with the OS socket
+    under it, `raw`) or the async library's (`raw` None)."""
 
-    def __init__(self, ws, green) -> None:
+    def __init__(self, ws, green, raw=None) -> None:
         self.ws = ws
         self.green = green
-        self.ours = isinstance(ws, WebSocket)
+        self.raw = raw
         self.wait = ws.wait  # bound here: no wrapper frame on every parked stack
 
     def send(self, message) -> None:
@@ -213,7 +212,7 @@ class Connection:
 
     def direct_output(self, writer: FrameWriter) -> None:
         """Our WebSocket answers pings through the writer, in order with the rest."""
-        if self.ours:
+        if self.raw is not None:
             self.ws.write = writer.write_frame
 
 
@@ -302,7 +301,8 @@ class Session(Socket):
 
     def _upgrade_websocket(self, environ, start_response):
         green = environ.get("gunicorn.socket")
-        if self.upgraded or green is None or raw_socket(green) is None \
+        raw = raw_socket(green) if green is not None else None
+        if self.upgraded or raw is None or self.server.wait_readable is None \
                 or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
             return super()._upgrade_websocket(environ, start_response)
         # On a plain socket without permessage-deflate: app/sockets/websocket.py.
@@ -311,8 +311,9 @@ class Session(Socket):
         if not accept(environ, green):
             start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
             return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
-        self._websocket_handler(Connection(WebSocket(green, self.server.max_http_buffer_size,
-                                                     self.server.async_mode), green))
+        server = self.server
+        ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size)
+        self._websocket_handler(Connection(ws, green, raw))
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
     def _websocket_handler(self, ws: Connection):
@@ -330,7 +331,7 @@ class Session(Socket):
         else:
             self.connected = True
         self.upgraded = True
-        writer = FrameWriter(ws, green, self.server, self.server.write_batch, direct=ws.ours)
+        writer = FrameWriter(ws, green, self.server, self.server.write_batch, ws.raw)
         ws.direct_output(writer)
         self._hand_queue_to(writer)
         # The read loop is here, not in a helper: every frame on this call stack stays
@@ -409,6 +410,7 @@ class EngineServer(engineio.Server):
         self.sockets = _Sessions()
         self._pinger = None
         self.write_batch = WriteBatch(self)
+        self.wait_readable = readable_waiter(self.async_mode)  # eventlet or gevent
         self._async = {**self._async, "websocket": library_websocket(self._async["websocket"])}
 
     def start_pinger(self) -> None:

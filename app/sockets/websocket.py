@@ -106,16 +106,16 @@ class WebSocket:
     the connection's ordered output, so they never split another frame.
     """
 
-    def __init__(self, sock, max_size: int, async_mode: str | None = None) -> None:
+    def __init__(self, sock, raw, wait_readable, max_size: int) -> None:
         self.sock = sock
         self.max_size = max_size
-        # Reads go to the OS socket and wait on the event loop directly: eventlet's
-        # green recv() is five Python calls deep, kept on the stack of every idle
-        # connection (about 1 KB each with its timer, docs/performance.md). No read
-        # timeout: a silent client is ended by Engine.IO's ping timeout, which cuts
-        # the socket (tests/sockets/test_transport.py).
-        self.raw = raw_socket(sock)
-        self.wait_readable = readable_waiter(async_mode) if self.raw is not None else None
+        # Reads go to the OS socket (`raw_socket(sock)`) and wait on the event loop
+        # directly (`readable_waiter`): eventlet's green recv() is five Python calls
+        # deep, kept on the stack of every idle connection (about 1 KB each with its
+        # timer, docs/performance.md). No read timeout: a silent client is ended by
+        # Engine.IO's ping timeout, which cuts the socket (tests/sockets/test_transport.py).
+        self.raw = raw
+        self.wait_readable = wait_readable
         self.buffer = bytearray()
         self.start = 0  # where the unread part of the buffer starts
         self.write = lambda frame: sock.sendall(frame)
@@ -139,14 +139,11 @@ class WebSocket:
         while True:
             frame = self._parse()
             if frame is None:
-                if self.wait_readable is None:
-                    data = self.sock.recv(_READ_SIZE)
-                else:
-                    try:
-                        data = self.raw.recv(_READ_SIZE)
-                    except BlockingIOError:
-                        self.wait_readable(self.raw, read=True)
-                        continue
+                try:
+                    data = self.raw.recv(_READ_SIZE)
+                except BlockingIOError:
+                    self.wait_readable(self.raw, read=True)
+                    continue
                 if not data:
                     return None
                 self._append(data)

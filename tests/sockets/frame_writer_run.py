@@ -26,6 +26,7 @@ import engineio  # noqa: E402
 from engineio import packet  # noqa: E402
 
 from app.sockets.transport import FrameWriter, WriteBatch  # noqa: E402
+from app.sockets.websocket import raw_socket  # noqa: E402
 
 SIZES = [0, 10, 125, 126, 65_535, 65_536, 69_000]
 COUNT = 140
@@ -60,7 +61,7 @@ def main() -> None:
     server = engineio.Server(async_mode=MODE)
     writer_end, reader_end = socket.socketpair()
     writer_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    writer = FrameWriter(None, writer_end, server, WriteBatch(server), direct=True)
+    writer = FrameWriter(None, writer_end, server, WriteBatch(server), raw_socket(writer_end))
     sent = []
     for n in range(COUNT):
         text = f"{n}:" + "x" * SIZES[n % len(SIZES)]
