@@ -7,6 +7,7 @@ fixture that started it; nothing here touches the shared Redis on 6379.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 
 import requests
 import socketio
+import websocket
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -49,6 +51,35 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def raw_websocket(server, query: str = "", sockopt=()) -> websocket.WebSocket:
+    """A raw Engine.IO WebSocket, its OPEN packet read (as `ws.engineio_open`)."""
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket{query}",
+        timeout=10, sockopt=sockopt)
+    opened = ws.recv()
+    assert opened.startswith("0{")  # Engine.IO open packet
+    ws.engineio_open = json.loads(opened[1:])
+    return ws
+
+
+def connected_raw(server, token: str, sockopt=()) -> websocket.WebSocket:
+    """A raw Engine.IO WebSocket connected to /chat with `token`."""
+    ws = raw_websocket(server, sockopt=sockopt)
+    ws.send("40/chat," + json.dumps({"token": token}))
+    assert ws.recv().startswith("40/chat,")
+    return ws
+
+
+def assert_closed(ws: websocket.WebSocket, timeout: float = 5) -> None:
+    """The server ends the connection: an empty read or a closed error, not a timeout."""
+    ws.settimeout(timeout)
+    try:
+        while ws.recv():
+            pass
+    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+        pass
 
 
 def child_pids(pid: int) -> set[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -12,7 +11,7 @@ import requests
 import socketio
 import websocket
 
-from tests.helpers import wait_for
+from tests.helpers import connected_raw, wait_for
 
 
 def test_connection_flood_from_one_address_is_limited(start_own_server, connect, refused,
@@ -67,12 +66,8 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
     server = start_own_server(MAX_QUEUED_PACKETS="20", MAX_MESSAGE_LENGTH="60000")
     watcher = connect(server.url, ["/admin"], user="root", role="admin")
     # A raw client with a tiny receive buffer that joins a room, then never reads again.
-    slow = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10,
-        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    slow.recv()
-    slow.send("40/chat," + json.dumps({"token": make_token("slow")}))
-    slow.recv()
+    slow = connected_raw(server, make_token("slow"),
+                         sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     slow.send('42/chat,1["join",{"room":"firehose"}]')
     assert slow.recv().startswith("43/chat,1")
     reader = connect(server.url, user="reader")
@@ -99,11 +94,7 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
 def test_a_client_sending_nonstop_does_not_starve_the_others(start_own_server, connect,
                                                             make_token):
     server = start_own_server()
-    flooder = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10)
-    flooder.recv()
-    flooder.send("40/chat," + json.dumps({"token": make_token("flooder")}))
-    flooder.recv()
+    flooder = connected_raw(server, make_token("flooder"))
     frame = '42/chat,["message",{"room":"noise","text":"' + "x" * 100 + '"}]'
     stop, sent = threading.Event(), [0]
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 import websocket
 
-from tests.helpers import wait_for
+from tests.helpers import assert_closed, connected_raw, raw_websocket, wait_for
 
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
@@ -22,31 +22,6 @@ MALFORMED = [
 ]
 # ...or is ignored, as the protocol allows.
 IGNORED = ["43/chat,99[]", "2probe", "6"]
-
-
-def raw_socket(server, subprotocol_query: str = "") -> websocket.WebSocket:
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket{subprotocol_query}",
-        timeout=10)
-    assert ws.recv().startswith("0{")  # Engine.IO open packet
-    return ws
-
-
-def connected_raw(server, token: str) -> websocket.WebSocket:
-    ws = raw_socket(server)
-    ws.send("40/chat," + json.dumps({"token": token}))
-    assert ws.recv().startswith("40/chat,")
-    return ws
-
-
-def assert_closed(ws: websocket.WebSocket, timeout: float = 5) -> None:
-    """The server ends the connection: an empty read or a closed error, not a timeout."""
-    ws.settimeout(timeout)
-    try:
-        while ws.recv():
-            pass
-    except (websocket.WebSocketConnectionClosedException, ConnectionError):
-        pass
 
 
 def still_serving(server, connect) -> None:
@@ -84,7 +59,7 @@ def test_binary_garbage_frame(server, connect, make_token):
 
 
 def test_events_before_namespace_connect_are_ignored(server, connect):
-    ws = raw_socket(server)
+    ws = raw_websocket(server)
     ws.send('42/chat,1["join",{"room":"sneaky"}]')
     ws.send('42["join",{"room":"sneaky"}]')
     ws.settimeout(1)

@@ -11,27 +11,15 @@ import requests
 import socketio
 import websocket
 
-from tests.helpers import wait_for
-
-
-def open_raw(server, make_token, user: str, rcvbuf: int | None = None) -> tuple:
-    """A raw Engine.IO WebSocket client connected to /chat; returns (ws, OPEN payload)."""
-    options = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10,
-        sockopt=options)
-    opened = ws.recv()
-    assert opened.startswith("0")
-    ws.send("40/chat," + json.dumps({"token": make_token(user)}))
-    assert ws.recv().startswith("40/chat,")
-    return ws, json.loads(opened[1:])
+from tests.helpers import connected_raw, wait_for
 
 
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
                                                           auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
                               MAX_HTTP_BUFFER_SIZE="200000")
-    ws, _ = open_raw(server, make_token, "paused", rcvbuf=4096)
+    ws = connected_raw(server, make_token("paused"),
+                       sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     ws.send('42/chat,1["join",{"room":"backlog"}]')
     assert ws.recv().startswith("43/chat,1")
     # Sizes cross the frame header's three length forms (7, 16 and 64 bits); the
@@ -72,9 +60,9 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
                    for pid in server.worker_pids() for fd in os.listdir(f"/proc/{pid}/fd"))
 
     baseline = worker_sockets()
-    ws, opened = open_raw(server, make_token, "pinged")
+    ws = connected_raw(server, make_token("pinged"))
     assert chat_connections() == 1 and worker_sockets() == baseline + 1
-    assert opened["pingInterval"] == 1000 and opened["pingTimeout"] == 1000
+    assert ws.engineio_open["pingInterval"] == 1000 and ws.engineio_open["pingTimeout"] == 1000
     started = time.monotonic()
     for _ in range(3):  # answered pings: the session lives on past several intervals
         assert ws.recv() == "2"

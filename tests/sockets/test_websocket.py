@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 
 import pytest
-import websocket
 from websocket import ABNF
 
 from app.sockets.websocket import unmask
-from tests.helpers import wait_for
-
-
-def open_chat(server, make_token, user: str = "frames") -> websocket.WebSocket:
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10)
-    assert ws.recv().startswith("0")
-    ws.send("40/chat," + json.dumps({"token": make_token(user)}))
-    assert ws.recv().startswith("40/chat,")
-    return ws
-
-
-def closed_by_server(ws: websocket.WebSocket) -> bool:
-    try:
-        frame = ws.recv_data_frame(control_frame=True)[1]
-        return frame.opcode == ABNF.OPCODE_CLOSE
-    except (websocket.WebSocketConnectionClosedException, ConnectionError):
-        return True
+from tests.helpers import assert_closed, connected_raw, wait_for
 
 
 def test_unmask_matches_the_rfc_definition():
@@ -40,7 +21,7 @@ def test_unmask_matches_the_rfc_definition():
 
 
 def test_a_ping_frame_is_answered_with_its_payload(server, make_token):
-    ws = open_chat(server, make_token)
+    ws = connected_raw(server, make_token("frames"))
     ws.ping(b"are you there")
     opcode, frame = ws.recv_data_frame(control_frame=True)
     assert opcode == ABNF.OPCODE_PONG and frame.data == b"are you there"
@@ -48,7 +29,7 @@ def test_a_ping_frame_is_answered_with_its_payload(server, make_token):
 
 
 def test_a_fragmented_message_is_one_event(server, make_token):
-    ws = open_chat(server, make_token)
+    ws = connected_raw(server, make_token("frames"))
     text = '42/chat,7["join",{"room":"fragments"}]'
     parts = [text[:5], text[5:20], text[20:]]
     ws.send_frame(ABNF.create_frame(parts[0], ABNF.OPCODE_TEXT, fin=0))
@@ -83,16 +64,16 @@ def raw_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
 def test_a_frame_the_rfc_forbids_closes_that_connection_only(server, connect, make_token,
                                                               frame):
     bystander = connect(server.url, user="bystander")
-    ws = open_chat(server, make_token)
+    ws = connected_raw(server, make_token("frames"))
     ws.sock.sendall(frame)
-    assert closed_by_server(ws)
+    assert_closed(ws)
     assert bystander.call("join", {"room": "still-here"})["ok"] is True
 
 
 def test_a_close_frame_is_answered_and_the_session_ends(server, connect, make_token):
     admin = connect(server.url, ["/admin"], user="root", role="admin")
     before = admin.call("stats", {}, namespace="/admin")["connections"]["/chat"]
-    ws = open_chat(server, make_token)
+    ws = connected_raw(server, make_token("frames"))
     ws.send_close()
     opcode, _ = ws.recv_data_frame(control_frame=True)
     assert opcode == ABNF.OPCODE_CLOSE
