@@ -71,15 +71,19 @@ function send(sockets, senderIndex, seq) {
   sockets[senderIndex].emit(opts.sendEvent, { room, text, ...(opts.extra || {}) });
 }
 
-function summary(latencies, extra) {
+// Latency percentiles, and the share of one core this process (or each of `processes`
+// processes, on average, whose CPU time is `cpuMs`) used since it started.
+function summary(latencies, extra, cpuMs = null, processes = 1) {
   latencies.sort((a, b) => a - b);
-  const cpu = process.cpuUsage(cpuStart);
-  const wall = now() - wallStart;
+  if (cpuMs === null) {
+    const cpu = process.cpuUsage(cpuStart);
+    cpuMs = (cpu.user + cpu.system) / 1000;
+  }
   return {
     ...extra,
     p50_ms: percentile(latencies, 50), p99_ms: percentile(latencies, 99),
     max_ms: latencies.length ? latencies[latencies.length - 1] : null,
-    loadgen_cpu_share: (cpu.user + cpu.system) / 1000 / wall,
+    loadgen_cpu_share: cpuMs / (now() - wallStart) / processes,
   };
 }
 
@@ -124,16 +128,11 @@ function fanoutSummary(parts) {
   const first = Math.min(...parts.map((p) => p.first));
   const last = Math.max(...parts.map((p) => p.last));
   const received = sum("received");
-  const latencies = [].concat(...parts.map((p) => p.latencies)).sort((a, b) => a - b);
-  return {
+  return summary([].concat(...parts.map((p) => p.latencies)), {
     expected: sum("expected"), received, lost: sum("expected") - received,
     duplicates: sum("duplicates"), deliveries_per_s: received / ((last - first) / 1000),
     processes: parts.length,
-    p50_ms: percentile(latencies, 50), p99_ms: percentile(latencies, 99),
-    max_ms: latencies.length ? latencies[latencies.length - 1] : null,
-    // per core: the share of one core the load generator's processes used, on average
-    loadgen_cpu_share: sum("cpu_ms") / (now() - wallStart) / parts.length,
-  };
+  }, sum("cpu_ms"), parts.length);
 }
 
 // The parent of a multi-process fanout: starts the parts, lets them send together

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -52,29 +53,28 @@ QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
          "cross": dict(clients=100, rooms=5, senders=5, messages=20, procs=2)}
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process and its children (gunicorn master + workers)."""
+def process_tree_total(pid: int, read: Callable[[int], float]) -> float:
+    """`read(pid)` summed over a process and its children (gunicorn master + workers);
+    a process that exits meanwhile counts 0."""
     total = 0
     for p in {pid} | child_pids(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += read(p)
     return total
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory (KB) of one process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by a process and its children."""
-    ticks = 0
-    for p in {pid} | child_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) one process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class Server:
@@ -151,10 +151,10 @@ class Server:
                                                start_new_session=True))
 
     def rss_kb(self) -> int:
-        return sum(rss_kb(p.pid) for p in self.processes)
+        return sum(process_tree_total(p.pid, rss_kb) for p in self.processes)
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.processes)
+        return sum(process_tree_total(p.pid, cpu_seconds) for p in self.processes)
 
     def stop(self) -> None:
         for process in self.processes:
