@@ -324,6 +324,9 @@ class Session(Socket):
             self.upgrading = True
             try:
                 upgraded = self._upgrade_handshake(ws)
+            except Exception as exc:  # a broken or hostile client, as in the read loop
+                log.info("%s: websocket upgrade failed (%s)", self.sid, exc)
+                upgraded = False
             finally:
                 self.upgrading = False
             if not upgraded:

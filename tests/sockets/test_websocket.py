@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 
 import pytest
+import requests
+import websocket
 from websocket import ABNF
 
 from app.sockets.websocket import unmask
@@ -91,3 +94,17 @@ def test_an_invalid_handshake_is_400(server, key):
         sock.sendall(request.encode())
         head = sock.recv(4096).decode(errors="replace")
     assert head.startswith("HTTP/1.1 400")
+
+
+def test_a_broken_upgrade_from_polling_closes_that_connection_only(server, connect):
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = json.loads(opened.text[1:])["sid"]
+    log_before = len(server.log())
+    ws = websocket.create_connection(  # an upgrade: no OPEN packet on this WebSocket
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        timeout=10)
+    ws.sock.sendall(raw_frame(0x81, b"2probe", masked=False))  # the probe, unmasked
+    assert_closed(ws)
+    bystander = connect(server.url, user="bystander")
+    assert bystander.call("join", {"room": "after-upgrade"})["ok"] is True
+    assert "Traceback" not in server.log()[log_before:]
