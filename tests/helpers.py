@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import engineio
 import requests
 import socketio
 import websocket
@@ -190,8 +191,14 @@ class AppServer:
         except requests.RequestException:
             return False
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, since: int = 0) -> str:
+        """The server's log, from offset `since` (a `log_mark()`: what one test caused)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
+
+    def log_mark(self) -> int:
+        return self.log_path.stat().st_size
 
     def worker_pids(self) -> set[int]:
         """gunicorn's workers: the children of the master process."""
@@ -280,8 +287,23 @@ class ServerGroup:
             server.stop()
 
 
+class OrderedEngineIOClient(engineio.Client):
+    """python-engineio's client runs each received message's handler in a new thread,
+    so a test could see two messages in another order than they arrived. Handled
+    in the reading thread instead, in order (the tests' handlers only record)."""
+
+    def _trigger_event(self, event, *args, **kwargs):
+        kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class OrderedClient(socketio.Client):
+    def _engineio_client_class(self):
+        return OrderedEngineIOClient
+
+
 class Client:
-    """A real python-socketio client that records every event it receives."""
+    """A real python-socketio client that records every event it receives, in order."""
 
     def __init__(self, transport: str = "websocket", reconnection: bool = False,
                  headers: dict | None = None) -> None:
@@ -290,8 +312,8 @@ class Client:
         # in a session of our own, which the client keeps across reconnections.
         session = requests.Session()
         session.headers.update(headers or {})
-        self.sio = socketio.Client(reconnection=reconnection, reconnection_delay=0.2,
-                                   reconnection_delay_max=1, http_session=session)
+        self.sio = OrderedClient(reconnection=reconnection, reconnection_delay=0.2,
+                                 reconnection_delay_max=1, http_session=session)
         self.transport = transport
         self.events: queue.Queue = queue.Queue()
         self.received: list[tuple[str, str, Any]] = []
@@ -325,6 +347,13 @@ class Client:
 
     def call(self, event: str, data: Any = None, namespace: str = "/chat", timeout: float = WAIT):
         return self.sio.call(event, data, namespace=namespace, timeout=timeout)
+
+    def round_trip(self, namespace: str = "/chat") -> None:
+        """A barrier: an event and its ack. Whatever the server had queued for this
+        client before it is received (and recorded) before the ack, so a test can
+        then assert that something did *not* arrive, without sleeping."""
+        ack = self.call("__barrier__", {}, namespace=namespace)
+        assert ack["error"]["code"] == "unknown_event", ack
 
     def of(self, event: str, namespace: str = "/chat") -> list[Any]:
         with self._lock:

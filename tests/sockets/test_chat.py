@@ -30,7 +30,8 @@ def test_message_reaches_other_members_and_the_ack_carries_it(server, connect, r
     assert abs(message["ts"] - time.time() * 1000) < 60_000
     assert bob.wait_event("message") == [message]
     # not a member: carol gets nothing; the sender is skipped by default
-    time.sleep(0.2)
+    carol.round_trip()
+    alice.round_trip()
     assert carol.of("message") == []
     assert alice.of("message") == []
 
@@ -52,7 +53,7 @@ def test_rooms_are_isolated(server, connect, room):
     bob.call("join", {"room": room + "-b"})
     alice.call("message", {"room": room + "-a", "text": "only a", "echo": True})
     alice.wait_event("message")
-    time.sleep(0.2)
+    bob.round_trip()
     assert bob.of("message") == []
 
 
@@ -67,7 +68,7 @@ def test_message_needs_membership_and_leave_ends_it(server, connect, room):
     assert bob.call("leave", {"room": room})["error"]["code"] == "not_in_room"
     alice.call("message", {"room": room, "text": "after leave", "echo": True})
     alice.wait_event("message")
-    time.sleep(0.2)
+    bob.round_trip()
     assert bob.of("message") == []
 
 
@@ -90,7 +91,7 @@ def test_room_names_cannot_reach_internal_rooms(server, connect):
     assert admin.call("kick", {"user_id": victim}, namespace="/admin")["sockets"] == 1
 
     bob.wait_event("kicked")
-    time.sleep(0.2)
+    alice.round_trip()
     assert alice.of("kicked") == [] and alice.sio.connected
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 
 from tests.helpers import wait_for
@@ -67,7 +65,8 @@ def test_kick_disconnects_every_socket_of_the_user_on_every_process(cluster, con
                  message="the kicked client to be disconnected from every namespace")
         assert sorted(ns for ns, _ in client.disconnects) == sorted(namespaces)
         assert {reason for _, reason in client.disconnects} == {"server disconnect"}
-    time.sleep(0.2)
+    # every worker queued its "kicked" events before answering the kick
+    bystander.round_trip()
     assert bystander.of("kicked") == [] and bystander.sio.connected
     assert bystander.call("join", {"room": "still-here"})["ok"] is True
 

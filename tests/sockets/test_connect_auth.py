@@ -120,6 +120,7 @@ def test_default_and_unknown_namespaces_are_refused(server, refused, make_token)
 
 def test_refusal_is_logged_without_the_token(server, refused, make_token):
     token = make_token(key="logged-key-" + "y" * 40)
+    log_mark = server.log_mark()
     refused(server.url, auth={"token": token})
-    assert "connect refused ns=/chat code=invalid_token" in server.log()
+    assert "connect refused ns=/chat code=invalid_token" in server.log(log_mark)
     assert token not in server.log()

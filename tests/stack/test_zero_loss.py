@@ -19,13 +19,22 @@ ROOMS = 10
 SENDERS_PER_ROOM = 13
 MESSAGES_PER_SENDER = 4   # 10 rooms x 13 senders x 4 = 520 messages x 100 members
 BURST_TIMEOUT = 120
+MARKER = "end-of-burst"
 
 
 async def run_burst(url: str, tokens: list[str], admin_token: str) -> dict:
     received: list[Counter] = [Counter() for _ in tokens]
+    markers = [0] * len(tokens)
     clients = [socketio.AsyncClient(reconnection=False) for _ in tokens]
+
+    def record(i: int, data: dict) -> None:
+        if data["text"] == MARKER:
+            markers[i] += 1
+        else:
+            received[i].update([data["id"]])
+
     for i, client in enumerate(clients):
-        client.on("message", lambda data, i=i: received[i].update([data["id"]]), namespace="/chat")
+        client.on("message", lambda data, i=i: record(i, data), namespace="/chat")
 
     async def join(i: int) -> None:
         await clients[i].connect(url, namespaces=["/chat"], auth={"token": tokens[i]},
@@ -61,7 +70,15 @@ async def run_burst(url: str, tokens: list[str], admin_token: str) -> dict:
     while sum(sum(c.values()) for c in received) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - started
-    await asyncio.sleep(0.5)  # late duplicates would show up here
+    # A barrier instead of a pause: one marker per room, sent after every ack came
+    # back, so after any publish of the burst (retries included); a member that has
+    # its marker has everything the burst will ever deliver to it.
+    await asyncio.gather(*(clients[room].call(
+        "message", {"room": f"burst-{room}", "text": MARKER, "echo": True}, namespace="/chat",
+        timeout=BURST_TIMEOUT) for room in range(ROOMS)))
+    while min(markers) < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert min(markers) == 1 and max(markers) == 1, "a room's marker was lost or duplicated"
     await asyncio.gather(*(client.disconnect() for client in clients))
     return {"acks": acks, "sent": sent, "received": received, "expected": expected,
             "elapsed": elapsed, "per_worker": [w["connections"]["/chat"] for w in stats["workers"]]}
