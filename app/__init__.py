@@ -36,8 +36,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     flask_app = Flask(__name__)
     flask_app.config.update(SECRET_KEY=settings.secret_key,
                             MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
-    sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES])
     lifecycle = Lifecycle()
+    sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES], lifecycle)
     services = Services(settings=settings, tokens=TokenService(settings),
                         users=load_user_store(settings), sio=sio, lifecycle=lifecycle)
     flask_app.extensions[EXTENSION_KEY] = services

@@ -44,7 +44,7 @@ def install_graceful_shutdown(services: Services, worker) -> None:
 
     def on_sigterm(sig, frame):
         stop_accepting(sig, frame)  # gunicorn: stop accepting, then wait for connections
-        if not services.lifecycle.draining:
+        if services.lifecycle.start_draining():
             services.sio.start_background_task(drain, services, handler_timeout)
 
     signal.signal(signal.SIGTERM, on_sigterm)

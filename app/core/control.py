@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
+from app.core.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class RedisControlBus(ControlBus):
         self.channel = channel
         self.timeout = timeout
         self.subscribed = threading.Event()
+        self.outage = Outage("control channel")
 
     def run(self, command: str, payload: dict | None = None) -> list[Any]:
         reply_key = f"{self.channel}:reply:{uuid.uuid4().hex}"
@@ -102,12 +104,13 @@ class RedisControlBus(ControlBus):
                 pubsub = subscriber().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self.subscribed.set()
+                self.outage.restored()
                 retry = 0.5
                 for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._answer(message["data"])
             except RedisError as exc:
-                log.warning("control channel lost (%s); resubscribing in %.1fs", exc, retry)
+                self.outage.failed(exc)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError):

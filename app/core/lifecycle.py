@@ -32,6 +32,14 @@ class Lifecycle:
         # TCP sockets of this worker's open WebSocket connections (see app.sockets.server.wrap_wsgi).
         self.websockets: set[socket.socket] = set()
 
+    def start_draining(self) -> bool:
+        """Set draining; False if it already was (SIGTERM reaches a worker from the
+        master and from a process-group kill: one drain)."""
+        if self.draining:
+            return False
+        self.draining = True
+        return True
+
     def begin(self) -> None:
         self.in_flight += 1
 

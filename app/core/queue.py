@@ -2,16 +2,32 @@
 
 - empty URL: `LocalManager`, in memory, one process;
 - redis://, rediss://, unix://, redis+sentinel://: `RedisQueueManager`, which every
-  worker (and any external emitter) shares.
+  worker (and any external emitter) shares through one Redis pub/sub channel.
 
-`RedisQueueManager` changes two behaviours of python-socketio's RedisManager:
-publishers wait for a pooled connection instead of failing at redis-py's pool cap,
-and a publish that still fails after PUBLISH_ATTEMPTS raises QueueUnavailable
-(reported to the caller) instead of being logged and dropped.
+The guarantee (docs/architecture.md, "The message queue"): **an emit whose publish
+returns has been handed by Redis to the subscription of every live worker, in the
+order this worker published it; otherwise the caller gets QueueUnavailable.**
+
+How it holds, for outages of any length and any number of concurrent publishes:
+
+- One ordered publisher per worker (`_publisher_loop`): every publish of the worker
+  goes through one queue and one pipeline, so Redis sees them in the order they were
+  made (pooled connections raced before: one sender's messages reached other workers
+  out of order). Each message carries (host_id, seq); a retry after a broken
+  connection may publish a message twice, and receivers drop what they already had.
+- Known workers (`Membership`): every worker registers in a Redis sorted set every
+  HEARTBEAT seconds, and keeps in memory the workers it has seen there. PUBLISH says
+  how many subscriptions got a message; fewer than the live workers known means some
+  worker's clients missed it, and the caller is told. The memory outlives a Redis
+  restart (the set is empty then): a known worker stays expected until it has been
+  missing for MEMBER_TTL seconds *while this worker's queue works*, so an outage never
+  makes a worker look gone. A worker leaving on purpose says so (`leave`).
+- Outages are logged once when they start and once when they end, with counts.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -25,15 +41,36 @@ from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.core.control import LocalControlBus, RedisControlBus
 from app.core.errors import QueueUnavailable
+from app.core.outage import Outage
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# After any sign of a queue outage, publishes must reach as many workers as before it
-# for this long, or the sender is told (workers resubscribe at different moments).
-RECOVERY_WINDOW = 10.0
+# Seconds between two registrations of a worker in the set of live workers.
+HEARTBEAT = 0.5
+# A worker missing from that set this long (of time with a working queue) is gone.
+MEMBER_TTL = 2.0
 # Longest pause between two resubscribe attempts (python-socketio's grows to 60 s).
-MAX_RESUBSCRIBE_DELAY = 2.0
+MAX_RESUBSCRIBE_DELAY = 1.0
+# Seconds a leaving worker stays subscribed after saying so, while the others hear it.
+LEAVE_GRACE = 0.5
+# Messages published in one pipeline at most (one round trip for a busy worker).
+MAX_BATCH = 256
+LEAVE = "worker_leave"
+
+# Register this worker (when given) and return the live ones, on Redis's clock so that
+# instances with skewed clocks agree. KEYS[1]: the set; ARGV: ttl ms, [host_id].
+_MEMBERS_SCRIPT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+if ARGV[2] then
+  redis.call('ZADD', KEYS[1], ms, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ttl * 4)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - ttl)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
 
 
 class LocalManager(socketio.Manager):
@@ -47,6 +84,53 @@ class LocalManager(socketio.Manager):
         """None when the queue is usable, else the reason (always usable here)."""
         return None
 
+    def leave(self) -> None:
+        """Nothing to tell: no other worker shares this manager."""
+
+
+class Membership:
+    """The workers this one knows to be alive, remembered across Redis outages."""
+
+    def __init__(self, ttl: float = MEMBER_TTL) -> None:
+        self.ttl = ttl
+        self.seen: dict[str, float] = {}  # host_id -> when last seen in the set (monotonic)
+        self.left: set[str] = set()
+        self.healthy_since = time.monotonic()
+
+    def update(self, members, now: float | None = None) -> None:
+        """The set as Redis has it now: seen ones refreshed, long-missing ones dropped
+        (only here, on a fresh view: a stale view never makes a worker look gone)."""
+        now = time.monotonic() if now is None else now
+        for member in members:
+            host = member.decode() if isinstance(member, bytes) else member
+            if host not in self.left:
+                self.seen[host] = now
+        since = self.healthy_since
+        for host, seen in list(self.seen.items()):
+            if now - max(seen, since) > self.ttl:
+                del self.seen[host]
+
+    def forget(self, host: str) -> None:
+        self.left.add(host)
+        self.seen.pop(host, None)
+
+    def queue_restored(self, now: float | None = None) -> None:
+        """The queue works again: absences are counted from now, not from the outage."""
+        self.healthy_since = time.monotonic() if now is None else now
+
+    def expected(self) -> int:
+        return len(self.seen)
+
+
+class _Pending:
+    __slots__ = ("error", "event", "payload", "receivers")
+
+    def __init__(self, payload: str, event) -> None:
+        self.payload = payload
+        self.event = event
+        self.error: QueueUnavailable | None = None
+        self.receivers = 0
+
 
 class RedisQueueManager(socketio.RedisManager):
     def __init__(self, settings: Settings, *, write_only: bool = False,
@@ -54,8 +138,19 @@ class RedisQueueManager(socketio.RedisManager):
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
-        self._expected_receivers = 0
-        self._recovering_until = 0.0
+        self.members_key = settings.message_queue_channel + ":workers"
+        self.membership = Membership()
+        self._seq = 0
+        # host_id -> (last seq received from it, when): repeats and gaps per publisher
+        self._last_seq: dict[str, tuple[int, float]] = {}
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._wakeup = None
+        self._subscribed = False
+        self._registered = False
+        self._leaving = False
+        self._publishing = Outage("publish")  # publishes and this worker's registration
+        self._subscription = Outage("subscription")
+        self._members_script = None
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout)
 
@@ -99,78 +194,192 @@ class RedisQueueManager(socketio.RedisManager):
 
     # --- lifecycle --------------------------------------------------------
     def initialize(self) -> None:
-        super().initialize()  # starts python-socketio's listener
-        if not self.write_only:
-            self.control.start(self.server.start_background_task, self.subscriber)
+        super().initialize()  # starts python-socketio's listener (_thread)
+        if self.write_only:
+            return
+        self._wakeup = self.server.eio.create_event()
+        self.server.start_background_task(self._supervised, self._publisher_loop)
+        self.server.start_background_task(self._supervised, self._heartbeat_loop)
+        self.control.start(self.server.start_background_task, self.subscriber)
+
+    def _supervised(self, loop) -> None:
+        # These loops carry every publish and the worker's registration: an unexpected
+        # error must not end them for the life of the worker.
+        while True:
+            try:
+                loop()
+                return
+            except Exception:
+                log.exception("message queue task %s failed: restarting it", loop.__name__)
+                self.server.sleep(0.5)
 
     def listeners(self) -> int:
         """How many workers are subscribed to the channel right now."""
         return int(self.publisher().pubsub_numsub(self.channel)[0][1])
 
     def check(self) -> str | None:
+        if not self.write_only and not self._subscribed:
+            return "message queue: this worker is not subscribed (resubscribing)"
         try:
             self.publisher().ping()
         except RedisError as exc:
             return f"message queue unreachable: {exc.__class__.__name__}: {exc}"
         return None
 
-    def _redis_listen_with_retries(self):
-        # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
-        # emits resume seconds after Redis is back) and the outage recorded.
-        retry_sleep = 0.5
-        subscribed = False
-        while True:
-            try:
-                if not subscribed:
-                    self._redis_connect()
-                    self.pubsub.subscribe(self.channel)
-                    subscribed = True
-                    retry_sleep = 0.5
-                yield from self.pubsub.listen()
-            except Exception as exc:
-                self._note_trouble()
-                log.warning("message queue subscription lost (%s): resubscribing in %.1fs",
-                            exc, retry_sleep)
-                subscribed = False
-                time.sleep(retry_sleep)
-                retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
+    def leave(self) -> None:
+        """Tell the other workers this one is going (a drained worker), so that they stop
+        expecting it at once instead of refusing publishes until it expires."""
+        if self.write_only or self._leaving:
+            return
+        self._leaving = True
+        with contextlib.suppress(RedisError):
+            self.publisher().zrem(self.members_key, self.host_id)
+        with contextlib.suppress(QueueUnavailable):
+            self._publish({"method": LEAVE})
+            self.server.sleep(LEAVE_GRACE)
+
+    # --- who is alive -------------------------------------------------------
+    def _members(self, register: bool) -> list:
+        if self._members_script is None:
+            self._members_script = self.publisher().register_script(_MEMBERS_SCRIPT)
+        args = [int(MEMBER_TTL * 1000)] + ([self.host_id] if register else [])
+        return self._members_script(keys=[self.members_key], args=args)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._leaving:
+            # Registered only once subscribed: before that, others would expect this
+            # worker in every PUBLISH count and refuse their publishes.
+            if self._subscribed or self._registered:
+                try:
+                    members = self._members(register=True)
+                    self._registered = True
+                    self._queue_works()  # first: absences after an outage count from now
+                    self.membership.update(members)
+                except RedisError as exc:
+                    self._publishing.failed(exc)
+            self._forget_silent_publishers()
+            self.server.sleep(HEARTBEAT)
+
+    def _forget_silent_publishers(self, after: float = 600.0) -> None:
+        # One entry per publisher ever heard (each worker start, each CLI run): bounded.
+        now = time.monotonic()
+        if len(self._last_seq) > 64:
+            self._last_seq = {host: last for host, last in self._last_seq.items()
+                              if now - last[1] < after}
+
+    def _queue_works(self) -> None:
+        if self._publishing.restored():
+            self.membership.queue_restored()
+
+    def _expected(self) -> int:
+        if self.write_only:  # an external emitter: the set as Redis has it now
+            return len(self._members(register=False))
+        return self.membership.expected()
 
     # --- publishing -------------------------------------------------------
     def _publish(self, data):
-        payload = self.json.dumps(data)
+        self._seq += 1
+        # "pub", not python-socketio's "host_id": a callback's host_id is its recipient
+        payload = self.json.dumps({**data, "pub": self.host_id, "seq": self._seq})
+        if self._wakeup is None:  # write-only: one caller, in order by itself
+            item = _Pending(payload, None)
+            self._publish_batch([item])
+        else:
+            item = _Pending(payload, self.server.eio.create_event())
+            self._pending.append(item)
+            self._wakeup.set()
+            item.event.wait()
+        if item.error is not None:
+            raise item.error
+        return item.receivers
+
+    def _publisher_loop(self) -> None:
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = [self._pending.popleft()
+                         for _ in range(min(len(self._pending), MAX_BATCH))]
+                try:
+                    self._publish_batch(batch)
+                finally:
+                    for item in batch:
+                        item.event.set()
+
+    def _publish_batch(self, batch: list[_Pending]) -> None:
         attempts = self._settings.publish_attempts
         for attempt in range(1, attempts + 1):
             try:
-                receivers = self.publisher().publish(self.channel, payload)
+                pipe = self.publisher().pipeline(transaction=False)
+                for item in batch:
+                    pipe.publish(self.channel, item.payload)
+                counts = pipe.execute()
+                self._queue_works()
+                expected = self._expected()
+                break
             except RedisError as exc:
-                self._note_trouble()
-                log.warning("publish to the message queue failed (attempt %d/%d): %s",
-                            attempt, attempts, exc)
+                # Some of the batch may have gone out: receivers drop repeats by seq.
+                self._publishing.failed(exc)
                 if attempt < attempts:
                     time.sleep(0.1 * 2 ** (attempt - 1))
+        else:
+            self._publishing.refused += len(batch)
+            error = QueueUnavailable("the message queue is unavailable: the message may not "
+                                     "have reached clients on other workers")
+            for item in batch:
+                item.error = error
+            return
+        for item, receivers in zip(batch, counts, strict=True):
+            item.receivers = receivers
+            if receivers < expected:
+                self._publishing.refused += 1
+                item.error = QueueUnavailable(
+                    f"the message queue is recovering: {receivers} of {expected} workers "
+                    "received the message")
+
+    # --- receiving --------------------------------------------------------
+    def _redis_listen_with_retries(self):
+        # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
+        # emits resume seconds after Redis is back) and one log line per outage.
+        retry_sleep = 0.5
+        while True:
+            try:
+                if not self._subscribed:
+                    self._redis_connect()
+                    self.pubsub.subscribe(self.channel)
+                    self._subscribed = True
+                    retry_sleep = 0.5
+                    if self._subscription.restored():
+                        self.membership.queue_restored()
+                yield from self.pubsub.listen()
+            except Exception as exc:
+                self._subscribed = False
+                self._subscription.failed(exc)
+                time.sleep(retry_sleep)
+                retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
+
+    def _listen(self):
+        for message in super()._listen():
+            try:
+                data = self.json.loads(message)
+                host, seq = data.get("pub"), data.get("seq")
+            except (ValueError, AttributeError):
+                continue  # not ours: python-socketio would ignore it too
+            if host == self.host_id:
                 continue
-            self._check_receivers(receivers)
-            return receivers
-        raise QueueUnavailable("the message queue is unavailable: the message may not have "
-                               "reached clients on other workers")
-
-    def _note_trouble(self) -> None:
-        self._recovering_until = time.monotonic() + RECOVERY_WINDOW
-
-    def _check_receivers(self, receivers: int) -> None:
-        """Report a publish that fewer workers heard than before an outage.
-
-        PUBLISH answers how many subscribers got the message. Right after Redis comes
-        back, some workers have not resubscribed yet: their clients would miss the
-        message without anyone knowing, so the sender is told instead.
-        """
-        if time.monotonic() < self._recovering_until:
-            if receivers < self._expected_receivers:
-                raise QueueUnavailable(
-                    f"the message queue is recovering: {receivers} of "
-                    f"{self._expected_receivers} workers received the message")
-            self._recovering_until = 0.0
-        self._expected_receivers = receivers
+            if isinstance(seq, int):
+                last, _ = self._last_seq.get(host, (None, 0.0))
+                if last is not None and seq <= last:
+                    continue  # a publish retried after a broken connection
+                if last is not None and seq > last + 1:
+                    log.info("missed %d message(s) from worker %s (published while this worker "
+                             "was not subscribed: their senders were told)", seq - last - 1, host)
+                self._last_seq[host] = (seq, time.monotonic())
+            if data.get("method") == LEAVE:
+                self.membership.forget(host)
+                self._last_seq.pop(host, None)
+                continue
+            yield data
 
 
 def create_manager(settings: Settings, *, write_only: bool = False):

@@ -135,8 +135,6 @@ class BaseNamespace(socketio.Namespace):
 
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
-        if self.services.lifecycle.draining:
-            raise SHUTTING_DOWN
         if auth is not None and not isinstance(auth, dict):
             raise ValidationError('auth must be an object: {"token": "<jwt>"}',
                                   code="malformed_token")

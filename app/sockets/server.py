@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 import socketio
 
+from app.core.errors import AppError
 from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit
 from app.core.queue import create_manager
@@ -16,6 +17,8 @@ from app.sockets.transport import EngineServer
 from config.settings import Settings
 
 SOCKETIO_PATH = "/socket.io/"
+DRAINING = AppError("this server is shutting down: connect again", code="shutting_down",
+                    status=503)
 # python-socketio logs every emit and received event at INFO: the template's own
 # lines go to app.sockets, and the library's logger is kept to warnings and errors.
 library_log = logging.getLogger("app.socketio")
@@ -24,21 +27,35 @@ log = logging.getLogger("app.sockets")
 
 
 class RealtimeServer(socketio.Server):
-    """python-socketio's server, refusing Engine.IO connections over the per-address limit."""
+    """python-socketio's server, refusing Engine.IO connections over the per-address
+    limit, and sending a draining worker's new clients elsewhere."""
 
-    def __init__(self, *args, connection_limit: ConnectionLimit, **kwargs) -> None:
+    def __init__(self, *args, connection_limit: ConnectionLimit, lifecycle: Lifecycle,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.connection_limit = connection_limit
+        self.lifecycle = lifecycle
 
     def _engineio_server_class(self):
         return EngineServer  # the WebSocket transport of app/sockets/transport.py
 
+    # A draining worker refuses at the Engine.IO level (handshake refused, or the
+    # connection cut), never with a namespace refusal: socket.io clients retry the
+    # former, through the proxy, to a live worker, and give up for good on the latter.
     def _handle_eio_connect(self, eio_sid, environ):
+        if self.lifecycle.draining:
+            return DRAINING.to_dict()
         refusal = self.connection_limit.admit(eio_sid, environ)
         if refusal is not None:
             log.info("connection refused code=%s reason=%s", refusal.code, refusal.message)
             return refusal.to_dict()  # Engine.IO answers 401 with this JSON
         return super()._handle_eio_connect(eio_sid, environ)
+
+    def _handle_connect(self, eio_sid, namespace, data):
+        if self.lifecycle.draining:
+            self.end_session(eio_sid)
+            return None
+        return super()._handle_connect(eio_sid, namespace, data)
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
         self.connection_limit.release(eio_sid)
@@ -96,10 +113,17 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
                 sio.end_session(eio_sid)
 
 
-def create_socketio_server(settings: Settings, namespaces: list[str]) -> RealtimeServer:
+def create_socketio_server(settings: Settings, namespaces: list[str],
+                           lifecycle: Lifecycle) -> RealtimeServer:
     sio = RealtimeServer(
         connection_limit=ConnectionLimit(settings.max_connections_per_address,
                                          settings.proxy_hops),
+        lifecycle=lifecycle,
+        # One client's events are handled one after another, in the order sent (its
+        # reader runs the handler): a sender's messages reach every worker in order,
+        # and a client that sends faster than its handlers run is slowed down by TCP
+        # instead of piling up green threads. (Server.call() needs the default.)
+        async_handlers=False,
         async_mode=settings.async_mode,
         client_manager=create_manager(settings),
         # Only the registered namespaces: a connect to "/" (accepted by default)

@@ -4,13 +4,17 @@ gunicorn's own SIGTERM handling stops accepting and then waits up to
 GRACEFUL_TIMEOUT for open connections, which for WebSocket clients means waiting
 until it kills them. Instead, on SIGTERM a worker:
 
-1. drains: readiness turns 503, new connects and events get `shutting_down`;
+1. drains: readiness turns 503, events get `shutting_down`; new connections are
+   refused at the Engine.IO level (handshake 401 `shutting_down`, or the connection
+   cut), which socket.io clients retry, never at the namespace, which they do not;
 2. lets the event handlers already running finish (their acks are delivered);
 3. sends every local socket `shutdown` {reason, reconnect: true}, waits (up to
    CLOSE_GRACE) for the notices to be written, then ends each connection without a
    protocol-level close, so standard clients reconnect by themselves, through the
    proxy, to a worker that is up;
-4. returns: gunicorn finds no open connection and the worker exits.
+4. tells the other workers it leaves the message queue (app/core/queue.py), so
+   they stop counting it at once;
+5. returns: gunicorn finds no open connection and the worker exits.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ CLOSE_GRACE = 1.0
 def drain(services: Services, handler_timeout: float) -> int:
     """Drain this worker's Socket.IO clients; return how many connections were closed."""
     sio, lifecycle = services.sio, services.lifecycle
-    lifecycle.draining = True
+    lifecycle.start_draining()
     if not lifecycle.wait_idle(handler_timeout, sio.sleep):
         log.warning("shutdown: %d handler(s) still running after %.1fs", lifecycle.in_flight,
                     handler_timeout)
@@ -51,5 +55,6 @@ def drain(services: Services, handler_timeout: float) -> int:
     # treat as a lost connection and reconnect.
     cut = lifecycle.cut_websockets()
     log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
+    services.manager.leave()
     return len(sessions)
 

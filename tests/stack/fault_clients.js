@@ -1,0 +1,156 @@
+// Clients for tests/stack/test_faults.py: the official socket.io-client, as an app
+// would use it (re-join on every connect, a token fetched for each attempt).
+//   node fault_clients.js '<json options>'
+// Options: url, tokens[] (one client each), rooms, senders (the first n clients
+// send), burst (messages sent at once, no waiting for acks), every (ms between bursts).
+// stdout: JSON lines {"progress": {...}} every 200 ms; on "stop" (stdin) the senders
+// stop, every ack is awaited, one marker per sender is sent and awaited, and one
+// {"result": {...}} line follows.
+const { performance } = require("perf_hooks");
+const { io } = require("socket.io-client");
+
+const opts = JSON.parse(process.argv[2]);
+const now = () => performance.now();
+const clients = [];
+let stopping = false;
+
+function makeClient(i, token) {
+  const c = {
+    i, room: `fault-${i % opts.rooms}`, sends: i < opts.senders, seq: 0,
+    outstanding: 0, acks: [], // {seq, sentAt, ok, code, ackAt}
+    received: [],             // [sender, seq] in arrival order
+    ids: new Set(), duplicates: 0, markers: new Set(),
+    joinedAt: null, firstJoinedAt: null, disconnects: [], outages: [],
+  };
+  c.socket = io(opts.url + "/chat", {
+    transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 1000,
+    // a function: called for every attempt, as an app fetching a fresh token would
+    auth: (cb) => cb({ token }),
+  });
+  c.socket.on("connect", () => {
+    c.socket.emit("join", { room: c.room }, (ack) => {
+      if (!ack || !ack.ok) return;
+      c.joinedAt = now();
+      if (c.firstJoinedAt === null) c.firstJoinedAt = c.joinedAt;
+      const last = c.disconnects[c.disconnects.length - 1];
+      if (last && last.back === undefined) last.back = c.joinedAt - last.at;
+    });
+  });
+  c.socket.on("disconnect", (reason) => {
+    c.joinedAt = null;
+    c.disconnects.push({ at: now(), reason });
+  });
+  c.socket.on("message", (m) => {
+    if (c.ids.has(m.id)) { c.duplicates++; return; }
+    c.ids.add(m.id);
+    const [sender, seq] = m.text.split(":");
+    if (seq === "end") c.markers.add(Number(sender));
+    else c.received.push([Number(sender), Number(seq)]);
+  });
+  return c;
+}
+
+function send(c, text, onAck) {
+  c.outstanding++;
+  const sentAt = now();
+  c.socket.timeout(10000).emit("message", { room: c.room, text }, (err, ack) => {
+    c.outstanding--;
+    onAck({ sentAt, ackAt: now(), ok: !err && ack && ack.ok,
+            code: err ? "timeout" : ack && !ack.ok ? ack.error.code : null,
+            id: ack && ack.ok ? ack.message.id : null });
+  });
+}
+
+function burst(c) {
+  if (stopping || !c.joinedAt) return;
+  for (let n = 0; n < opts.burst; n++) {
+    const seq = ++c.seq;
+    send(c, `${c.i}:${seq}`, (a) => c.acks.push({ seq, ...a }));
+  }
+}
+
+const waitFor = async (condition, ms) => {
+  const deadline = now() + ms;
+  while (!condition() && now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return condition();
+};
+
+function progress() {
+  let ok = 0, failed = 0, delivered = 0, joined = 0;
+  for (const c of clients) {
+    for (const a of c.acks) a.ok ? ok++ : failed++;
+    delivered += c.received.length;
+    if (c.joinedAt) joined++;
+  }
+  return { ok, failed, delivered, joined, clients: clients.length };
+}
+
+function analyse(markerAcks) {
+  const okBySender = new Map(); // sender -> [{seq, sentAt}]
+  const codes = {};
+  for (const c of clients) {
+    okBySender.set(c.i, c.acks.filter((a) => a.ok));
+    for (const a of c.acks) if (!a.ok) codes[a.code] = (codes[a.code] || 0) + 1;
+  }
+  let inversions = 0, duplicates = 0, lost = 0, expected = 0, stayed = 0;
+  const lostSamples = [];
+  let slowestBack = 0, notBack = 0, disconnects = 0;
+  for (const c of clients) {
+    duplicates += c.duplicates;
+    const last = new Map();
+    for (const [sender, seq] of c.received) {
+      if ((last.get(sender) || 0) > seq) inversions++;
+      last.set(sender, seq);
+    }
+    for (const d of c.disconnects) {
+      disconnects++;
+      if (d.back === undefined) notBack++;
+      else slowestBack = Math.max(slowestBack, d.back);
+    }
+    if (c.disconnects.length || c.firstJoinedAt === null) continue;
+    // a member that stayed connected: every message of its room acked ok after it
+    // joined must have reached it
+    stayed++;
+    const got = new Set(c.received.map(([s, q]) => `${s}:${q}`));
+    for (const s of clients) {
+      if (s.i === c.i || s.room !== c.room || !s.sends) continue;
+      for (const a of okBySender.get(s.i)) {
+        if (a.sentAt < c.firstJoinedAt) continue;
+        expected++;
+        if (!got.has(`${s.i}:${a.seq}`)) {
+          lost++;
+          if (lostSamples.length < 10) lostSamples.push({ to: c.i, from: s.i, seq: a.seq, id: a.id });
+        }
+      }
+      if (markerAcks.get(s.i) && !c.markers.has(s.i)) {
+        lost++;
+        if (lostSamples.length < 10) lostSamples.push({ to: c.i, from: s.i, seq: "end" });
+      }
+    }
+  }
+  return { ...progress(), codes, inversions, duplicates, lost, expected, stayed, lostSamples,
+           disconnects, notBack, slowestBackMs: Math.round(slowestBack) };
+}
+
+async function stop() {
+  stopping = true;
+  await waitFor(() => clients.every((c) => c.outstanding === 0), 20000);
+  await waitFor(() => clients.every((c) => c.joinedAt), 10000);
+  const markerAcks = new Map();
+  for (const c of clients.filter((c) => c.sends)) {
+    send(c, `${c.i}:end`, (a) => markerAcks.set(c.i, a.ok));
+  }
+  await waitFor(() => clients.every((c) => c.outstanding === 0), 20000);
+  // every member that stayed has every marker acked ok: nothing more is coming
+  await waitFor(() => clients.every((c) => c.disconnects.length ||
+    clients.every((s) => !s.sends || s.room !== c.room || s.i === c.i ||
+                  !markerAcks.get(s.i) || c.markers.has(s.i))), 20000);
+  console.log(JSON.stringify({ result: analyse(markerAcks) }));
+  for (const c of clients) c.socket.close();
+  process.exit(0);
+}
+
+opts.tokens.forEach((token, i) => clients.push(makeClient(i, token)));
+setInterval(() => clients.filter((c) => c.sends).forEach(burst), opts.every);
+setInterval(() => console.log(JSON.stringify({ progress: progress() })), 200);
+process.stdin.on("data", (data) => { if (data.toString().includes("stop")) stop(); });
