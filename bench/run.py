@@ -45,12 +45,16 @@ FULL = {"fanout": dict(clients=1000, rooms=10, senders=10, messages=100, procs=2
         "rate": dict(clients=1000, rooms=10, senders=100, rate=20_000, seconds=10),
         "idle": dict(clients=5000),
         "storm": dict(clients=2000, concurrency=200),
-        "cross": dict(clients=1000, rooms=10, senders=10, messages=50, procs=2)}
+        "cross": dict(clients=1000, rooms=10, senders=10, messages=50, procs=2),
+        # the topology users scale to: 10,000 clients on two workers + Redis, 20
+        # messages/s into 10 rooms of 1,000 (20,000 deliveries/s)
+        "scale": dict(clients=10_000, rooms=10, senders=10, rate=20_000, seconds=10)}
 QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
          "rate": dict(clients=100, rooms=5, senders=10, rate=1000, seconds=2),
          "idle": dict(clients=200),
          "storm": dict(clients=100, concurrency=50),
-         "cross": dict(clients=100, rooms=5, senders=5, messages=20, procs=2)}
+         "cross": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
+         "scale": dict(clients=200, rooms=5, senders=5, rate=1000, seconds=2)}
 
 
 def process_tree_total(pid: int, read: Callable[[int], float]) -> float:
@@ -242,6 +246,8 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str)
                                                 / max(fanout["received"], 1))
     with running(kind, 2, redis_url, async_mode, token) as (server, base):
         results["cross"] = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
+    with running(kind, 2, redis_url, async_mode, token) as (server, base):
+        results["scale"] = loadgen({**base, "scenario": "rate", **sizes["scale"]}, timeout=300)
     return results
 
 
@@ -255,7 +261,10 @@ METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
            ("idle", "kb_per_connection", "idle KB/connection", False),
            ("storm", "connections_per_s", "connect storm conn/s", True),
            ("cross", "deliveries_per_s", "2 workers + Redis deliveries/s", True),
-           ("cross", "lost", "2 workers + Redis lost", False)]
+           ("cross", "lost", "2 workers + Redis lost", False),
+           ("scale", "p50_ms", "10k clients, 2 workers + Redis: p50 ms", False),
+           ("scale", "p99_ms", "10k clients, 2 workers + Redis: p99 ms", False),
+           ("scale", "lost", "10k clients, 2 workers + Redis: lost", False)]
 
 
 def ratio(a, b):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
 import threading
 import time
@@ -9,18 +12,20 @@ import time
 import pytest
 import redis
 import requests
+import websocket
 
-from tests.helpers import wait_for
+from tests.helpers import raw_websocket, wait_for
 
 GRACEFUL_TIMEOUT = 10
 
 
 def test_sigterm_finishes_in_flight_handlers_then_tells_clients_and_exits(
-        private_redis, start_own_server, connect):
+        private_redis, start_own_server, connect, make_token):
     server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url,
                               GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT))
     sender = connect(server.url, user="sender")
     poller = connect(server.url, user="poller", transport="polling")
+    late = raw_websocket(server)  # an Engine.IO session that connects a namespace late
     for client in (sender, poller):
         client.call("join", {"room": "drain"})
 
@@ -31,24 +36,36 @@ def test_sigterm_finishes_in_flight_handlers_then_tells_clients_and_exits(
     done = threading.Event()
     sender.sio.emit("message", {"room": "drain", "text": "in flight"}, namespace="/chat",
                     callback=lambda ack: (acks.append(ack), done.set()))
-    time.sleep(0.5)
+    # the handler has emitted locally (the poller has it) and now waits in PUBLISH
+    assert poller.wait_event("message")[0]["text"] == "in flight"
     started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
+    # to the master and the worker at once, as `kill` of a process group or a container
+    # runtime does (the master forwards it too): one drain
+    os.killpg(server.process.pid, signal.SIGTERM)
 
     # stops accepting at once: the master closes the listening socket
     with pytest.raises(requests.ConnectionError):
         wait_for(lambda: requests.get(server.url + "/api/health", timeout=1) and False,
                  timeout=3, message="the port to close")
+    # a namespace connect while draining: the connection is cut (clients retry that),
+    # never refused at the namespace (socket.io clients never retry that)
+    late.send("40/chat," + json.dumps({"token": make_token("late")}))
+    frames = []
+    with contextlib.suppress(websocket.WebSocketException, ConnectionError):
+        while frame := late.recv():
+            frames.append(frame)
+    assert not any(frame.startswith("44") for frame in frames), frames
     assert done.wait(GRACEFUL_TIMEOUT), "the in-flight handler's ack never arrived"
     assert acks[0]["ok"] is True and acks[0]["message"]["text"] == "in flight"
     for client in (sender, poller):
         assert client.wait_event("shutdown") == [{"reason": "server_shutdown", "reconnect": True}]
         wait_for(lambda c=client: c.disconnects, message="the client to be disconnected")
-    assert poller.wait_event("message")[0]["text"] == "in flight"  # delivered before closing
     # the ack came before the shutdown notice
     assert [name for _, name, _ in sender.received] == ["shutdown"]
     server.process.wait(GRACEFUL_TIMEOUT + 5)
     elapsed = time.monotonic() - started
     assert elapsed < GRACEFUL_TIMEOUT, f"exit took {elapsed:.1f}s, not less than the graceful timeout"
     assert "Worker graceful timeout" not in server.log()
+    assert server.log().count("shutdown: notified") == 1  # once, not per signal
     assert "shutdown: notified 2 session(s), cut 1 websocket(s)" in server.log()
+    assert "Traceback" not in server.log()
