@@ -12,6 +12,7 @@ it forks workers, and removes a dead worker's live gauges.
 """
 
 import glob
+import logging
 import os
 import shutil
 import sys
@@ -40,11 +41,12 @@ accesslog = None  # one line per polling request is noise; nginx logs access
 # one host (the stack test, or two containers sharing a home) would collide.
 control_socket_disable = True
 if _settings.log_format == "json":
-    # gunicorn's own lines (and any library's, via the root logger) as JSON too: one
-    # format per stream for the log pipeline.
+    # gunicorn's own lines, and any library's or warning's (via the root logger), as
+    # JSON too: one format per stream for the log pipeline.
+    logging.captureWarnings(True)
     _json = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     logconfig_dict = {
-        "formatters": {"json": {"()": "app.logging_setup.JsonFormatter"}},
+        "formatters": {"json": {"()": "config.log_format.JsonFormatter"}},
         "handlers": {"json": _json},
         "root": {"level": "WARNING", "handlers": ["json"]},
         "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"],
