@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.core import metrics
+from tests.helpers import metric, metric_samples
 
 FAMILIES = {"realtime_connections", "realtime_events", "realtime_event_duration_seconds",
             "realtime_auth_refusals", "realtime_deliveries",
@@ -20,9 +21,7 @@ def scrape(http) -> dict[tuple[str, tuple], float]:
     response = http.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.get_data(as_text=True))
-            for sample in family.samples}
+    return metric_samples(response.get_data(as_text=True))
 
 
 def test_metrics_is_prometheus_text_with_every_family(http):
@@ -59,8 +58,7 @@ def test_counts_are_labelled_with_bounded_names(http, app):
     after = scrape(http)
 
     def delta(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0) - before.get(key, 0)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert delta("realtime_events_total", namespace="/chat", event="join", outcome="ok") == 1
     assert delta("realtime_events_total", namespace="/chat", event="unknown",

@@ -7,27 +7,10 @@ import json
 import os
 import signal
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.helpers import wait_for
+from tests.helpers import metric, scrape_metrics, wait_for
 
 CLIENTS = 12
 SENDERS = 3
-
-
-def scrape(server) -> dict[tuple[str, tuple], float]:
-    # a new connection per scrape: SO_REUSEPORT lets either worker answer it
-    response = requests.get(server.url + "/metrics", timeout=5,
-                            headers={"Connection": "close"})
-    assert response.status_code == 200
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples}
-
-
-def value(samples, name, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 class Stats:
@@ -97,20 +80,20 @@ def test_metrics_sum_the_traffic_of_both_workers(private_redis, start_own_server
                      "realtime_event_duration_seconds_count": ("namespace", "event"),
                      "realtime_auth_refusals_total": ("namespace", "code"),
                      "realtime_connections": ("namespace",)}.get(name, ())
-            found[key] = value(samples, name, **dict(zip(names, labels, strict=True)))
+            found[key] = metric(samples, name, **dict(zip(names, labels, strict=True)))
         return found
 
     def assert_totals(message):
         try:
-            wait_for(lambda: observed(scrape(server)) == expected, message=message)
+            wait_for(lambda: observed(scrape_metrics(server)) == expected, message=message)
         except AssertionError:
-            assert observed(scrape(server)) == expected, message  # shows the difference
+            assert observed(scrape_metrics(server)) == expected, message  # shows the difference
 
     # deliveries reach the shared files within a second (batched per worker); then
     # every scrape, answered by either worker, reports the same totals
     assert_totals("the expected totals")
     for _ in range(8):
-        assert observed(scrape(server)) == expected
+        assert observed(scrape_metrics(server)) == expected
 
     # disconnects: the gauge follows
     for client in clients[:5]:
