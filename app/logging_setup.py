@@ -1,13 +1,13 @@
-"""Log lines go to stderr (gunicorn and containers collect them there)."""
+"""Log lines go to stderr (gunicorn and containers collect them there), as text or
+JSON lines (LOG_FORMAT, config/log_format.py)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+from config.log_format import make_formatter
 from config.settings import Settings
-
-FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -15,6 +15,6 @@ def configure_logging(settings: Settings) -> None:
     logger.setLevel(settings.log_level)
     if not logger.handlers:  # a second create_app() in one process adds no duplicate
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(make_formatter(settings.log_format))
         logger.addHandler(handler)
         logger.propagate = False

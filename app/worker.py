@@ -2,8 +2,8 @@
 
 At boot, a worker subscribes to the message queue at once, instead of at its first
 client: until then it would miss emits and not answer /admin's gathers; and it starts
-the slow-consumer watchdog. On SIGTERM it drains (app/sockets/shutdown.py) before
-gunicorn's graceful wait.
+the slow-consumer watchdog and the metrics' delivery flusher. On SIGTERM it drains
+(app/sockets/shutdown.py) before gunicorn's graceful wait.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import signal
 
+from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
 from app.sockets.server import watch_slow_consumers
 from app.sockets.shutdown import CLOSE_MARGIN, drain
@@ -57,4 +58,5 @@ def on_worker_boot(worker) -> None:
     start_queue(services)
     services.sio.start_background_task(watch_slow_consumers, services.sio,
                                        services.settings.max_queued_packets)
+    services.sio.start_background_task(flush_periodically, services.sio.sleep)
     install_graceful_shutdown(services, worker)

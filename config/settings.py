@@ -18,6 +18,7 @@ ENVIRONMENTS = ("development", "testing", "production")
 ASYNC_MODES = ("eventlet", "gevent")
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 TRANSPORTS = ("websocket", "polling")
+LOG_FORMATS = ("text", "json")
 
 # Values that are fine on a laptop and fatal on the internet: production refuses them.
 INSECURE_SECRET = "dev-insecure-change-me"
@@ -49,6 +50,12 @@ class Settings:
     app_env: str = "development"
     secret_key: str = INSECURE_SECRET
     log_level: str = "INFO"
+    # text: one readable line per record; json: one JSON object per line (worker pid,
+    # namespace, event, outcome, user id as fields) for a log pipeline.
+    log_format: str = "text"
+    # GET /metrics (Prometheus text format). Not for the public: keep it off the
+    # internet at the proxy (docs/deployment.md, "Metrics").
+    metrics_enabled: bool = True
 
     # --- authentication (JWT) ---------------------------------------------
     jwt_secret: str = INSECURE_JWT_SECRET
@@ -147,6 +154,8 @@ class Settings:
             problems.append(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}")
         if self.jwt_algorithm not in JWT_ALGORITHMS:
             problems.append(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.reuse_port not in ("auto", "true", "false"):
             problems.append("REUSE_PORT must be auto, true or false")
         if not self.transports or set(self.transports) - set(TRANSPORTS):

@@ -26,6 +26,7 @@ import engineio
 import requests
 import socketio
 import websocket
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -101,6 +102,23 @@ def chat_connections_per_worker(admin: Client) -> dict[int, int]:
     stats = admin.call("stats", {}, namespace="/admin")
     assert stats["errors"] == []
     return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted label pairs): value} of a Prometheus text exposition."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def scrape_metrics(server) -> dict[tuple[str, tuple], float]:
+    """GET /metrics on a new connection (with several workers, any may answer)."""
+    response = requests.get(server.url + "/metrics", timeout=5, headers={"Connection": "close"})
+    assert response.status_code == 200, response.text
+    return metric_samples(response.text)
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def process_environment(**overrides: str) -> dict[str, str]:

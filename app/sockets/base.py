@@ -34,6 +34,7 @@ import socketio
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
 from app.core.limits import TokenBucket
+from app.core.metrics import OK, NamespaceMetrics
 from app.core.schema import Schema
 from app.core.tokens import Identity, bearer_token
 from app.services import Services
@@ -88,6 +89,7 @@ class BaseNamespace(socketio.Namespace):
         self.services = services
         self.settings = services.settings
         self.events = self._collect_events(services.settings)
+        self.metrics = NamespaceMetrics(self.path, self.events)
         # sid -> identity / event rate limiter of every socket connected to this
         # namespace in this worker (both dropped at disconnect).
         self.identities: dict[str, Identity] = {}
@@ -119,19 +121,24 @@ class BaseNamespace(socketio.Namespace):
         try:
             identity = self.authenticate(environ, auth)
             self.identities[sid] = identity
+            self.metrics.connections.inc()  # dec in _forget: the gauge is len(identities)
             self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
             self.enter_room(sid, user_room(identity.id))
             self.on_connected(sid, identity)
         except AppError as exc:
             self._forget(sid)
-            log.info("connect refused ns=%s code=%s reason=%s", self.path, exc.code, exc.message)
+            self.metrics.refused(exc.code)
+            log.info("connect refused ns=%s code=%s reason=%s", self.path, exc.code, exc.message,
+                     extra={"namespace": self.path, "outcome": exc.code})
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Exception:
             self._forget(sid)
+            self.metrics.refused(INTERNAL_ERROR.code)
             log.exception("connect handler failed ns=%s", self.path)
             raise socketio.exceptions.ConnectionRefusedError(
                 INTERNAL_ERROR.message, INTERNAL_ERROR.to_dict()) from None
-        log.debug("connect ns=%s sid=%s user=%s", self.path, sid, identity.id)
+        log.debug("connect ns=%s sid=%s user=%s", self.path, sid, identity.id,
+                  extra={"namespace": self.path, "user_id": identity.id})
 
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
@@ -155,7 +162,10 @@ class BaseNamespace(socketio.Namespace):
 
     def _forget(self, sid: str) -> Identity | None:
         self.buckets.pop(sid, None)
-        return self.identities.pop(sid, None)
+        identity = self.identities.pop(sid, None)
+        if identity is not None:
+            self.metrics.connections.dec()
+        return identity
 
     def _disconnect(self, sid: str, reason: Any = None) -> None:
         identity = self._forget(sid)
@@ -165,7 +175,8 @@ class BaseNamespace(socketio.Namespace):
             self.on_disconnected(sid, identity, reason)
         except Exception:
             log.exception("disconnect hook failed ns=%s sid=%s", self.path, sid)
-        log.debug("disconnect ns=%s sid=%s user=%s reason=%s", self.path, sid, identity.id, reason)
+        log.debug("disconnect ns=%s sid=%s user=%s reason=%s", self.path, sid, identity.id, reason,
+                  extra={"namespace": self.path, "user_id": identity.id})
 
     def on_connected(self, sid: str, identity: Identity) -> None:
         """Hook: the socket is authenticated (raise AppError to refuse it)."""
@@ -190,9 +201,15 @@ class BaseNamespace(socketio.Namespace):
             ack = error_ack(INTERNAL_ERROR)
         finally:
             lifecycle.end()
+        elapsed = time.perf_counter() - started
+        outcome = OK if ack["ok"] else ack["error"]["code"]
+        self.metrics.event(event, outcome, elapsed)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("event ns=%s event=%r sid=%s ok=%s ms=%.2f", self.path, event, sid,
-                      ack["ok"], (time.perf_counter() - started) * 1000)
+            identity = self.identities.get(sid)
+            log.debug("event ns=%s event=%r sid=%s outcome=%s ms=%.2f", self.path, event, sid,
+                      outcome, elapsed * 1000,
+                      extra={"namespace": self.path, "event": self.metrics.event_label(event),
+                             "outcome": outcome, "user_id": identity and identity.id})
         return ack
 
     def _run(self, sid: str, event: Any, data: tuple) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import socketio
 from app.core.errors import AppError
 from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit
+from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import create_manager
 from app.sockets.transport import EngineServer
 from config.settings import Settings
@@ -56,6 +57,12 @@ class RealtimeServer(socketio.Server):
             self.end_session(eio_sid)
             return None
         return super()._handle_connect(eio_sid, namespace, data)
+
+    def _send_eio_packet(self, eio_sid, eio_pkt):
+        # python-socketio's emit hands each local recipient its event here (and only
+        # emits do: acks and connects take _send_packet): counted for /metrics.
+        deliveries.pending += 1
+        return super()._send_eio_packet(eio_sid, eio_pkt)
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
         self.connection_limit.release(eio_sid)
@@ -110,6 +117,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
             if not session.closed and session.backlog > max_queued:
                 log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
                             session.backlog)
+                SLOW_CONSUMER_DISCONNECTS.inc()
                 sio.end_session(eio_sid)
 
 

@@ -11,7 +11,7 @@ import requests
 import socketio
 import websocket
 
-from tests.helpers import connected_raw, wait_for
+from tests.helpers import connected_raw, metric, scrape_metrics, wait_for
 
 
 def test_connection_flood_from_one_address_is_limited(start_own_server, connect, refused,
@@ -86,6 +86,7 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
             break
     wait_for(lambda: chat_connections() == 1, message="the slow client to be disconnected")
     assert "slow consumer" in server.log()
+    assert metric(scrape_metrics(server), "realtime_slow_consumer_disconnects_total") == 1
     # the reading client got everything that was sent
     wait_for(lambda: len(reader.of("message")) == n + 1, message="the reader's messages")
     slow.close()
