@@ -15,6 +15,8 @@ from flask import Flask
 from app.api import register_blueprints
 from app.cli import register_commands
 from app.core.lifecycle import Lifecycle
+from app.core.limits import AttemptLimit
+from app.core.revocation import Revocations
 from app.core.tokens import TokenService
 from app.core.users import load_user_store
 from app.logging_setup import configure_logging
@@ -38,8 +40,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                             MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
     lifecycle = Lifecycle()
     sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES], lifecycle)
+    # Shared across workers through Redis when a queue is configured, else in memory.
+    redis = getattr(sio.manager, "publisher", None)
+    prefix = settings.message_queue_channel
     services = Services(settings=settings, tokens=TokenService(settings),
-                        users=load_user_store(settings), sio=sio, lifecycle=lifecycle)
+                        users=load_user_store(settings), sio=sio, lifecycle=lifecycle,
+                        revocations=Revocations(redis, prefix),
+                        attempts=AttemptLimit(redis, prefix + ":attempts"))
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app, settings)

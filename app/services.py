@@ -8,6 +8,8 @@ import socketio
 from flask import current_app
 
 from app.core.lifecycle import Lifecycle
+from app.core.limits import AttemptLimit
+from app.core.revocation import Revocations
 from app.core.tokens import TokenService
 from app.core.users import UserStore
 from config.settings import Settings
@@ -20,6 +22,8 @@ class Services:
     users: UserStore
     sio: socketio.Server
     lifecycle: Lifecycle
+    revocations: Revocations  # bans and revoked tokens
+    attempts: AttemptLimit  # login attempts
 
     @property
     def manager(self):

@@ -13,6 +13,7 @@ import signal
 
 from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
+from app.sockets.base import watch_tokens
 from app.sockets.server import watch_slow_consumers
 from app.sockets.shutdown import CLOSE_MARGIN, drain
 
@@ -58,5 +59,7 @@ def on_worker_boot(worker) -> None:
     start_queue(services)
     services.sio.start_background_task(watch_slow_consumers, services.sio,
                                        services.settings.max_queued_packets)
+    services.sio.start_background_task(watch_tokens, services.sio,
+                                       services.settings.token_warning_seconds)
     services.sio.start_background_task(flush_periodically, services.sio.sleep)
     install_graceful_shutdown(services, worker)

@@ -62,7 +62,13 @@ class Settings:
     jwt_algorithm: str = "HS256"
     jwt_issuer: str = "realtime-template"
     jwt_audience: str = "realtime-template-clients"
-    jwt_ttl_seconds: int = 3600
+    # Access tokens: short-lived; a live socket is warned TOKEN_WARNING_SECONDS before
+    # its token expires, can send a fresh one (`refresh` event), and is disconnected
+    # with `token_expired` when it does not.
+    jwt_ttl_seconds: int = 900
+    token_warning_seconds: int = 60
+    # Refresh tokens (POST /api/auth/refresh): longer-lived, rotated on every use.
+    refresh_ttl_seconds: int = 14 * 24 * 3600
     jwt_leeway_seconds: int = 5
     max_token_length: int = 4096
     # Tokens in a URL query string end up in proxy and access logs: refused unless on.
@@ -71,6 +77,13 @@ class Settings:
     user_store: str = "app.core.users:DemoUserStore"
     # username:role:password entries, hashed at start-up, never stored in clear.
     demo_users: tuple[str, ...] = _csv(DEMO_USERS_DEFAULT)
+    # Login attempts per minute per client address, and failed ones per username
+    # (across workers with Redis); over them: 429 rate_limited with Retry-After.
+    login_attempts_per_address: int = 20
+    login_failures_per_user: int = 5
+    # Signs the control bus's commands (app/core/control.py). Empty: derived from
+    # SECRET_KEY, so every instance sharing SECRET_KEY can verify the others.
+    control_key: str = ""
 
     # --- message queue -----------------------------------------------------
     # Empty: in-memory manager (one process). redis://, rediss://, redis+sentinel://
@@ -105,6 +118,8 @@ class Settings:
     event_burst: int = 40
     # Open Engine.IO connections per client address.
     max_connections_per_address: int = 100
+    # Rooms one socket may be in at once (its own and its user room not counted).
+    max_rooms_per_socket: int = 50
     # Trusted proxies in front (nginx: 1). The client address is then read from
     # X-Forwarded-For; with 0 it is the TCP peer. Never more than you really have.
     proxy_hops: int = 0
@@ -168,9 +183,17 @@ class Settings:
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
-                     "max_connections_per_address", "max_queued_packets"):
+                     "max_connections_per_address", "max_queued_packets",
+                     "refresh_ttl_seconds", "login_attempts_per_address",
+                     "login_failures_per_user", "max_rooms_per_socket"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
+        if self.token_warning_seconds < 0 or self.token_warning_seconds >= self.jwt_ttl_seconds:
+            problems.append("TOKEN_WARNING_SECONDS must be at least 0 and less than "
+                            "JWT_TTL_SECONDS")
+        if self.uses_redis and self.gather_timeout >= self.redis_socket_timeout:
+            problems.append("GATHER_TIMEOUT must be less than REDIS_SOCKET_TIMEOUT: a gather "
+                            "waits in a Redis BLPOP, which the socket timeout would cut first")
         if self.workers > 1 and not self.uses_redis:
             problems.append("WORKERS > 1 needs MESSAGE_QUEUE_URL: with the in-memory manager "
                             "clients on different workers never see each other's messages")

@@ -1,27 +1,97 @@
-"""POST /api/auth/token: exchange a username and password for a signed JWT (demo login)."""
+"""Tokens: sign in, refresh, sign out (demo login against the configured user store).
+
+    POST /api/auth/token    {username, password}  -> access + refresh token
+    POST /api/auth/refresh  {refresh_token}       -> a new pair; the old refresh token
+                                                     is used up (rotation: a second use
+                                                     is refused)
+    POST /api/auth/logout   Bearer access token, {refresh_token?} -> 204; both tokens
+                                                     revoked, live sockets on them ended
+
+Login attempts are limited per client address (LOGIN_ATTEMPTS_PER_ADDRESS a minute)
+and failed ones per username (LOGIN_FAILURES_PER_USER a minute), across workers with
+Redis: over them, 429 `rate_limited` with Retry-After, before any password is hashed.
+Hashing runs in the async library's thread pool, never on the event loop.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import contextlib
+import time
 
-from app.api.requests import json_body
-from app.core.errors import AuthError
+from flask import Blueprint, request
+
+from app.api.requests import current_identity, json_body
+from app.core.errors import AuthError, QueueUnavailable
+from app.core.limits import client_address
+from app.core.offload import run_blocking
 from app.core.schema import Field, Schema
-from app.services import get_services
+from app.core.tokens import REFRESH
+from app.services import Services, get_services
 
 bp = Blueprint("auth", __name__)
 
 LOGIN_SCHEMA = Schema(username=Field(str, min_length=1, max_length=128),
                       password=Field(str, min_length=1, max_length=1024))
+REFRESH_SCHEMA = Schema(refresh_token=Field(str, min_length=1, max_length=8192))
+LOGOUT_SCHEMA = Schema(refresh_token=Field(str, required=False, min_length=1, max_length=8192))
+
+
+def token_pair(services: Services, user_id: str, name: str, role: str) -> dict:
+    tokens = services.tokens
+    return {"access_token": tokens.issue(user_id, name, role), "token_type": "Bearer",
+            "expires_in": tokens.ttl,
+            "refresh_token": tokens.issue(user_id, name, role, kind=REFRESH),
+            "refresh_expires_in": tokens.refresh_ttl,
+            "user": {"id": user_id, "name": name, "role": role}}
 
 
 @bp.post("/auth/token")
 def issue_token():
     credentials = json_body(LOGIN_SCHEMA)
     services = get_services()
-    user = services.users.authenticate(credentials["username"], credentials["password"])
+    settings, attempts = services.settings, services.attempts
+    username = credentials["username"]
+    address = client_address(request.environ, settings.proxy_hops)
+    attempts.check(f"address:{address}", settings.login_attempts_per_address, "login attempts")
+    failures_key = f"user:{username}"
+    attempts.check(failures_key, settings.login_failures_per_user, "failed logins", add=0)
+    user = run_blocking(services.users.authenticate, username, credentials["password"])
     if user is None:
+        attempts.count(failures_key)
         raise AuthError("wrong username or password", code="invalid_credentials")
-    token = services.tokens.issue(user.id, user.name, user.role)
-    return {"access_token": token, "token_type": "Bearer", "expires_in": services.tokens.ttl,
-            "user": {"id": user.id, "name": user.name, "role": user.role}}
+    return token_pair(services, user.id, user.name, user.role)
+
+
+@bp.post("/auth/refresh")
+def refresh_token():
+    body = json_body(REFRESH_SCHEMA)
+    services = get_services()
+    identity = services.tokens.verify(body["refresh_token"], kind=REFRESH)
+    services.revocations.check(identity)
+    if not services.revocations.use_once(identity.jti, identity.expires_at):
+        raise AuthError("this refresh token was already used: sign in again",
+                        code="token_revoked")
+    return token_pair(services, identity.id, identity.name, identity.role)
+
+
+@bp.post("/auth/logout")
+def logout():
+    identity = current_identity()
+    body = json_body(LOGOUT_SCHEMA) if request.content_length else {}
+    services = get_services()
+    revoked = [(identity.jti, identity.expires_at)]
+    if body.get("refresh_token"):
+        refresh = services.tokens.verify(body["refresh_token"], kind=REFRESH)
+        if refresh.id != identity.id:
+            raise AuthError("the refresh token is another user's", code="identity_mismatch",
+                            status=403)
+        revoked.append((refresh.jti, refresh.expires_at))
+    for jti, until in revoked:
+        services.revocations.revoke(jti, until)
+    if identity.jti and identity.expires_at > time.time():
+        # live sockets on the access token end now on every worker (if the queue is
+        # down, the token is still refused at connect and on REST: stored above)
+        with contextlib.suppress(QueueUnavailable):
+            services.sio.manager.control.run("revoke", {"jti": identity.jti,
+                                                        "until": identity.expires_at})
+    return "", 204

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -25,6 +26,8 @@ def _app_error(exc: AppError):
     response = error_response(exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, AuthError):
         response.headers["WWW-Authenticate"] = f'Bearer error="{exc.code}"'
+    if exc.status == 429 and isinstance(exc.details, dict) and "retry_after" in exc.details:
+        response.headers["Retry-After"] = str(math.ceil(exc.details["retry_after"]))
     return response
 
 

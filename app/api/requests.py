@@ -22,7 +22,9 @@ def json_body(schema: Schema) -> dict[str, Any]:
 
 def current_identity(role: str | None = None) -> Identity:
     """The identity of the `Authorization: Bearer` token, or a 401/403 error."""
-    identity = get_services().tokens.verify(bearer_token(request.headers.get("Authorization")))
+    services = get_services()
+    identity = services.tokens.verify(bearer_token(request.headers.get("Authorization")))
+    services.revocations.check(identity)
     if role is not None and identity.role != role:
         raise ForbiddenError(f"this endpoint requires the {role!r} role")
     return identity

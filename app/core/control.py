@@ -5,11 +5,19 @@ clients, so anything global is asked of every worker and the answers are merged.
 With Redis, a command is PUBLISHed on a control channel: PUBLISH returns how many
 workers received it, each worker RPUSHes its answer to a reply list, and the caller
 BLPOPs exactly that many answers (or stops at the timeout and says so).
+
+Anyone who can PUBLISH to Redis could otherwise kick users or make every worker write
+to keys of their choice: commands are signed (HMAC-SHA256 with CONTROL_KEY, by default
+derived from SECRET_KEY), carry their time (a replay window of MAX_AGE seconds), and
+may only name a reply key under the bus's own prefix. Anything else is refused and
+logged, never run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -26,6 +34,15 @@ from app.core.outage import Outage
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Any]
+# Seconds a signed command stays valid (clocks of instances may differ a little).
+MAX_AGE = 30.0
+
+
+def control_key(settings) -> bytes:
+    """CONTROL_KEY, or one derived from SECRET_KEY (shared by every instance anyway)."""
+    if settings.control_key:
+        return settings.control_key.encode()
+    return hmac.new(settings.secret_key.encode(), b"control-bus", hashlib.sha256).digest()
 
 
 class ControlBus:
@@ -56,17 +73,21 @@ class LocalControlBus(ControlBus):
 
 
 class RedisControlBus(ControlBus):
-    def __init__(self, client: Callable[[], Any], channel: str, timeout: float) -> None:
+    def __init__(self, client: Callable[[], Any], channel: str, timeout: float,
+                 key: bytes) -> None:
         super().__init__()
         self._client = client
         self.channel = channel
         self.timeout = timeout
+        self._key = key
+        self.reply_prefix = f"{channel}:reply:"
         self.subscribed = threading.Event()
         self.outage = Outage("control channel")
 
     def run(self, command: str, payload: dict | None = None) -> list[Any]:
-        reply_key = f"{self.channel}:reply:{uuid.uuid4().hex}"
-        message = json.dumps({"command": command, "payload": payload or {}, "reply_to": reply_key})
+        reply_key = self.reply_prefix + uuid.uuid4().hex
+        message = self.sign({"command": command, "payload": payload or {}, "reply_to": reply_key,
+                             "ts": time.time()})
         try:
             redis = self._client()
             receivers = redis.publish(self.channel, message)
@@ -118,13 +139,43 @@ class RedisControlBus(ControlBus):
             time.sleep(retry)
             retry = min(retry * 2, 2.0)
 
+    def sign(self, request: dict) -> str:
+        body = json.dumps(request)
+        return json.dumps({"body": body, "sig": self._signature(body)})
+
+    def _signature(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, raw: bytes | str) -> dict:
+        """The command in a signed message; ValueError says why it is refused."""
+        try:
+            envelope = json.loads(raw)
+            body, signature = envelope["body"], envelope["sig"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError("not a signed command") from None
+        if not isinstance(body, str) or not isinstance(signature, str) or \
+                not hmac.compare_digest(self._signature(body), signature):
+            raise ValueError("bad signature")
+        request = json.loads(body)
+        if not isinstance(request, dict) or not isinstance(request.get("payload"), dict):
+            raise ValueError("malformed command")
+        if abs(time.time() - float(request.get("ts", 0))) > MAX_AGE:
+            raise ValueError("expired (a replay?)")
+        reply_to = request.get("reply_to")
+        if not isinstance(reply_to, str) or not reply_to.startswith(self.reply_prefix) or \
+                len(reply_to) > len(self.reply_prefix) + 64:
+            raise ValueError("reply key outside the bus's prefix")
+        if request.get("command") not in self._handlers:
+            raise ValueError(f"unknown command {str(request.get('command'))[:40]!r}")
+        return request
+
     def _answer(self, raw: bytes) -> None:
         try:
-            request = json.loads(raw)
-            command, payload, reply_to = request["command"], request["payload"], request["reply_to"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed control message")
+            request = self.verify(raw)
+        except ValueError as exc:
+            log.warning("refused a control message: %s", exc)
             return
+        command, payload, reply_to = request["command"], request["payload"], request["reply_to"]
         answer = json.dumps(self._execute(command, payload))
         try:
             redis = self._client()

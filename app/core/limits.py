@@ -1,16 +1,25 @@
-"""Limits against floods: connections per client address, events per socket.
+"""Limits against floods: connections per client address, events per socket, attempts.
 
-Both are per worker (kept in memory, no Redis round trip on the hot path): with W
-workers an address can hold up to W x MAX_CONNECTIONS_PER_ADDRESS connections. Put
-a global limit in the proxy too (nginx `limit_conn`, docs/security.md).
+Connections and events are per worker (kept in memory, no Redis round trip on the hot
+path): with W workers an address can hold up to W x MAX_CONNECTIONS_PER_ADDRESS
+connections. Put a global limit in the proxy too (nginx `limit_conn`,
+docs/security.md). Attempts (logins) are counted in Redis when a queue is configured,
+so they hold across workers and instances.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from app.core.errors import AppError
+
+log = logging.getLogger(__name__)
 
 
 def client_address(environ: dict, proxy_hops: int) -> str:
@@ -70,3 +79,62 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+
+def rate_limited(retry_after: float, what: str) -> AppError:
+    """The error every limit answers with: REST 429 with Retry-After, or an error ack."""
+    return AppError(f"too many {what}: slow down", code="rate_limited", status=429,
+                    details={"retry_after": round(max(retry_after, 0.001), 3)})
+
+
+class AttemptLimit:
+    """At most `limit` attempts per key in a fixed window of `window` seconds.
+
+    In Redis (INCR + EXPIRE) when a client is given, else in this process's memory.
+    An unreachable Redis lets attempts through (logged): a queue outage must not
+    lock every user out.
+    """
+
+    def __init__(self, redis: Callable[[], Any] | None, prefix: str, window: float = 60.0) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.window = window
+        self._counts: dict[str, tuple[float, int]] = {}  # key -> (window end, count)
+
+    def count(self, key: str, add: int = 1, window: float | None = None) -> tuple[int, float]:
+        """Add `add` attempts (0: just read); return (attempts in the window, seconds left)."""
+        window = self.window if window is None else window
+        if self._redis is not None:
+            try:
+                return self._count_redis(f"{self._prefix}:{key}", add, window)
+            except RedisError as exc:
+                log.warning("attempt limit not checked (message queue: %s)", exc)
+                return 0, 0.0
+        now = time.monotonic()
+        end, attempts = self._counts.get(key, (0.0, 0))
+        if end <= now:
+            end, attempts = now + window, 0
+            if len(self._counts) > 10_000:  # expired windows go once the table is large
+                self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+        attempts += add
+        if add:
+            self._counts[key] = (end, attempts)
+        return attempts, end - now
+
+    def _count_redis(self, key: str, add: int, window: float) -> tuple[int, float]:
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.incrby(key, add) if add else pipe.get(key)
+        pipe.pttl(key)
+        attempts, ttl = pipe.execute()
+        attempts = int(attempts or 0)
+        if attempts and ttl < 0:  # new key (or one that lost its expiry): window starts
+            self._redis().pexpire(key, int(window * 1000))
+            ttl = int(window * 1000)
+        return attempts, max(ttl, 0) / 1000
+
+    def check(self, key: str, limit: int, what: str, add: int = 1,
+              window: float | None = None) -> None:
+        """Count `add` attempts for `key`; raise rate_limited once over `limit`."""
+        attempts, left = self.count(key, add, window)
+        if attempts > limit or (not add and attempts >= limit):
+            raise rate_limited(left, what)

@@ -39,7 +39,8 @@ import socketio
 from redis.exceptions import RedisError
 from socketio.redis_manager import parse_redis_sentinel_url
 
-from app.core.control import LocalControlBus, RedisControlBus
+from app.core import metrics
+from app.core.control import LocalControlBus, RedisControlBus, control_key
 from app.core.errors import QueueUnavailable
 from app.core.outage import Outage
 from config.settings import Settings
@@ -152,7 +153,8 @@ class RedisQueueManager(socketio.RedisManager):
         self._subscription = Outage("subscription")
         self._members_script = None
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
-                                       timeout=settings.gather_timeout)
+                                       timeout=settings.gather_timeout,
+                                       key=control_key(settings))
 
     # --- connections ------------------------------------------------------
     def publisher(self) -> redis.Redis:
@@ -218,12 +220,12 @@ class RedisQueueManager(socketio.RedisManager):
         return int(self.publisher().pubsub_numsub(self.channel)[0][1])
 
     def check(self) -> str | None:
-        if not self.write_only and not self._subscribed:
-            return "message queue: this worker is not subscribed (resubscribing)"
         try:
             self.publisher().ping()
         except RedisError as exc:
             return f"message queue unreachable: {exc.__class__.__name__}: {exc}"
+        if not self.write_only and not self._subscribed:
+            return "message queue: this worker is not subscribed yet (resubscribing)"
         return None
 
     def leave(self) -> None:
@@ -320,6 +322,7 @@ class RedisQueueManager(socketio.RedisManager):
             except RedisError as exc:
                 # Some of the batch may have gone out: receivers drop repeats by seq.
                 self._publishing.failed(exc)
+                metrics.queue_publish_error()
                 if attempt < attempts:
                     time.sleep(0.1 * 2 ** (attempt - 1))
         else:
@@ -328,14 +331,18 @@ class RedisQueueManager(socketio.RedisManager):
                                      "have reached clients on other workers")
             for item in batch:
                 item.error = error
+                metrics.queue_published("failed")
             return
         for item, receivers in zip(batch, counts, strict=True):
             item.receivers = receivers
             if receivers < expected:
                 self._publishing.refused += 1
+                metrics.queue_published("partial")
                 item.error = QueueUnavailable(
                     f"the message queue is recovering: {receivers} of {expected} workers "
                     "received the message")
+            else:
+                metrics.queue_published("ok")
 
     # --- receiving --------------------------------------------------------
     def _redis_listen_with_retries(self):

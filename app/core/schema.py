@@ -27,6 +27,8 @@ class Field:
     max_length: int | None = None
     pattern: re.Pattern[str] | None = None
     strip: bool = False
+    minimum: float | None = None  # numbers
+    maximum: float | None = None
 
     def check(self, value: Any) -> tuple[Any, str | None]:
         # bool is an int in Python; JSON true is never a valid number here.
@@ -42,6 +44,11 @@ class Field:
                 return value, f"must be at most {self.max_length} characters"
             if self.pattern is not None and not self.pattern.fullmatch(value):
                 return value, "has characters or a form that is not allowed"
+        elif isinstance(value, int | float):
+            if self.minimum is not None and value < self.minimum:
+                return value, f"must be at least {self.minimum}"
+            if self.maximum is not None and value > self.maximum:
+                return value, f"must be at most {self.maximum}"
         return value, None
 
 

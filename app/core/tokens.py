@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
@@ -12,6 +13,7 @@ from app.core.errors import AuthError
 from config.settings import Settings
 
 ROLES = ("user", "admin")
+ACCESS, REFRESH = "access", "refresh"
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,14 @@ class Identity:
     name: str
     role: str
     expires_at: int
+    jti: str = ""  # the token's id (revocable); empty for tokens issued without one
+
+    def refreshed(self, other: Identity) -> Identity:
+        """This identity with a later token's expiry and id: the same user and role only."""
+        if (other.id, other.role) != (self.id, self.role):
+            raise AuthError("the new token is for another user or role", code="identity_mismatch",
+                            status=403)
+        return replace(self, name=other.name, expires_at=other.expires_at, jti=other.jti)
 
     @property
     def is_admin(self) -> bool:
@@ -38,6 +48,7 @@ class TokenService:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._ttl = settings.jwt_ttl_seconds
+        self._refresh_ttl = settings.refresh_ttl_seconds
         self._leeway = settings.jwt_leeway_seconds
         self._max_length = settings.max_token_length
 
@@ -45,17 +56,27 @@ class TokenService:
     def ttl(self) -> int:
         return self._ttl
 
-    def issue(self, user_id: str, name: str, role: str, **extra: Any) -> str:
+    @property
+    def refresh_ttl(self) -> int:
+        return self._refresh_ttl
+
+    def issue(self, user_id: str, name: str, role: str, *, kind: str = ACCESS,
+              **extra: Any) -> str:
+        """An access token (default) or a refresh token, each with its own `jti`."""
         now = int(time.time())
-        claims = {"sub": user_id, "name": name, "role": role, "iat": now,
-                  "exp": now + self._ttl, "iss": self._issuer, "aud": self._audience, **extra}
+        ttl = self._refresh_ttl if kind == REFRESH else self._ttl
+        claims = {"sub": user_id, "name": name, "role": role, "iat": now, "exp": now + ttl,
+                  "iss": self._issuer, "aud": self._audience, "jti": uuid.uuid4().hex,
+                  "typ": kind, **extra}
         return jwt.encode(claims, self._key, algorithm=self._algorithm)
 
-    def verify(self, token: Any) -> Identity:
+    def verify(self, token: Any, kind: str = ACCESS) -> Identity:
         """Return the identity in `token` or raise AuthError with a precise code.
 
         Only the configured HMAC algorithm is accepted, so `alg: none` and
-        algorithm-confusion tokens fail signature checks by construction.
+        algorithm-confusion tokens fail signature checks by construction. A refresh
+        token is accepted only where `kind` asks for one, and never as an access token
+        (a token without `typ` is an access token).
         """
         if token is None or token == "":
             raise AuthError("no token was sent", code="missing_token")
@@ -93,7 +114,12 @@ class TokenService:
         sub, name, role = claims.get("sub"), claims.get("name", claims.get("sub")), claims.get("role")
         if not isinstance(sub, str) or not sub or not isinstance(name, str) or role not in ROLES:
             raise AuthError("the token claims are malformed", code="invalid_token")
-        return Identity(id=sub, name=name, role=role, expires_at=int(claims["exp"]))
+        if claims.get("typ", ACCESS) != kind:
+            raise AuthError(f"this is not {'an access' if kind == ACCESS else 'a refresh'} "
+                            "token", code="invalid_token")
+        jti = claims.get("jti", "")
+        return Identity(id=sub, name=name, role=role, expires_at=int(claims["exp"]),
+                        jti=jti if isinstance(jti, str) else "")
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -15,4 +15,4 @@ NAMESPACES = (ChatNamespace, AdminNamespace)
 def register_namespaces(sio: socketio.Server, services: Services) -> None:
     for namespace_class in NAMESPACES:
         sio.register_namespace(namespace_class(services))
-    register_worker_ops(sio)
+    register_worker_ops(sio, services)

@@ -3,7 +3,10 @@
 Events (each acks {"ok": true, ...} or {"ok": false, "error": ...}):
   broadcast {text}              -> {announcement}   "announcement" to every /chat client
   rooms     {}                  -> {rooms: [{room, members}], workers, errors}
-  kick      {user_id, reason?}  -> {user_id, sockets, workers, errors}
+  kick      {user_id, reason?, ban_seconds?}
+                                -> {user_id, sockets, workers, errors, banned_until?}
+                                   with ban_seconds, the user's tokens are refused at
+                                   connect, on REST and on live sockets until then
   stats     {}                  -> {connections: {ns: n}, rooms, workers: [...], errors}
 `errors` lists workers that failed or did not answer in GATHER_TIMEOUT: the
 result is then partial, and says so.
@@ -25,7 +28,9 @@ def broadcast_schema(settings):
 
 KICK_SCHEMA = Schema(user_id=Field(str, min_length=1, max_length=128),
                      reason=Field(str, required=False, default="kicked by an administrator",
-                                  max_length=200))
+                                  max_length=200),
+                     ban_seconds=Field(int, required=False, default=0, minimum=0,
+                                       maximum=365 * 24 * 3600))
 
 
 class AdminNamespace(BaseNamespace):
@@ -47,10 +52,19 @@ class AdminNamespace(BaseNamespace):
 
     @on_event("kick", schema=KICK_SCHEMA)
     def kick(self, ctx: EventContext, payload: dict) -> dict:
-        answers = self.server.manager.control.run("kick", payload)
+        command = {"user_id": payload["user_id"], "reason": payload["reason"]}
+        if payload["ban_seconds"]:
+            # stored first (connects and REST everywhere), then every worker ends and
+            # refuses the user's live sockets
+            command["until"] = self.services.revocations.ban(payload["user_id"],
+                                                             payload["ban_seconds"])
+        answers = self.server.manager.control.run("kick", command)
         sockets = sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))
-        return {"user_id": payload["user_id"], "sockets": sockets, "workers": len(answers),
-                "errors": answer_errors(answers)}
+        result = {"user_id": payload["user_id"], "sockets": sockets, "workers": len(answers),
+                  "errors": answer_errors(answers)}
+        if "until" in command:
+            result["banned_until"] = int(command["until"])
+        return result
 
     @on_event("stats", schema=EMPTY)
     def stats(self, ctx: EventContext, payload: dict) -> dict:

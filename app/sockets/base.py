@@ -33,9 +33,10 @@ import socketio
 
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
-from app.core.limits import TokenBucket
+from app.core.limits import TokenBucket, rate_limited
 from app.core.metrics import OK, NamespaceMetrics
-from app.core.schema import Schema
+from app.core.revocation import BANNED, REVOKED
+from app.core.schema import Field, Schema
 from app.core.tokens import Identity, bearer_token
 from app.services import Services
 from config.settings import Settings
@@ -77,6 +78,13 @@ INTERNAL_ERROR = AppError("the server failed to handle this event", code="intern
                           status=500)
 SHUTTING_DOWN = AppError("this server is shutting down: reconnect and send again",
                          code="shutting_down", status=503)
+TOKEN_EXPIRED = AuthError("the token has expired: send a fresh one (refresh) or reconnect",
+                          code="token_expired")
+# Server -> client events about the socket's token (every namespace).
+TOKEN_EXPIRING_EVENT = "token_expiring"  # {expires_in, expires_at}: send `refresh` soon
+SESSION_ENDED_EVENT = "session_ended"  # {code, message}: then the server disconnects
+REFUSAL_MESSAGES = {BANNED: "this user is banned", REVOKED: "this token was revoked"}
+REFRESH_SCHEMA = Schema(token=Field(str, min_length=1, max_length=8192))
 
 
 class BaseNamespace(socketio.Namespace):
@@ -94,6 +102,7 @@ class BaseNamespace(socketio.Namespace):
         # namespace in this worker (both dropped at disconnect).
         self.identities: dict[str, Identity] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        self.warned: set[str] = set()  # sockets told their token expires soon
 
     @classmethod
     def _collect_events(cls, settings: Settings) -> dict[str, EventSpec]:
@@ -155,6 +164,7 @@ class BaseNamespace(socketio.Namespace):
                                 'it as auth {"token": ...}', code="token_in_query")
             token = token or query_token[0]
         identity = self.services.tokens.verify(token)
+        self.services.revocations.check(identity)  # banned user, revoked token
         if self.required_role is not None and identity.role != self.required_role:
             raise ForbiddenError(f"the {self.path} namespace requires the "
                                  f"{self.required_role!r} role")
@@ -162,6 +172,7 @@ class BaseNamespace(socketio.Namespace):
 
     def _forget(self, sid: str) -> Identity | None:
         self.buckets.pop(sid, None)
+        self.warned.discard(sid)
         identity = self.identities.pop(sid, None)
         if identity is not None:
             self.metrics.connections.dec()
@@ -217,10 +228,14 @@ class BaseNamespace(socketio.Namespace):
         if identity is None:
             raise AppError("this socket is not authenticated", code="not_authenticated",
                            status=401)
+        # Every event is checked against the token's current expiry and the bans and
+        # revocations this worker knows (memory only: no I/O per event).
+        if identity.expires_at <= time.time():
+            raise TOKEN_EXPIRED
+        self.services.revocations.check_local(identity)
         retry_after = self.buckets[sid].take()
         if retry_after:
-            raise AppError("too many events: slow down", code="rate_limited", status=429,
-                           details={"retry_after": round(retry_after, 3)})
+            raise rate_limited(retry_after, "events")
         spec = self.events.get(event) if isinstance(event, str) else None
         if spec is None:
             raise AppError(f"unknown event {str(event)[:64]!r}", code="unknown_event",
@@ -233,7 +248,53 @@ class BaseNamespace(socketio.Namespace):
         result = spec.handler(self, EventContext(sid, identity), payload)
         return {"ok": True, **(result or {})}
 
+    # --- token lifetime (every namespace) --------------------------------
+    @on_event("refresh", schema=REFRESH_SCHEMA)
+    def refresh(self, ctx: EventContext, payload: dict) -> dict:
+        """A fresh token for this socket: same user and role, later expiry."""
+        fresh = self.services.tokens.verify(payload["token"])
+        self.services.revocations.check(fresh)
+        self.identities[ctx.sid] = ctx.user.refreshed(fresh)
+        self.warned.discard(ctx.sid)
+        return {"expires_at": fresh.expires_at, "expires_in": fresh.expires_at - int(time.time())}
+
+    def sweep(self, now: float, warning: float) -> None:
+        """Warn sockets whose token expires within `warning` seconds (once per token);
+        end those whose token expired, or that a ban or revocation covers."""
+        revocations = self.services.revocations
+        for sid, identity in list(self.identities.items()):
+            left = identity.expires_at - now
+            if left <= 0:
+                self.end_socket(sid, TOKEN_EXPIRED.code, TOKEN_EXPIRED.message)
+            elif (refusal := revocations.refusal(identity, now)) is not None:
+                self.end_socket(sid, refusal, REFUSAL_MESSAGES[refusal])
+            elif left <= warning and sid not in self.warned:
+                self.warned.add(sid)
+                self.emit(TOKEN_EXPIRING_EVENT, {"expires_in": int(left),
+                                                 "expires_at": identity.expires_at},
+                          to=sid, ignore_queue=True)
+
+    def end_socket(self, sid: str, code: str, message: str) -> None:
+        """Tell the socket why (`session_ended` {code, message}), then disconnect it."""
+        self.emit(SESSION_ENDED_EVENT, {"code": code, "message": message}, to=sid,
+                  ignore_queue=True)
+        self.server.disconnect(sid, namespace=self.path, ignore_queue=True)
+
     # --- helpers for handlers --------------------------------------------
     def is_member(self, sid: str, room: str) -> bool:
         """O(1) membership test (python-socketio's rooms(sid) scans every room)."""
         return sid in self.server.manager.rooms.get(self.path, {}).get(room, ())
+
+
+def watch_tokens(sio: socketio.Server, warning: float, interval: float = 1.0) -> None:
+    """Per worker (background task): every second, each namespace's sockets are checked
+    for token expiry, bans and revocations (BaseNamespace.sweep)."""
+    while True:
+        sio.sleep(interval)
+        now = time.time()
+        for handler in list(sio.namespace_handlers.values()):
+            if isinstance(handler, BaseNamespace):
+                try:
+                    handler.sweep(now, warning)
+                except Exception:  # the sweep must go on for every other socket
+                    log.exception("token sweep failed ns=%s", handler.path)

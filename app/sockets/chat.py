@@ -28,16 +28,33 @@ def message_schema(settings):
 class ChatNamespace(BaseNamespace):
     path = CHAT_NAMESPACE
 
+    def __init__(self, services) -> None:
+        super().__init__(services)
+        # sid -> chat rooms joined (python-socketio can only count them by scanning
+        # every room): bounded by MAX_ROOMS_PER_SOCKET
+        self.room_counts: dict[str, int] = {}
+
     @on_event("join", schema=ROOM_SCHEMA)
     def join(self, ctx: EventContext, payload: dict) -> dict:
-        self.enter_room(ctx.sid, room_key(payload["room"]))
+        key = room_key(payload["room"])
+        if not self.is_member(ctx.sid, key):
+            joined = self.room_counts.get(ctx.sid, 0)
+            if joined >= self.settings.max_rooms_per_socket:
+                raise AppError(f"a socket may be in {joined} rooms at most: leave one first",
+                               code="too_many_rooms", status=429)
+            self.enter_room(ctx.sid, key)
+            self.room_counts[ctx.sid] = joined + 1
         return {"room": payload["room"]}
 
     @on_event("leave", schema=ROOM_SCHEMA)
     def leave(self, ctx: EventContext, payload: dict) -> dict:
         self._require_member(ctx.sid, payload["room"])
         self.leave_room(ctx.sid, room_key(payload["room"]))
+        self.room_counts[ctx.sid] -= 1
         return {"room": payload["room"]}
+
+    def on_disconnected(self, sid, identity, reason) -> None:
+        self.room_counts.pop(sid, None)
 
     @on_event("message", schema=message_schema)
     def message(self, ctx: EventContext, payload: dict) -> dict:

@@ -12,7 +12,8 @@ from typing import Any
 
 import socketio
 
-from app.core.chat import CHAT_NAMESPACE, room_from_key, user_room
+from app.core.chat import CHAT_NAMESPACE, room_from_key, room_key, user_room
+from app.services import Services
 
 KICKED_EVENT = "kicked"
 
@@ -34,24 +35,57 @@ def local_stats(sio: socketio.Server) -> dict[str, Any]:
     }
 
 
-def local_kick(sio: socketio.Server, user_id: str, reason: str) -> int:
+def local_kick(sio: socketio.Server, user_id: str, reason: str, until: float | None = None) -> int:
     """Tell and disconnect every local socket of `user_id`, in every namespace."""
     kicked = 0
+    notice = {"reason": reason} if until is None else {"reason": reason, "until": int(until)}
     for namespace in list(sio.manager.rooms):
         for sid, _eio_sid in list(sio.manager.get_participants(namespace, user_room(user_id))):
-            sio.emit(KICKED_EVENT, {"reason": reason}, to=sid, namespace=namespace,
-                     ignore_queue=True)
+            sio.emit(KICKED_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
             sio.disconnect(sid, namespace=namespace, ignore_queue=True)
             kicked += 1
     return kicked
 
 
-def register_worker_ops(sio: socketio.Server) -> None:
+def local_revoke(sio: socketio.Server, jti: str) -> int:
+    """Disconnect every local socket authenticated with token `jti`."""
+    revoked = 0
+    for handler in sio.namespace_handlers.values():
+        for sid, identity in list(getattr(handler, "identities", {}).items()):
+            if identity.jti == jti:
+                handler.end_socket(sid, "token_revoked", "this token was revoked: sign in again")
+                revoked += 1
+    return revoked
+
+
+def local_member(sio: socketio.Server, user_id: str, room: str) -> bool:
+    """Is one of `user_id`'s sockets on this worker a member of chat room `room`?"""
+    members = sio.manager.rooms.get(CHAT_NAMESPACE, {}).get(room_key(room), {})
+    return any(sid in members
+               for sid, _ in sio.manager.get_participants(CHAT_NAMESPACE, user_room(user_id)))
+
+
+def register_worker_ops(sio: socketio.Server, services: Services) -> None:
     bus = sio.manager.control
+    revocations = services.revocations
+
+    def kick(payload: dict) -> dict:
+        until = payload.get("until")
+        if until is not None:  # a ban: refused on this worker's live sockets at once
+            revocations.remember({"user_id": payload["user_id"], "until": until})
+        return {"sockets": local_kick(sio, str(payload["user_id"]),
+                                      str(payload.get("reason", "")), until)}
+
+    def revoke(payload: dict) -> dict:
+        revocations.remember({"jti": payload["jti"], "until": payload["until"]})
+        return {"sockets": local_revoke(sio, str(payload["jti"]))}
+
     bus.register("rooms", lambda payload: local_rooms(sio))
     bus.register("stats", lambda payload: local_stats(sio))
-    bus.register("kick", lambda payload: {
-        "sockets": local_kick(sio, str(payload["user_id"]), str(payload.get("reason", "")))})
+    bus.register("kick", kick)
+    bus.register("revoke", revoke)
+    bus.register("member", lambda payload: {
+        "member": local_member(sio, str(payload["user_id"]), str(payload["room"]))})
 
 
 def merge_rooms(answers: list[Any]) -> dict[str, int]:

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 
 def test_post_delivers_to_socket_members(server, connect, auth_header):
-    import requests
-
     member = connect(server.url, user="member")
     member.call("join", {"room": "rest-room"})
     response = requests.post(server.url + "/api/rooms/rest-room/messages",
-                             json={"text": "hi from rest"}, headers=auth_header("poster"), timeout=10)
+                             json={"text": "hi from rest"}, headers=auth_header("member"), timeout=10)
     assert response.status_code == 201
     assert member.wait_event("message") == [response.json()["message"]]
+
+
+def test_posting_needs_a_member_socket_or_the_admin_role(server, connect, auth_header):
+    """The socket path's rule: only members post (an admin may, for jobs and back offices)."""
+    listener = connect(server.url, user="listener")
+    listener.call("join", {"room": "policy"})
+    url = server.url + "/api/rooms/policy/messages"
+    outsider = requests.post(url, json={"text": "x"}, headers=auth_header("outsider"), timeout=10)
+    assert outsider.status_code == 403 and outsider.json()["error"]["code"] == "not_in_room"
+    admin = requests.post(url, json={"text": "from ops"}, headers=auth_header("ops", "admin"),
+                          timeout=10)
+    assert admin.status_code == 201
+    assert listener.wait_event("message") == [admin.json()["message"]]
+
+
+def test_rest_posts_share_the_event_rate(start_own_server, auth_header):
+    server = start_own_server(EVENT_RATE="3")
+    statuses = [requests.post(server.url + "/api/rooms/fast/messages", json={"text": "x"},
+                              headers=auth_header("ops", "admin"), timeout=10)
+                for _ in range(6)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert [r.status_code for r in statuses][:3] == [201, 201, 201] and limited
+    assert limited[0].json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited[0].headers["Retry-After"]) <= 1
 
 
 @pytest.mark.parametrize("headers, code", [

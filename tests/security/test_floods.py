@@ -63,7 +63,8 @@ def test_event_flood_is_rate_limited_and_others_are_unaffected(start_own_server,
 
 def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, make_token,
                                                       auth_header):
-    server = start_own_server(MAX_QUEUED_PACKETS="20", MAX_MESSAGE_LENGTH="60000")
+    server = start_own_server(MAX_QUEUED_PACKETS="20", MAX_MESSAGE_LENGTH="60000",
+                              EVENT_RATE="100000")  # REST posts as fast as they go
     watcher = connect(server.url, ["/admin"], user="root", role="admin")
     # A raw client with a tiny receive buffer that joins a room, then never reads again.
     slow = connected_raw(server, make_token("slow"),
@@ -80,7 +81,7 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
     big = "x" * 50_000
     for n in range(400):  # ~20 MB for the slow client: far past any socket buffer
         response = requests.post(server.url + "/api/rooms/firehose/messages", timeout=10,
-                                 json={"text": f"{n} {big}"}, headers=auth_header("poster"))
+                                 json={"text": f"{n} {big}"}, headers=auth_header("poster", "admin"))
         assert response.status_code == 201
         if "slow consumer" in server.log():
             break

@@ -135,7 +135,7 @@ def test_unknown_event_and_extra_arguments_get_error_acks(server, connect):
     client = connect(server.url)
     ack = client.call("no-such-event", {})
     assert ack["error"]["code"] == "unknown_event"
-    assert ack["error"]["details"]["events"] == ["join", "leave", "message"]
+    assert ack["error"]["details"]["events"] == ["join", "leave", "message", "refresh"]
     ack = client.call("join", ({"room": "a"}, {"room": "b"}))
     assert ack["error"]["code"] == "invalid_payload"
 

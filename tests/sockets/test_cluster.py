@@ -28,7 +28,7 @@ def test_rest_message_reaches_clients_on_every_process(cluster, connect, auth_he
         client.call("join", {"room": "bridge"})
 
     response = requests.post(f"{cluster[0].url}/api/rooms/bridge/messages",
-                             json={"text": "from rest"}, headers=auth_header("carol"), timeout=10)
+                             json={"text": "from rest"}, headers=auth_header("carol", "admin"), timeout=10)
 
     assert response.status_code == 201
     message = response.json()["message"]

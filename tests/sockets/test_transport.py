@@ -17,7 +17,7 @@ from tests.helpers import connected_raw, wait_for
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
                                                           auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
-                              MAX_HTTP_BUFFER_SIZE="200000")
+                              MAX_HTTP_BUFFER_SIZE="200000", EVENT_RATE="100000")
     ws = connected_raw(server, make_token("paused"),
                        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     ws.send('42/chat,1["join",{"room":"backlog"}]')
@@ -30,7 +30,7 @@ def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make
     for n in range(count):
         text = f"{n}:" + "x" * sizes[n % len(sizes)]
         response = requests.post(server.url + "/api/rooms/backlog/messages", timeout=10,
-                                 json={"text": text}, headers=auth_header("poster"))
+                                 json={"text": text}, headers=auth_header("poster", "admin"))
         assert response.status_code == 201, response.text
     received = []
     while len(received) < count:

@@ -71,7 +71,7 @@ def test_polling_and_websocket_clients_share_rooms_across_instances(stack, conne
     for sender in clients:
         sender.call("message", {"room": "stack", "text": f"from {sender.transport}"})
     response = requests.post(stack["nginx"].url + "/api/rooms/stack/messages", timeout=10,
-                             json={"text": "from rest"}, headers=auth_header("rest"))
+                             json={"text": "from rest"}, headers=auth_header("rest", "admin"))
     assert response.status_code == 201
 
     for client in clients:  # every other client's message, plus the REST one

@@ -1,0 +1,128 @@
+"""Bans (a user, for a while) and revoked tokens (by `jti`, until they expire).
+
+Written to Redis when a queue is configured, so every worker and instance refuses them
+at connect and on REST, and kept in memory otherwise. Live sockets are not checked
+against Redis per event (a round trip on the hot path): a ban or revocation is also
+sent to every worker over the control bus, which installs it in memory and disconnects
+the sockets it covers at once (app/sockets/worker_ops.py).
+
+If Redis cannot be read, connects and REST calls are let through on the token alone
+(logged): an outage of the queue must not lock every user out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.core.errors import AuthError
+from app.core.tokens import Identity
+
+log = logging.getLogger(__name__)
+
+BANNED = "banned"
+REVOKED = "token_revoked"
+
+
+class Revocations:
+    def __init__(self, redis: Callable[[], Any] | None, prefix: str) -> None:
+        self._redis = redis  # None: memory only (one process)
+        self._prefix = prefix
+        self.bans: dict[str, float] = {}  # user id -> until (epoch seconds)
+        self.tokens: dict[str, float] = {}  # jti -> until
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}:{kind}:{name}"
+
+    # --- writing ------------------------------------------------------------
+    def ban(self, user_id: str, seconds: float) -> float:
+        until = time.time() + seconds
+        self._store("ban", user_id, until)
+        self.bans[user_id] = until
+        return until
+
+    def revoke(self, jti: str, until: float) -> None:
+        if jti and until > time.time():
+            self._store("revoked", jti, until)
+            self.tokens[jti] = until
+
+    def use_once(self, jti: str, until: float) -> bool:
+        """Mark a single-use token (a refresh token) used; False if it already was."""
+        if not jti:
+            return False
+        self._prune()
+        if self._redis is not None:
+            milliseconds = max(int((until - time.time()) * 1000), 1)
+            if not self._redis().set(self._key("revoked", jti), str(until), px=milliseconds,
+                                     nx=True):
+                return False
+        elif jti in self.tokens:
+            return False
+        self.tokens[jti] = until
+        return True
+
+    def _prune(self) -> None:
+        # Entries end when they expire; swept whenever the tables have grown.
+        now = time.time()
+        for table in (self.bans, self.tokens):
+            if len(table) > 1000:
+                for name in [name for name, until in table.items() if until <= now]:
+                    del table[name]
+
+    def _store(self, kind: str, name: str, until: float) -> None:
+        self._prune()
+        if self._redis is not None:  # errors reach the caller: a ban must not be silent
+            milliseconds = max(int((until - time.time()) * 1000), 1)
+            self._redis().set(self._key(kind, name), str(until), px=milliseconds)
+
+    def remember(self, payload: dict) -> None:
+        """Install a ban or revocation sent over the control bus (each worker)."""
+        if payload.get("user_id"):
+            self.bans[str(payload["user_id"])] = float(payload["until"])
+        if payload.get("jti"):
+            self.tokens[str(payload["jti"])] = float(payload["until"])
+
+    # --- checking -----------------------------------------------------------
+    def check(self, identity: Identity) -> None:
+        """Raise AuthError if the user is banned or the token revoked (connect, REST)."""
+        self.check_local(identity)
+        if self._redis is None:
+            return
+        try:
+            banned, revoked = self._redis().mget(self._key("ban", identity.id),
+                                                 self._key("revoked", identity.jti or "-"))
+        except RedisError as exc:
+            log.warning("could not read bans from the message queue (%s): token checked only", exc)
+            return
+        if banned is not None:
+            self.bans[identity.id] = float(banned)
+        if revoked is not None:
+            self.tokens[identity.jti] = float(revoked)
+        self.check_local(identity)
+
+    def check_local(self, identity: Identity) -> None:
+        """The in-memory part: cheap enough for every event of a live socket."""
+        reason = self.refusal(identity)
+        if reason == BANNED:
+            raise AuthError("this user is banned", code=BANNED, status=403,
+                            details={"until": int(self.bans[identity.id])})
+        if reason == REVOKED:
+            raise AuthError("this token was revoked: sign in again", code=REVOKED)
+
+    def refusal(self, identity: Identity, now: float | None = None) -> str | None:
+        now = time.time() if now is None else now
+        until = self.bans.get(identity.id)
+        if until is not None:
+            if until > now:
+                return BANNED
+            del self.bans[identity.id]
+        until = self.tokens.get(identity.jti) if identity.jti else None
+        if until is not None:
+            if until > now:
+                return REVOKED
+            del self.tokens[identity.jti]
+        return None
