@@ -68,7 +68,7 @@ def app_environment(*files, project: Path = ROOT) -> dict[str, str]:
 
 
 def test_the_default_compose_stack_starts_without_any_edit(compose):
-    """A fresh clone: no .env, nothing to edit; a development stack (issue: the app
+    """A fresh clone: no .env, nothing to edit; a development stack (before, the app
     restart-looped on production's refusals)."""
     assert "env_file" not in compose["services"]["app"]  # no .env needed
     settings = load_settings(environ=app_environment(compose), env_file="")

@@ -26,14 +26,17 @@ from tests.helpers import (
 
 @pytest.fixture(scope="module")
 def stack():
-    redis_server = RedisServer().start()
-    servers = ServerGroup()
-    instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
-    nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances]).start()
-    yield {"redis": redis_server, "instances": instances, "nginx": nginx}
-    nginx.stop()
-    servers.stop_all()
-    redis_server.cleanup()
+    redis_server, servers, nginx = RedisServer(), ServerGroup(), None
+    try:  # whatever fails to start, what did start is stopped
+        redis_server.start()
+        instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+        nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances])
+        yield {"redis": redis_server, "instances": instances, "nginx": nginx.start()}
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        servers.stop_all()
+        redis_server.cleanup()
 
 
 def spread_clients(stack, connect, admin, transports, **options):
@@ -154,8 +157,8 @@ def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
 
 
 def test_new_clients_reach_a_restarted_instance_within_seconds(stack, connect, admin):
-    """Issue: with ip_hash for everything and nginx's passive failure marking, 599 of
-    600 new clients still went to the survivor 90 s after a restart."""
+    """With ip_hash for everything and nginx's passive failure marking, 599 of 600 new
+    clients still went to the survivor 90 s after a restart (docs/deployment.md)."""
     url = stack["nginx"].url
     restarted = stack["instances"][1]  # not the admin's instance
     restarted.stop(signal.SIGKILL)
