@@ -2,25 +2,34 @@
 
     gunicorn -c config/gunicorn.conf.py
 
-ASYNC_MODE picks the worker class: eventlet (default, as the design card says;
-gunicorn 25.x is the last series that ships it) or gevent (the one-line switch:
-ASYNC_MODE=gevent). Workers are set explicitly: gunicorn would otherwise read
-WEB_CONCURRENCY.
+ASYNC_MODE picks the worker class: eventlet (default; gunicorn 25.x is the last
+series that ships it) or gevent (ASYNC_MODE=gevent). Workers are set explicitly:
+gunicorn would otherwise read WEB_CONCURRENCY.
 
 Metrics (app/core/metrics.py): the master prepares PROMETHEUS_MULTIPROC_DIR before
 it forks workers, and removes a dead worker's live gauges.
 """
 
+import errno
 import glob
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import warnings
+
+# Before gunicorn imports the worker class (and with it eventlet): the libraries'
+# deprecation notices say nothing an operator can act on at each start (the choice and
+# its exit path are in docs/deployment.md), and they hid the lines that matter.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+warnings.filterwarnings("ignore", message=r"The eventlet worker is deprecated")
+warnings.filterwarnings("ignore", message=r"Using fork\(\) is a bad idea")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config.settings import load_settings
+from config.settings import load_settings  # noqa: E402
 
 _settings = load_settings()
 
@@ -59,7 +68,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PRIVATE_DIR_ENV = "REALTIME_PRIVATE_METRICS_DIR"
 
 
-def on_starting(server):
+def prepare_metrics_dir():
     """Before any worker exists: every worker must find the directory in its environment
     when it imports prometheus_client (the value store is chosen at import)."""
     if not _settings.metrics_enabled:
@@ -97,6 +106,97 @@ def on_exit(server):
     path = os.environ.get(PRIVATE_DIR_ENV)
     if path and path == os.environ.get(METRICS_DIR_ENV):
         shutil.rmtree(path, ignore_errors=True)
+
+
+class AddressInUse(Exception):
+    """Another process serves (or holds) an address this server is told to listen on."""
+
+
+def _url(address):
+    host, port = address
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# The master's claims on its addresses, held (never used) for its whole life.
+_claims = []
+# The TCP addresses served (for the log line gunicorn leaves blank with REUSE_PORT).
+_addresses = []
+
+
+def claim(address):
+    """Make this master the one owner of a TCP address, or raise AddressInUse.
+
+    With REUSE_PORT each worker binds its own SO_REUSEPORT socket, and the kernel
+    lets any process of the same user join that group: a second instance (another
+    Redis, another version) would start cleanly and get half of the clients. And a
+    port held by another program made every worker fail its bind and be restarted
+    forever. So the master checks first, before any worker exists:
+    1. a lock named after the address (an abstract Unix socket: per network
+       namespace, released by the kernel when the holder dies): two instances
+       started at the same moment cannot both pass step 2;
+    2. a bind without SO_REUSEPORT, which fails while anything listens there,
+       reuse-port group or not. It is closed at once, so the workers can bind.
+    """
+    name = f"\0realtime-template:listen:{_url(address)}"
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(name)
+    except OSError as exc:
+        lock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"{_url(address)} is already served by another instance "
+                               "of this application on this host") from None
+        # no abstract Unix sockets (not Linux): the bind check below still runs
+    else:
+        _claims.append(lock)
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR as gunicorn sets it: TIME_WAIT leftovers of a previous run
+        # are no conflict; a listening socket is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise AddressInUse(f"cannot listen on {_url(address)}: {exc.strerror} (another "
+                               "process holds it: stop it or set another BIND)") from None
+
+
+def claim_addresses(server):
+    """Refuse an address someone else serves (exits)."""
+    _addresses[:] = [a for a in server.cfg.address if isinstance(a, tuple)]
+    if server.master_pid or os.environ.get("LISTEN_FDS"):
+        return  # sockets inherited (USR2 re-exec, systemd): they are ours already
+    try:
+        for address in _addresses:  # TCP; Unix paths and fds: gunicorn's own checks
+            claim(address)
+    except AddressInUse as exc:
+        server.log.error("%s", exc)
+        sys.exit(1)
+
+
+def on_starting(server):
+    """Master, before any socket or worker."""
+    claim_addresses(server)
+    prepare_metrics_dir()
+
+
+class _StartupLines(logging.Filter):
+    """gunicorn's own start-up lines, made to say what matters.
+
+    - With REUSE_PORT the master holds no socket and printed "Listening at:  (pid)":
+      say the address and that each worker listens on it.
+    - The eventlet worker's deprecation line at every worker boot: see the warnings
+      filters above.
+    """
+
+    def filter(self, record):
+        if record.msg == "Listening at: %s (%s)" and record.args and not record.args[0]:
+            urls = ",".join(_url(a) for a in _addresses)
+            record.args = (f"{urls} (SO_REUSEPORT: one socket per worker)", *record.args[1:])
+        return not str(record.msg).startswith("The eventlet worker is DEPRECATED")
+
+
+logging.getLogger("gunicorn.error").addFilter(_StartupLines())
 
 
 def post_worker_init(worker):

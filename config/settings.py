@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "testing", "production")
 ASYNC_MODES = ("eventlet", "gevent")
@@ -175,11 +177,8 @@ class Settings:
             problems.append("REUSE_PORT must be auto, true or false")
         if not self.transports or set(self.transports) - set(TRANSPORTS):
             problems.append("TRANSPORTS must be a non-empty list of websocket, polling")
-        if self.message_queue_url and not self.message_queue_url.startswith(
-            ("redis://", "rediss://", "redis+sentinel://", "unix://")
-        ):
-            problems.append("MESSAGE_QUEUE_URL must be empty or a redis://, rediss://, "
-                            "redis+sentinel:// or unix:// URL")
+        if self.message_queue_url and (problem := queue_url_problem(self.message_queue_url)):
+            problems.append(f"MESSAGE_QUEUE_URL {problem}")
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
@@ -222,10 +221,47 @@ class Settings:
         if "*" in self.cors_allowed_origins:
             problems.append("CORS_ALLOWED_ORIGINS='*' lets any web page act for your users: "
                             "list the allowed origins")
-        if self.demo_users == _csv(DEMO_USERS_DEFAULT):
-            problems.append("DEMO_USERS holds the published demo passwords: set your own "
-                            "or plug in a real USER_STORE")
+        published = [entry.split(":", 1)[0] for entry in self.demo_users
+                     if _has_published_password(entry)]
+        if published:
+            problems.append(f"DEMO_USERS gives {', '.join(published)} the published demo "
+                            "password pattern <name>-password: set your own passwords, or "
+                            "DEMO_USERS= (empty) with a real USER_STORE")
         return problems
+
+
+def _has_published_password(entry: str) -> bool:
+    """`name:role:<name>-password`: the README's pattern, so anyone can guess it."""
+    name, _, rest = entry.partition(":")
+    password = rest.partition(":")[2]
+    return password == f"{name}-password"
+
+
+def queue_url_problem(url: str) -> str | None:
+    """Why a MESSAGE_QUEUE_URL cannot work, or None.
+
+    A URL without a host ("redis://") passed a prefix check and then meant
+    "localhost:6379" to redis-py: in a container, never the intended Redis.
+    """
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss", "redis+sentinel", "unix"):
+        # (the URL itself is never echoed: it may hold a password)
+        return "must be empty or a redis://, rediss://, redis+sentinel:// or unix:// URL"
+    if parsed.scheme == "unix":
+        return None if parsed.path else "unix:// needs the socket's path (unix:///path/redis.sock)"
+    if parsed.scheme == "redis+sentinel":
+        hosts = parsed.netloc.rpartition("@")[2].split(",")
+        if not all(re.fullmatch(r"[^:,]+:\d+", host) for host in hosts):
+            return ("redis+sentinel:// needs host:port entries "
+                    "(redis+sentinel://host1:26379,host2:26379/0/service-name)")
+        return None
+    try:
+        parsed.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        return "has an invalid port"
+    if not parsed.hostname:
+        return f"needs a host: {parsed.scheme}://host:6379/0"
+    return None
 
 
 # Per-environment defaults, applied before the environment variables.

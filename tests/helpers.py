@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -241,7 +242,9 @@ NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 
 class Nginx:
     """nginx started from deploy/nginx/nginx.conf itself, with only what must differ
-    natively replaced: the upstream servers, the port, and the /tmp paths."""
+    natively replaced: the upstream servers, the port, the /tmp paths, and Docker's
+    resolver (Debian's nginx is older than 1.27.3: no `resolve` on upstream servers,
+    and the addresses here are fixed anyway)."""
 
     def __init__(self, upstreams: list[str]) -> None:
         self.port = free_port()
@@ -256,11 +259,18 @@ class Nginx:
 
     def render(self) -> str:
         conf = NGINX_CONF.read_text()
-        servers = "\n        ".join(f"server {upstream};" for upstream in self.upstreams)
-        for old, new in (("server app:5000;", servers),
-                         ("listen 80;", f"listen 127.0.0.1:{self.port};")):
-            assert conf.count(old) == 1, f"{NGINX_CONF} no longer has exactly one {old!r}"
-            conf = conf.replace(old, new)
+        # each upstream group's one "server app:5000 resolve <parameters>;" line becomes
+        # one line per instance, with the same parameters (max_fails, fail_timeout)
+        server_line = re.compile(r"server app:5000 resolve([^;]*);")
+        assert len(server_line.findall(conf)) == 2, f"{NGINX_CONF}: expected 2 upstream groups"
+        conf = server_line.sub(lambda m: "\n        ".join(
+            f"server {upstream}{m.group(1)};" for upstream in self.upstreams), conf)
+        resolver = re.compile(r"^ *resolver(_timeout)? [^;]*;\n", re.MULTILINE)
+        assert len(resolver.findall(conf)) == 2, f"{NGINX_CONF}: expected resolver lines"
+        conf = resolver.sub("", conf)
+        old = "listen 80;"
+        assert conf.count(old) == 1, f"{NGINX_CONF} no longer has exactly one {old!r}"
+        conf = conf.replace(old, f"listen 127.0.0.1:{self.port};")
         return conf.replace("/tmp/", f"{self.dir}/")
 
     def start(self) -> Nginx:

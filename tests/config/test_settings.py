@@ -58,10 +58,29 @@ def test_several_workers_need_a_queue_and_websocket_only(environ, fragment):
         load_settings(environ=environ, env_file="")
 
 
-@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://h:6380/0",
-                                 "redis+sentinel://h1:26379,h2:26379/0/mymaster"])
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://h:6380/0", "redis://h",
+                                 "redis://:secret@h:6379/0", "redis://[::1]:6379/0",
+                                 "unix:///run/redis/redis.sock?db=0",
+                                 "redis+sentinel://h1:26379,h2:26379/0/mymaster",
+                                 "redis+sentinel://:secret@h1:26379/0/mymaster"])
 def test_queue_urls_accepted(url):
     assert load_settings(environ={"MESSAGE_QUEUE_URL": url}, env_file="").uses_redis
+
+
+@pytest.mark.parametrize("url, fragment", [
+    # redis-py reads a missing host as localhost: in a container, never the intended Redis
+    ("redis://", "needs a host"),
+    ("rediss:///0", "needs a host"),
+    ("redis://:secret@/0", "needs a host"),
+    ("redis://h:port/0", "invalid port"),
+    ("unix://", "socket's path"),
+    ("redis+sentinel://", "host:port"),
+    ("redis+sentinel://h1,h2:26379/0/mymaster", "host:port"),
+])
+def test_queue_urls_without_a_host_are_refused(url, fragment):
+    with pytest.raises(SettingsError, match=f"MESSAGE_QUEUE_URL .*{fragment}") as refused:
+        load_settings(environ={"MESSAGE_QUEUE_URL": url}, env_file="")
+    assert "secret" not in str(refused.value)  # the URL's password is never echoed
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path):
@@ -98,6 +117,22 @@ def test_production_refuses_unsafe_values(change, fragment):
     environ = {key: value for key, value in environ.items() if value is not None}
     with pytest.raises(SettingsError, match=fragment):
         load_settings(environ=environ, env_file="")
+
+
+@pytest.mark.parametrize("demo_users", [
+    "alice:user:alice-password,bob:user:bob-password,admin:admin:admin-password",
+    "ops:admin:" + STRONG + ",carol:user:carol-password",
+    "root:admin:root-password",
+])
+def test_production_refuses_any_demo_user_with_the_published_password_pattern(demo_users):
+    with pytest.raises(SettingsError, match=r"DEMO_USERS gives .* <name>-password"):
+        load_settings(environ={**PRODUCTION_OK, "DEMO_USERS": demo_users}, env_file="")
+
+
+def test_production_accepts_demo_users_with_their_own_passwords_or_none():
+    for demo_users in ("carol:user:carol-pass-" + STRONG, ""):
+        assert load_settings(environ={**PRODUCTION_OK, "DEMO_USERS": demo_users},
+                             env_file="").is_production
 
 
 def test_production_refusal_is_a_clear_message_at_server_start():

@@ -1,8 +1,9 @@
 """The compose topology, started natively: Redis, two app instances, nginx in front.
 
 Same files as docker-compose.yml: the gunicorn config, the app, deploy/nginx/nginx.conf.
-Clients differ by X-Forwarded-For (nginx trusts it from 127.0.0.1), which is how
-ip_hash sends them to different instances from one test machine.
+New WebSocket connections are balanced by least_conn; polling requests and upgrades
+by ip_hash on the client address, which clients here choose with X-Forwarded-For
+(nginx trusts it from 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -13,19 +14,29 @@ import signal
 import pytest
 import requests
 
-from tests.helpers import Nginx, RedisServer, ServerGroup, chat_connections_per_worker, wait_for
+from tests.helpers import (
+    Client,
+    Nginx,
+    RedisServer,
+    ServerGroup,
+    chat_connections_per_worker,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
 def stack():
-    redis_server = RedisServer().start()
-    servers = ServerGroup()
-    instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
-    nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances]).start()
-    yield {"redis": redis_server, "instances": instances, "nginx": nginx}
-    nginx.stop()
-    servers.stop_all()
-    redis_server.cleanup()
+    redis_server, servers, nginx = RedisServer(), ServerGroup(), None
+    try:  # whatever fails to start, what did start is stopped
+        redis_server.start()
+        instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+        nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances])
+        yield {"redis": redis_server, "instances": instances, "nginx": nginx.start()}
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        servers.stop_all()
+        redis_server.cleanup()
 
 
 def spread_clients(stack, connect, admin, transports, **options):
@@ -80,6 +91,47 @@ def test_polling_and_websocket_clients_share_rooms_across_instances(stack, conne
         assert sorted(m["text"] for m in client.of("message")).count("from rest") == 1
 
 
+def test_new_websocket_clients_from_one_address_spread_over_both_instances(
+        stack, connect, admin):
+    """least_conn for new WebSockets: one address (an office, a NAT) is not one instance."""
+    before = chat_connections_per_worker(admin)
+    # no X-Forwarded-For: every client is 127.0.0.1 to nginx
+    clients = [connect(stack["nginx"].url, user=f"one-address-{i}") for i in range(6)]
+    after = wait_for(lambda: (c := chat_connections_per_worker(admin))
+                     and sum(c.values()) - sum(before.values()) == len(clients) and c,
+                     message="every client to be counted")
+    gained = {pid: count - before.get(pid, 0) for pid, count in after.items()}
+    assert len(gained) == 2 and all(count > 0 for count in gained.values()), gained
+
+
+def test_polling_requests_stay_on_one_instance_and_upgrade_to_websocket(
+        stack, connect, make_token):
+    """Every polling request and the upgrade carry the sid: ip_hash keeps them together.
+
+    Were they balanced like new WebSockets, they would alternate between the two
+    instances and the other one would answer "Invalid session".
+    """
+    url = stack["nginx"].url
+    poller = connect(url, user="poller", transport="polling")
+    for i in range(6):  # each call is a POST and a long-poll GET
+        assert poller.call("join", {"room": f"poll-{i}"})["ok"] is True
+    assert poller.sio.connected and poller.disconnects == []
+
+    upgrader = Client()  # the default client: a polling handshake, then the upgrade
+    upgrader.watch("/chat")
+    try:
+        upgrader.sio.connect(url, namespaces=["/chat"], auth={"token": make_token("upgrader")},
+                             transports=["polling", "websocket"], wait_timeout=10)
+        wait_for(lambda: upgrader.sio.transport() == "websocket", message="the upgrade")
+        assert upgrader.call("join", {"room": "poll-0"})["ok"] is True
+        sent = poller.call("message", {"room": "poll-0", "text": "to the upgraded"})["message"]
+        upgrader.wait_event("message")
+        assert upgrader.of("message") == [sent]
+        assert upgrader.disconnects == []
+    finally:
+        upgrader.close()
+
+
 def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
         stack, connect, admin):
     placed = spread_clients(stack, connect, admin, ["websocket", "polling"], reconnection=True)
@@ -102,3 +154,25 @@ def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
     sent = victims[0].call("message", {"room": "survivors", "text": "still here"})["message"]
     for client in others + victims[1:]:
         wait_for(lambda c=client: sent in c.of("message"), message="delivery after the restart")
+
+
+def test_new_clients_reach_a_restarted_instance_within_seconds(stack, connect, admin):
+    """With ip_hash for everything and nginx's passive failure marking, 599 of 600 new
+    clients still went to the survivor 90 s after a restart (docs/deployment.md)."""
+    url = stack["nginx"].url
+    restarted = stack["instances"][1]  # not the admin's instance
+    restarted.stop(signal.SIGKILL)
+    # while it is down, nginx fails new clients over to the survivor
+    during = [connect(url, user=f"during-{i}") for i in range(4)]
+    assert all(client.sio.connected for client in during)
+
+    restarted.start()
+    (new_pid,) = restarted.worker_pids()
+
+    def a_new_client_lands_on_the_restarted_instance():
+        connect(url, user="after")
+        return chat_connections_per_worker(admin).get(new_pid, 0) > 0
+
+    # polled at 0.5 s: each attempt is one more client, kept open until the test ends
+    wait_for(a_new_client_lands_on_the_restarted_instance, interval=0.5,
+             message="a new client on the restarted instance")
