@@ -8,6 +8,7 @@ the slow-consumer watchdog and the metrics' delivery flusher. On SIGTERM it drai
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import signal
 
@@ -52,6 +53,24 @@ def install_graceful_shutdown(services: Services, worker) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def drop_connections_after_close(worker) -> None:
+    """A client accepted in the instant before SIGTERM closed the listener reached
+    gunicorn's handler after it: `listener.getsockname()` raised EBADF and gunicorn
+    logged a traceback. That client is closed instead (it retries, elsewhere)."""
+    handle = worker.handle
+
+    def handle_unless_closed(listener, client, addr):
+        try:
+            listener.getsockname()
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.close()
+            return None
+        return handle(listener, client, addr)
+
+    worker.handle = handle_unless_closed  # read by the worker's run(), which comes next
+
+
 def on_worker_boot(worker) -> None:
     """gunicorn `post_worker_init`: the app is loaded in this worker, not serving yet."""
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]
@@ -63,3 +82,4 @@ def on_worker_boot(worker) -> None:
                                        services.settings.token_warning_seconds)
     services.sio.start_background_task(flush_periodically, services.sio.sleep)
     install_graceful_shutdown(services, worker)
+    drop_connections_after_close(worker)

@@ -317,12 +317,28 @@ class ServerGroup:
 
 class OrderedEngineIOClient(engineio.Client):
     """python-engineio's client runs each received message's handler in a new thread,
-    so a test could see two messages in another order than they arrived. Handled
-    in the reading thread instead, in order (the tests' handlers only record)."""
+    so a test could see two messages in another order than they arrived. Here one
+    thread per connection handles them, in arrival order. (Not the reading thread: a
+    server disconnect makes the handler join the reading thread.)"""
+
+    _messages: queue.Queue | None = None
 
     def _trigger_event(self, event, *args, **kwargs):
-        kwargs["run_async"] = False
+        if event == "message" and kwargs.get("run_async"):
+            if self._messages is None:
+                self._messages = queue.Queue()
+                threading.Thread(target=self._handle_messages, args=(self._messages,),
+                                 daemon=True).start()
+            self._messages.put(args)
+            return None
+        if event == "disconnect" and self._messages is not None:
+            self._messages.put(None)  # after every message received before it
+            self._messages = None
         return super()._trigger_event(event, *args, **kwargs)
+
+    def _handle_messages(self, messages: queue.Queue) -> None:
+        while (args := messages.get()) is not None:
+            super()._trigger_event("message", *args, run_async=False)
 
 
 class OrderedClient(socketio.Client):
