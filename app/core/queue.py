@@ -20,8 +20,8 @@ How it holds, for outages of any length and any number of concurrent publishes:
   how many subscriptions got a message; fewer than the live workers known means some
   worker's clients missed it, and the caller is told. The memory outlives a Redis
   restart (the set is empty then): a known worker stays expected until it has been
-  missing for MEMBER_TTL seconds *while this worker's queue works*, so an outage never
-  makes a worker look gone. A worker leaving on purpose says so (`leave`).
+  missing from the set after the queue has worked for MEMBER_TTL seconds, so an
+  outage never makes a worker look gone. A worker leaving on purpose says so (`leave`).
 - Outages are logged once when they start and once when they end, with counts.
 """
 
@@ -94,33 +94,33 @@ class Membership:
 
     def __init__(self, ttl: float = MEMBER_TTL) -> None:
         self.ttl = ttl
-        self.seen: dict[str, float] = {}  # host_id -> when last seen in the set (monotonic)
+        self.alive: set[str] = set()  # host_ids
         self.left: set[str] = set()
         self.healthy_since = time.monotonic()
 
     def update(self, members, now: float | None = None) -> None:
-        """The set as Redis has it now: seen ones refreshed, long-missing ones dropped
-        (only here, on a fresh view: a stale view never makes a worker look gone)."""
+        """The set as Redis has it now: new workers added; missing ones dropped, but
+        only from a view that is fresh (a stale one never makes a worker look gone)."""
         now = time.monotonic() if now is None else now
-        for member in members:
-            host = member.decode() if isinstance(member, bytes) else member
-            if host not in self.left:
-                self.seen[host] = now
-        since = self.healthy_since
-        for host, seen in list(self.seen.items()):
-            if now - max(seen, since) > self.ttl:
-                del self.seen[host]
+        present = {member.decode() if isinstance(member, bytes) else member
+                   for member in members}
+        self.alive |= present - self.left
+        # Absent from a set that has been kept up for `ttl` (every live worker
+        # re-registers several times in that span): gone. Just after an outage the set
+        # is still refilling, so absence counts only from when the queue came back.
+        if now - self.healthy_since > self.ttl:
+            self.alive &= present
 
     def forget(self, host: str) -> None:
         self.left.add(host)
-        self.seen.pop(host, None)
+        self.alive.discard(host)
 
     def queue_restored(self, now: float | None = None) -> None:
         """The queue works again: absences are counted from now, not from the outage."""
         self.healthy_since = time.monotonic() if now is None else now
 
     def expected(self) -> int:
-        return len(self.seen)
+        return len(self.alive)
 
 
 class _Pending:

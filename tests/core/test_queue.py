@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app.core.errors import QueueUnavailable
-from app.core.queue import LocalManager, RedisQueueManager, create_manager
+from app.core.queue import LocalManager, Membership, RedisQueueManager, create_manager
 
 
 def test_empty_url_is_the_in_memory_manager(settings):
@@ -75,3 +75,20 @@ def test_publish_failure_is_raised_not_dropped(settings):
     with pytest.raises(QueueUnavailable):
         manager.emit("message", {"text": "x"}, namespace="/chat", room="room:a")
     assert manager.check().startswith("message queue unreachable")
+
+
+def test_membership_outlives_an_outage_and_drops_the_missing_once_fresh():
+    members = Membership(ttl=2.0)
+    members.queue_restored(now=0.0)
+    members.update([b"a", b"b", b"c"], now=3.0)
+    assert members.expected() == 3
+    # Redis restarted (empty set) and the queue works again at t=10: the set refills
+    # within a heartbeat or two; until it has been up for ttl nobody looks gone
+    members.queue_restored(now=10.0)
+    members.update([b"a"], now=10.5)
+    assert members.expected() == 3
+    members.update([b"a", b"b"], now=12.5)  # c never came back (killed meanwhile)
+    assert members.expected() == 2
+    members.forget("b")  # a drained worker said it leaves
+    members.update([b"a", b"b"], now=13.0)  # and its last registration is ignored
+    assert members.expected() == 1
