@@ -16,7 +16,9 @@ from playwright.sync_api import Page, sync_playwright
 from tests.browser.pages import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LAPTOP
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps its asyncio loop marked as running in this
+# thread until it stops, and asyncio.run() elsewhere in the suite then refuses to start.
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: scripts/ensure-test-tools.sh installs Debian's chromium")
