@@ -4,10 +4,12 @@ socket, a kick, a server restart mid-session."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import expect
 
 from tests.browser.pages import PHONE, enter, message, say, send, sign_in
+from tests.helpers import wait_for
 
 STATUS = "#status"
 
@@ -99,6 +101,7 @@ def test_the_page_reconnects_after_a_server_restart(start_own_server, redis_serv
 
     restarted.stop()
     expect(alice.locator(STATUS)).to_have_attribute("data-state", "reconnecting")
+    screenshot(alice, "reconnecting-laptop")
     send(bob, "while you were away")
     restarted.start()
 
@@ -122,3 +125,22 @@ def test_the_page_reconnects_after_a_server_restart(start_own_server, redis_serv
     say(alice, bob, "back again")
     screenshot(alice, "reconnected-laptop")
 
+
+
+def test_an_expired_token_sends_the_page_back_to_sign_in(start_own_server, open_page, connect):
+    ttl = 3
+    server = start_own_server(JWT_TTL_SECONDS=str(ttl), JWT_LEEWAY_SECONDS="0")
+    alice = open_page(server.url)
+    enter(alice, "alice", "general")
+    issued_by = time.time()
+    # Tokens are checked at connect: the page stays connected past expiry, until it
+    # has to connect again (here after a kick) with the token it holds.
+    wait_for(lambda: time.time() > issued_by + ttl, timeout=ttl + 5, message="the token to expire")
+    admin = connect(server.url, namespaces=["/admin"], user="root", role="admin")
+    assert admin.call("kick", {"user_id": "alice"}, namespace="/admin")["ok"]
+    expect(alice.locator(STATUS)).to_have_attribute("data-state", "kicked")
+    alice.get_by_role("button", name="Reconnect").click()
+    expect(alice.locator("#signin")).to_be_visible()
+    expect(alice.locator("#signin-error")).to_contain_text("(token_expired)")
+    expect(alice.locator(STATUS)).to_have_attribute("data-state", "signed-out")
+    sign_in(alice, "alice")  # and a new token gets back in

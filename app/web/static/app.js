@@ -148,6 +148,7 @@
       auth: (cb) => cb({ token: state.token }),
     });
     state.chat = chat;
+    let attempt = 0; // the Manager's current reconnection attempt (0: none)
 
     chat.on("connect", () => {
       const again = state.wasConnected;
@@ -184,7 +185,9 @@
       if (AUTH_CODES.has(code)) {
         showSignIn(`Please sign in again: ${err.message} (${code}).`);
       } else if (chat.active) {
-        setStatus("reconnecting", `reconnecting… (${code || err.message})`);
+        // a failed attempt; the Manager waits (backing off) and tries again
+        const failed = attempt ? `attempt ${attempt} failed: ` : "";
+        setStatus("reconnecting", `reconnecting… (${failed}${code || err.message})`);
       } else {
         // Refused by the server (e.g. shutting_down on a draining worker): a refusal
         // is not retried by socket.io-client, so retry after a pause.
@@ -195,8 +198,12 @@
 
     // The Manager's events: backoff between attempts (reconnectionDelay doubling up
     // to reconnectionDelayMax, randomized).
-    chat.io.on("reconnect_attempt", (attempt) => {
-      setStatus("reconnecting", `reconnecting… (attempt ${attempt})`);
+    chat.io.on("reconnect_attempt", (n) => {
+      attempt = n;
+      setStatus("reconnecting", `reconnecting… (attempt ${n})`);
+    });
+    chat.io.on("reconnect", () => {
+      attempt = 0;
     });
     chat.io.on("reconnect_failed", () => {
       setStatus("disconnected", "disconnected");
