@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean web-vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ bench: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
 	cd bench && npm ci --no-audit --no-fund --silent
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The demo page's socket.io-client (needs npm): install the version pinned in
+# web/package.json and copy its dist file to app/web/static/vendor/, which is committed
+# so that `make run` and the image need only Python (tests/web checks they match).
+web-vendor:
+	cd web && npm ci --no-audit --no-fund --silent
+	cp web/node_modules/socket.io-client/dist/socket.io.min.js app/web/static/vendor/
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

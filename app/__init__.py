@@ -23,6 +23,7 @@ from app.logging_setup import configure_logging
 from app.services import EXTENSION_KEY, Services
 from app.sockets import NAMESPACES, register_namespaces
 from app.sockets.server import create_socketio_server, wrap_wsgi
+from app.web import bp as web_blueprint
 from config.settings import Settings, load_settings
 
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app, settings)
+    flask_app.register_blueprint(web_blueprint)  # the demo page at / (app/web/)
     register_namespaces(sio, services)
     register_commands(flask_app)
     flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings, lifecycle)

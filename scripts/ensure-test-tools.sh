@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test suite starts its own redis-server and nginx processes on free ports: make
-# sure both binaries exist. Installs Debian's packages when missing and allowed
-# (root with apt-get), else says what to install.
+# The test suite starts its own redis-server and nginx processes on free ports, and
+# drives Debian's chromium (tests/browser, launched by path: Playwright downloads no
+# browser): make sure those binaries exist. Installs Debian's packages when missing
+# and allowed (root with apt-get), else says what to install.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -24,5 +26,5 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 echo "the tests need: ${missing[*]} (e.g. sudo apt-get install ${missing[*]}," >&2
-echo "or brew install redis nginx); install and run again." >&2
+echo "or brew install redis nginx; set CHROMIUM to a Chromium binary); install and run again." >&2
 exit 1

@@ -1,0 +1,94 @@
+"""The demo page's files (app/web/): served at /, under a strict Content-Security-Policy,
+and the vendored socket.io-client is byte for byte the pinned npm package's file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from app.web import CONTENT_SECURITY_POLICY
+from tests.helpers import ROOT
+
+WEB = ROOT / "web"
+VENDORED = ROOT / "app" / "web" / "static" / "vendor" / "socket.io.min.js"
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page, as (tag, attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def page_tags(http) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(http.get("/").get_data(as_text=True))
+    return parser.tags
+
+
+def test_the_page_is_served_at_the_root_with_a_strict_policy(http):
+    response = http.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    policy = response.headers["Content-Security-Policy"]
+    assert policy == CONTENT_SECURITY_POLICY
+    directives = dict(part.split(" ", 1) for part in policy.split("; "))
+    assert directives["default-src"] == "'none'"
+    for name in ("script-src", "style-src", "connect-src"):
+        assert directives[name] == "'self'", name  # no 'unsafe-inline', no other origin
+    # the app's other security headers still apply
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_page_has_no_inline_code_and_loads_only_its_own_files(http):
+    tags = page_tags(http)
+    scripts = [attrs for tag, attrs in tags if tag == "script"]
+    assert scripts and all(attrs.get("src") for attrs in scripts)  # inline scripts are blocked
+    assert not [tag for tag, _ in tags if tag == "style"]
+    assert not [tag for tag, attrs in tags if "style" in attrs or
+                any(name.startswith("on") for name in attrs)]
+    urls = [attrs.get("src") or attrs.get("href") for tag, attrs in tags
+            if tag in ("script", "link")]
+    assert "/assets/vendor/socket.io.min.js" in urls
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        response = http.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_the_api_keeps_its_own_headers(http):
+    # the page's policy is the page's: JSON responses are unchanged
+    assert "Content-Security-Policy" not in http.get("/api/health").headers
+
+
+def test_the_client_is_pinned_to_one_version():
+    package = json.loads((WEB / "package.json").read_text())
+    lock = json.loads((WEB / "package-lock.json").read_text())
+    bench = json.loads((ROOT / "bench" / "package.json").read_text())
+    pinned = package["dependencies"]["socket.io-client"]
+    assert pinned == lock["packages"]["node_modules/socket.io-client"]["version"]
+    # one client version in the project: the bench's load generator and the page
+    assert pinned == bench["dependencies"]["socket.io-client"]
+
+
+def test_the_vendored_client_is_the_pinned_package_file(tmp_path):
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is missing (Node.js): it checks app/web/static/vendor/ against web/")
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(WEB / name, tmp_path / name)
+    # npm ci installs exactly the lockfile, integrity hashes checked
+    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    dist = tmp_path / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+    assert dist.read_bytes() == VENDORED.read_bytes(), "run `make web-vendor`"
