@@ -31,17 +31,20 @@ def browser():
 
 @pytest.fixture()
 def open_page(browser):
-    """open_page(url, viewport=LAPTOP) -> a Page of its own browser context (own storage)."""
+    """open_page(url, viewport=LAPTOP, allow=()) -> a Page of its own browser context (own
+    storage). Console errors fail the test, except those containing a text in `allow`
+    (a refusal the test causes on purpose)."""
     contexts, problems = [], []
 
-    def open_(url: str, viewport: dict = LAPTOP) -> Page:
+    def open_(url: str, viewport: dict = LAPTOP, allow: tuple[str, ...] = ()) -> Page:
         context = browser.new_context(viewport=viewport)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         # (a WebSocket that fails while a server restarts is logged too: not a problem)
         page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-                if re.search("Content Security Policy|Failed to load resource", msg.text) else None)
+                if re.search("Content Security Policy|Failed to load resource", msg.text)
+                and not any(text in msg.text for text in allow) else None)
         page.goto(url)
         return page
 

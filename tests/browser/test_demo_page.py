@@ -127,20 +127,28 @@ def test_the_page_reconnects_after_a_server_restart(start_own_server, redis_serv
 
 
 
-def test_an_expired_token_sends_the_page_back_to_sign_in(start_own_server, open_page, connect):
-    ttl = 3
-    server = start_own_server(JWT_TTL_SECONDS=str(ttl), JWT_LEEWAY_SECONDS="0")
-    alice = open_page(server.url)
+def test_the_page_renews_its_token_and_stays_connected(start_own_server, open_page):
+    ttl = 4
+    server = start_own_server(JWT_TTL_SECONDS=str(ttl), TOKEN_WARNING_SECONDS="2",
+                              JWT_LEEWAY_SECONDS="0")
+    alice, bob = open_page(server.url), open_page(server.url)
     enter(alice, "alice", "general")
+    enter(bob, "bob", "general")
     issued_by = time.time()
-    # Tokens are checked at connect: the page stays connected past expiry, until it
-    # has to connect again (here after a kick) with the token it holds.
-    wait_for(lambda: time.time() > issued_by + ttl, timeout=ttl + 5, message="the token to expire")
-    admin = connect(server.url, namespaces=["/admin"], user="root", role="admin")
-    assert admin.call("kick", {"user_id": "alice"}, namespace="/admin")["ok"]
-    expect(alice.locator(STATUS)).to_have_attribute("data-state", "kicked")
-    alice.get_by_role("button", name="Reconnect").click()
-    expect(alice.locator("#signin")).to_be_visible()
+    # token_expiring -> POST /api/auth/refresh -> `refresh` on the live socket
+    wait_for(lambda: time.time() > issued_by + ttl + 1.5, timeout=ttl + 5,
+             message="the first token to expire")
+    expect(alice.locator(STATUS)).to_have_attribute("data-state", "connected")
+    say(alice, bob, "still here after my first token expired")
+
+
+def test_a_session_that_cannot_be_renewed_goes_back_to_sign_in(start_own_server, open_page):
+    # refresh tokens that expire first: the renewal at the warning fails
+    server = start_own_server(JWT_TTL_SECONDS="4", TOKEN_WARNING_SECONDS="2",
+                              REFRESH_TTL_SECONDS="1", JWT_LEEWAY_SECONDS="0")
+    alice = open_page(server.url, allow=("status of 401",))  # the refused refresh
+    enter(alice, "alice", "general")
+    expect(alice.locator("#signin")).to_be_visible(timeout=10_000)
     expect(alice.locator("#signin-error")).to_contain_text("(token_expired)")
     expect(alice.locator(STATUS)).to_have_attribute("data-state", "signed-out")
     sign_in(alice, "alice")  # and a new token gets back in

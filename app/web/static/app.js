@@ -7,10 +7,12 @@
   const $ = (id) => document.getElementById(id);
   const SUGGESTED_ROOMS = ["general", "random"];
   // connect_error codes that a new token fixes: back to the sign-in form.
-  const AUTH_CODES = new Set(["missing_token", "malformed_token", "invalid_token", "token_expired"]);
+  const AUTH_CODES = new Set(["missing_token", "malformed_token", "invalid_token", "token_expired",
+                              "token_revoked", "banned"]);
 
   const state = {
     token: null,      // the current access token, in memory only
+    refreshToken: null, // exchanged for a new pair before the access token expires
     user: null,       // {id, name, role}
     chat: null,       // the /chat socket
     admin: null,      // the /admin socket (admins only)
@@ -68,9 +70,37 @@
     return body;
   }
 
+  // A new token pair from the refresh token (each refresh token works once).
+  async function refreshTokens() {
+    if (!state.refreshToken) return false;
+    const response = await fetch("/api/auth/refresh", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: state.refreshToken }),
+    }).catch(() => null);
+    if (!response || !response.ok) return false;
+    const session = await response.json();
+    state.token = session.access_token;
+    state.refreshToken = session.refresh_token;
+    return true;
+  }
+
+  // The server warns before the token expires: refresh, and hand the live sockets the
+  // new token (`refresh` event) so they stay connected.
+  async function renewSockets() {
+    if (!(await refreshTokens())) {
+      showSignIn("Your session has expired: please sign in again (token_expired).");
+      return;
+    }
+    for (const socket of [state.chat, state.admin]) {
+      if (socket && socket.connected) socket.emit("refresh", { token: state.token }, () => {});
+    }
+  }
+
   function showSignIn(message) {
     closeSockets();
     state.token = null;
+    state.refreshToken = null;
     state.user = null;
     $("app").hidden = true;
     $("signin").hidden = false;
@@ -99,6 +129,7 @@
       const session = await signIn(form.username.value, form.password.value);
       form.password.value = "";
       state.token = session.access_token;
+      state.refreshToken = session.refresh_token;
       state.user = session.user;
       showApp();
       connect();
@@ -180,9 +211,11 @@
       }
     });
 
-    chat.on("connect_error", (err) => {
+    chat.on("connect_error", async (err) => {
       const code = err.data && err.data.code;
-      if (AUTH_CODES.has(code)) {
+      if (code === "token_expired" && (await refreshTokens())) {
+        chat.connect(); // a refusal is not retried by the client: again, with the new token
+      } else if (AUTH_CODES.has(code)) {
         showSignIn(`Please sign in again: ${err.message} (${code}).`);
       } else if (chat.active) {
         // a failed attempt; the Manager waits (backing off) and tries again
@@ -229,6 +262,19 @@
     });
     chat.on("shutdown", () => {
       setStatus("reconnecting", "server restarting…");
+    });
+    chat.on("token_expiring", () => renewSockets());
+    chat.on("session_ended", (payload) => {
+      // the server disconnects next; an expired token is renewed and the page connects
+      // again, a ban or a revoked token needs a new sign-in
+      state.kicked = true;
+      const code = payload && payload.code;
+      if (code === "token_expired") {
+        refreshTokens().then((ok) => ok ? chat.connect()
+          : showSignIn("Your session has expired: please sign in again (token_expired)."));
+      } else {
+        showSignIn(`${(payload && payload.message) || "Session ended"} (${code}).`);
+      }
     });
 
     if (state.user.role === "admin") connectAdmin(chat);
