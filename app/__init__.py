@@ -14,6 +14,8 @@ from flask import Flask
 
 from app.api import register_blueprints
 from app.cli import register_commands
+from app.core.history import History
+from app.core.idempotency import Claims
 from app.core.lifecycle import Lifecycle
 from app.core.limits import AttemptLimit
 from app.core.revocation import Revocations
@@ -47,7 +49,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     services = Services(settings=settings, tokens=TokenService(settings),
                         users=load_user_store(settings), sio=sio, lifecycle=lifecycle,
                         revocations=Revocations(redis, prefix),
-                        attempts=AttemptLimit(redis, prefix + ":attempts"))
+                        attempts=AttemptLimit(redis, prefix + ":attempts"),
+                        history=History(redis, prefix, settings.history_max_length,
+                                        settings.history_max_age_seconds),
+                        claims=Claims(redis, prefix, settings.idempotency_window_seconds))
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app, settings)

@@ -38,7 +38,8 @@ def emit_command(room: str, text: str, sender: str) -> None:
                 f"no server is subscribed to channel {manager.channel!r} on the message queue: "
                 "nobody would receive the message (is the app running with this MESSAGE_QUEUE_URL?)")
         message = post_message(manager, payload["room"], payload["text"],
-                               {"id": SYSTEM_SENDER["id"], "name": sender})
+                               {"id": SYSTEM_SENDER["id"], "name": sender},
+                               history=get_services().history)
     except AppError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from exc
     except (RuntimeError, RedisError) as exc:

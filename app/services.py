@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import socketio
 from flask import current_app
 
+from app.core.history import History
+from app.core.idempotency import Claims
 from app.core.lifecycle import Lifecycle
 from app.core.limits import AttemptLimit
 from app.core.revocation import Revocations
@@ -24,6 +26,15 @@ class Services:
     lifecycle: Lifecycle
     revocations: Revocations  # bans and revoked tokens
     attempts: AttemptLimit  # login attempts
+    history: History  # recent messages per room
+    claims: Claims  # client message ids already sent (exactly-once `message`)
+
+    def post_message(self, room: str, text: str, sender: dict, **options):
+        """app.core.chat.post_message with this app's history and claims."""
+        from app.core.chat import post_message
+
+        return post_message(self.sio, room, text, sender, history=self.history,
+                            claims=self.claims, **options)
 
     @property
     def manager(self):

@@ -114,6 +114,18 @@ class Settings:
     max_message_length: int = 2000
     gather_timeout: float = 2.0
 
+    # --- history (Redis Streams with a queue, memory without) -----------------
+    # Messages kept per room (about: trimmed in Redis's own steps); 0: no history.
+    history_max_length: int = 1000
+    # A room's history is dropped after this long without a message, and older
+    # messages are left out of reads.
+    history_max_age_seconds: int = 24 * 3600
+    # Messages in the `join` ack (the room's last ones, or those after `since`).
+    history_on_join: int = 50
+    # A `message` retried with the same `client_id` within this window returns the first
+    # result and is delivered once.
+    idempotency_window_seconds: int = 300
+
     # --- limits (per worker) ------------------------------------------------
     # Events per second per socket (average) and the burst allowed above it.
     event_rate: float = 20.0
@@ -184,9 +196,12 @@ class Settings:
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
                      "max_connections_per_address", "max_queued_packets",
                      "refresh_ttl_seconds", "login_attempts_per_address",
-                     "login_failures_per_user", "max_rooms_per_socket"):
+                     "login_failures_per_user", "max_rooms_per_socket",
+                     "history_max_age_seconds", "idempotency_window_seconds"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
+        if self.history_max_length < 0 or self.history_on_join < 0:
+            problems.append("HISTORY_MAX_LENGTH and HISTORY_ON_JOIN must be 0 or more")
         if self.token_warning_seconds < 0 or self.token_warning_seconds >= self.jwt_ttl_seconds:
             problems.append("TOKEN_WARNING_SECONDS must be at least 0 and less than "
                             "JWT_TTL_SECONDS")

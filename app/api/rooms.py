@@ -8,17 +8,22 @@ the admin role (for jobs and back offices).
 
 from __future__ import annotations
 
-from flask import Blueprint
+import re
+
+from flask import Blueprint, request
 
 from app.api.requests import current_identity, json_body
-from app.core.chat import post_message, room_field, text_field
+from app.core.chat import CLIENT_ID_PATTERN, STREAM_ID_PATTERN, room_field, text_field
 from app.core.errors import ForbiddenError, QueueUnavailable
-from app.core.schema import Schema
+from app.core.schema import Field, Schema
 from app.services import Services, get_services
 
 bp = Blueprint("rooms", __name__)
 
 ROOM = Schema(room=room_field())
+HISTORY_QUERY = Schema(after=Field(str, required=False, max_length=41, pattern=STREAM_ID_PATTERN),
+                       limit=Field(str, required=False, default="50",
+                                   pattern=re.compile(r"[1-9][0-9]{0,2}")))
 
 
 def require_member(services: Services, user_id: str, room: str) -> None:
@@ -36,10 +41,28 @@ def create_message(room: str):
     services = get_services()
     settings = services.settings
     ROOM.validate({"room": room})
-    body = json_body(Schema(text=text_field(settings.max_message_length)))
+    body = json_body(Schema(text=text_field(settings.max_message_length),
+                            client_id=Field(str, required=False, pattern=CLIENT_ID_PATTERN)))
     services.attempts.check(f"rest-message:{identity.id}", int(settings.event_rate), "messages",
                             window=1.0)
     if not identity.is_admin:
         require_member(services, identity.id, room)
-    message = post_message(services.sio, room, body["text"], identity.public())
+    message = services.post_message(room, body["text"], identity.public(),
+                                    client_id=body["client_id"])
     return {"message": message}, 201
+
+
+@bp.get("/rooms/<room>/messages")
+def list_messages(room: str):
+    """?after=<stream_id>&limit=<n>: the room's messages after an id (members only)."""
+    identity = current_identity()
+    services = get_services()
+    ROOM.validate({"room": room})
+    query = HISTORY_QUERY.validate(dict(request.args))
+    if not identity.is_admin:
+        require_member(services, identity.id, room)
+    limit = int(query["limit"])
+    if query["after"] is None:
+        return {"messages": services.history.recent(room, limit)}
+    messages, complete = services.history.after(room, query["after"], limit + 1)
+    return {"messages": messages[:limit], "complete": complete, "more": len(messages) > limit}

@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from app.core.history import History
+from app.core.idempotency import PENDING, SENT, Claims
 from app.core.schema import Field
 
 CHAT_NAMESPACE = "/chat"
@@ -26,6 +28,11 @@ SYSTEM_SENDER = {"id": "system", "name": "system"}
 
 def room_field() -> Field:
     return Field(str, max_length=64, pattern=ROOM_PATTERN)
+
+
+# A history id ("<ms>-<n>") and a client's own message id.
+STREAM_ID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def text_field(max_length: int) -> Field:
@@ -60,13 +67,32 @@ def new_message(room: str | None, text: str, sender: dict[str, str]) -> dict[str
 
 
 def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str], *,
-                 skip_sid: str | None = None) -> dict[str, Any]:
-    """Send a chat message to every member of `room`, on every worker.
+                 skip_sid: str | None = None, history: History | None = None,
+                 claims: Claims | None = None, client_id: str | None = None) -> dict[str, Any]:
+    """Store a chat message in the room's history, then send it to every member of
+    `room`, on every worker.
 
     `skip_sid` leaves out one socket (usually the sender, who has the message in
     its ack); without it the sender receives its own message too, if it is a member.
+    With `client_id` (and `claims`) a retry is answered with the first attempt's
+    message and never delivered twice (app/core/idempotency.py).
     """
     message = new_message(room, text, sender)
+    claim = None
+    if client_id is not None and claims is not None:
+        message["client_id"] = client_id
+        claim = f"{sender['id']}:{client_id}"
+        first = claims.claim(claim, message)
+        if first is not None:
+            if first["state"] == SENT:
+                return first["message"]
+            message = first["message"]  # unfinished: the same message, sent again
+    if history is not None and history.enabled and "stream_id" not in message:
+        history.append(room, message)  # stored before it is sent
+        if claim is not None:
+            claims.record(claim, PENDING, message)
     emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
                  namespace=CHAT_NAMESPACE)
+    if claim is not None:
+        claims.record(claim, SENT, message)
     return message

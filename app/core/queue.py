@@ -42,6 +42,7 @@ from socketio.redis_manager import parse_redis_sentinel_url
 from app.core import metrics
 from app.core.control import LocalControlBus, RedisControlBus, control_key
 from app.core.errors import QueueUnavailable
+from app.core.idempotency import SeenMessages
 from app.core.outage import Outage
 from config.settings import Settings
 
@@ -74,12 +75,26 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
 
+def first_delivery(seen: SeenMessages | None, data) -> bool:
+    """False for a payload with a `client_id` whose id this worker delivered already
+    (a retried send, app/core/idempotency.py)."""
+    if seen is None or not isinstance(data, dict) or "client_id" not in data:
+        return True
+    return seen.first_time(str(data.get("id")))
+
+
 class LocalManager(socketio.Manager):
     """In-memory manager: every client is in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, seen: SeenMessages | None = None) -> None:
         super().__init__()
         self.control = LocalControlBus()
+        self.seen = seen
+
+    def emit(self, event, data, *args, **kwargs):
+        if first_delivery(self.seen, data):
+            return super().emit(event, data, *args, **kwargs)
+        return None
 
     def check(self) -> str | None:
         """None when the queue is usable, else the reason (always usable here)."""
@@ -135,10 +150,11 @@ class _Pending:
 
 class RedisQueueManager(socketio.RedisManager):
     def __init__(self, settings: Settings, *, write_only: bool = False,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
+        self.seen = seen
         self.members_key = settings.message_queue_channel + ":workers"
         self.membership = Membership()
         self._seq = 0
@@ -345,6 +361,13 @@ class RedisQueueManager(socketio.RedisManager):
                 metrics.queue_published("ok")
 
     # --- receiving --------------------------------------------------------
+    def _handle_emit(self, message):
+        # every local delivery, of this worker's emits and of other workers'
+        data = message.get("data")
+        if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
+            return None
+        return super()._handle_emit(message)
+
     def _redis_listen_with_retries(self):
         # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
         # emits resume seconds after Redis is back) and one log line per outage.
@@ -394,5 +417,6 @@ def create_manager(settings: Settings, *, write_only: bool = False):
         if write_only:
             raise RuntimeError("an external emitter needs MESSAGE_QUEUE_URL: with the "
                                "in-memory manager only the server process reaches clients")
-        return LocalManager()
-    return RedisQueueManager(settings, write_only=write_only)
+        return LocalManager(SeenMessages(settings.idempotency_window_seconds))
+    seen = None if write_only else SeenMessages(settings.idempotency_window_seconds)
+    return RedisQueueManager(settings, write_only=write_only, seen=seen)

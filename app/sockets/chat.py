@@ -1,28 +1,53 @@
 """/chat: rooms and messages between authenticated users.
 
 Client -> server events (each acks {"ok": true, ...} or {"ok": false, "error": ...}):
-  join     {room}                      -> {room}
+  join     {room, since?}              -> {room, history: [...], complete?, more?}
+             history: the room's last HISTORY_ON_JOIN messages, or with `since` (a
+             stream_id) those after it; complete false: some were lost (resync)
   leave    {room}                      -> {room}
-  message  {room, text, echo?=false}   -> {message}
+  message  {room, text, echo?=false, client_id?}   -> {message}
+             a retry with the same client_id gets the first message back, and it is
+             delivered once
 Server -> client events:
-  message       {id, room, text, sender: {id, name}, ts}
+  message       {id, room, text, sender: {id, name}, ts, stream_id, client_id?}
   announcement  {id, room: null, text, sender, ts}       (from /admin broadcast)
   kicked        {reason}                                  (then disconnect)
 """
 
 from __future__ import annotations
 
-from app.core.chat import CHAT_NAMESPACE, post_message, room_field, room_key, text_field
+from app.core.chat import (
+    CHAT_NAMESPACE,
+    CLIENT_ID_PATTERN,
+    STREAM_ID_PATTERN,
+    room_field,
+    room_key,
+    text_field,
+)
 from app.core.errors import AppError
 from app.core.schema import Field, Schema
 from app.sockets.base import BaseNamespace, EventContext, on_event
 
 ROOM_SCHEMA = Schema(room=room_field())
+JOIN_SCHEMA = Schema(room=room_field(),
+                     since=Field(str, required=False, max_length=41, pattern=STREAM_ID_PATTERN))
 
 
 def message_schema(settings):
     return Schema(room=room_field(), text=text_field(settings.max_message_length),
-                  echo=Field(bool, required=False, default=False))
+                  echo=Field(bool, required=False, default=False),
+                  client_id=Field(str, required=False, pattern=CLIENT_ID_PATTERN))
+
+
+def recent_history(services, room: str, since: str | None) -> dict:
+    """What a `join` ack (and a REST read) carries of the room's history."""
+    history, limit = services.history, services.settings.history_on_join
+    if not history.enabled or not limit:
+        return {}
+    if since is None:
+        return {"history": history.recent(room, limit)}
+    messages, complete = history.after(room, since, limit + 1)
+    return {"history": messages[:limit], "complete": complete, "more": len(messages) > limit}
 
 
 class ChatNamespace(BaseNamespace):
@@ -34,7 +59,7 @@ class ChatNamespace(BaseNamespace):
         # every room): bounded by MAX_ROOMS_PER_SOCKET
         self.room_counts: dict[str, int] = {}
 
-    @on_event("join", schema=ROOM_SCHEMA)
+    @on_event("join", schema=JOIN_SCHEMA)
     def join(self, ctx: EventContext, payload: dict) -> dict:
         key = room_key(payload["room"])
         if not self.is_member(ctx.sid, key):
@@ -44,7 +69,10 @@ class ChatNamespace(BaseNamespace):
                                code="too_many_rooms", status=429)
             self.enter_room(ctx.sid, key)
             self.room_counts[ctx.sid] = joined + 1
-        return {"room": payload["room"]}
+        # read after entering: a message sent meanwhile may come twice (same id), never
+        # not at all
+        return {"room": payload["room"], **recent_history(self.services, payload["room"],
+                                                          payload["since"])}
 
     @on_event("leave", schema=ROOM_SCHEMA)
     def leave(self, ctx: EventContext, payload: dict) -> dict:
@@ -62,8 +90,9 @@ class ChatNamespace(BaseNamespace):
         self._require_member(ctx.sid, room)
         # The sender gets the message in its ack; `echo` also delivers the event to
         # it like to any member (skip_sid=None), e.g. for a client that renders only events.
-        message = post_message(self.server, room, payload["text"], ctx.user.public(),
-                               skip_sid=None if payload["echo"] else ctx.sid)
+        message = self.services.post_message(room, payload["text"], ctx.user.public(),
+                                             skip_sid=None if payload["echo"] else ctx.sid,
+                                             client_id=payload["client_id"])
         return {"message": message}
 
     def _require_member(self, sid: str, room: str) -> None:
