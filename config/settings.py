@@ -104,6 +104,9 @@ class Settings:
     # Packets waiting for a client that does not read (a slow consumer) before it is
     # disconnected; bounds the memory one client can hold.
     max_queued_packets: int = 1000
+    # Bytes waiting for such a client (what is being written included): past it the
+    # connection is cut at once, checked at every write (app/sockets/transport.py).
+    max_queued_bytes: int = 4_000_000
 
     # Garbage collector, per worker: objects alive after boot are frozen (never
     # rescanned) and the young generation collects every GC_GEN0_THRESHOLD allocations
@@ -159,7 +162,8 @@ class Settings:
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
-                     "max_connections_per_address", "max_queued_packets"):
+                     "max_connections_per_address", "max_queued_packets",
+                     "max_queued_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if self.workers > 1 and not self.uses_redis:
