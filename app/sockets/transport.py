@@ -28,6 +28,7 @@ writer keeps the same backlog but writes through it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -270,10 +271,17 @@ class Connection:
             self.ws.write = writer.write_frame
             self.ws.reply = writer.reply
 
-    def refuse(self, code: int) -> None:
-        """The close code our WebSocket sends when it is closed (the library's: 1000)."""
+    def closed_by_reader(self, code: int | None) -> None:
+        """The reader ends the connection: our WebSocket's close frame says `code`
+        (None: the client's own, or 1000), then `drain` waits for the client's side."""
         if self.raw is not None:
-            self.ws.close_code = code
+            self.ws.draining = True
+            if code is not None:
+                self.ws.close_code = code
+
+    def drain(self) -> None:
+        if self.raw is not None:
+            self.ws.drain()
 
 
 def library_websocket(websocket_class):
@@ -310,6 +318,13 @@ class _DetachedQueue:
 
 
 DETACHED_QUEUE = _DetachedQueue()
+
+
+def _refusal(code: str, message: str) -> dict:
+    """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
+    list would be taken for packets to poll)."""
+    return {"status": "400 BAD REQUEST", "headers": [("Content-Type", "application/json")],
+            "response": json.dumps({"code": code, "message": message}).encode()}
 
 
 class Session(Socket):
@@ -367,8 +382,7 @@ class Session(Socket):
         if self.upgrading:
             # one upgrade at a time: each would hold a connection (and escape
             # MAX_CONNECTIONS_PER_ADDRESS, counted per session)
-            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
-            return [b'{"code": "upgrade_in_progress", "message": "this session is upgrading"}']
+            return _refusal("upgrade_in_progress", "this session is already upgrading")
         green = environ.get("gunicorn.socket")
         raw = raw_socket(green) if green is not None else None
         if self.upgraded or raw is None or self.server.wait_readable is None \
@@ -378,8 +392,7 @@ class Session(Socket):
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
         if not accept(environ, green):
-            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
-            return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
+            return _refusal("bad_handshake", "not a WebSocket upgrade")
         server = self.server
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
@@ -392,7 +405,7 @@ class Session(Socket):
             green.settimeout(self.server.ping_interval + self.server.ping_timeout)
         if self.connected:  # an upgrade from long-polling
             if self.upgrading:  # another one started meanwhile (accept() may yield)
-                ws.refuse(POLICY_VIOLATION)
+                ws.closed_by_reader(POLICY_VIOLATION)
                 ws.close()
                 return []
             self.upgrading = ws.upgrading = True
@@ -401,12 +414,14 @@ class Session(Socket):
                 upgraded = self._upgrade_handshake(ws)
             except Exception as exc:  # a broken or hostile client, as in the read loop
                 log.info("%s: websocket upgrade failed (%s)", self.sid, exc)
-                ws.refuse(getattr(exc, "code", POLICY_VIOLATION))
+                ws.closed_by_reader(getattr(exc, "code", POLICY_VIOLATION))
                 upgraded = False
             finally:
                 self.upgrading = ws.upgrading = False
             if not upgraded:
+                ws.closed_by_reader(None)
                 ws.close()  # nothing else writes to it yet
+                ws.drain()
                 return []
         else:
             self.connected = True
@@ -464,10 +479,10 @@ class Session(Socket):
         if self._disconnected(self.server.reason.TRANSPORT_CLOSE):
             self.closed = True
         if error is None or code is not None:
-            if code is not None:
-                ws.refuse(code)
+            ws.closed_by_reader(code)
             # waits: once this returns the WSGI server closes the socket
             writer.close(wait=True)
+            ws.drain()
         else:
             writer.abort()
         self.server.sockets.pop(self.sid, None)

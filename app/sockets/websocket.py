@@ -18,6 +18,7 @@ import hashlib
 import socket
 import ssl
 import struct
+import time
 from codecs import getincrementaldecoder
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -32,6 +33,8 @@ _utf8_decoder = getincrementaldecoder("utf-8")
 FAIR_SHARE = 16
 # Frames one message may be split into: empty continuations would never end it.
 MAX_FRAGMENTS = 1024
+# Seconds a connection we close waits for the client to close its side.
+DRAIN_SECONDS = 2.0
 # Close codes a peer may send (RFC 6455 7.4.1; 3000-4999 are for libraries and apps).
 _VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
 PROTOCOL_ERROR, INVALID_DATA, POLICY_VIOLATION, TOO_BIG = 1002, 1007, 1008, 1009
@@ -155,6 +158,8 @@ class WebSocket:
     holds this reader back while the client leaves its answers unread.
     """
 
+    draining = False  # set when the reader closes: close() then half-closes, drain() follows
+
     def __init__(self, sock, raw, wait_readable, max_size: int, pause=None) -> None:
         self.sock = sock
         self.max_size = max_size
@@ -176,11 +181,23 @@ class WebSocket:
         self.write(encode_frame(message))
 
     def close(self) -> None:
-        """Send a close frame and end the connection (its reader wakes up and ends)."""
+        """Send a close frame and end the connection (its reader wakes up and ends;
+        if the reader is the one closing, `drain` reads what the client still sends)."""
         with contextlib.suppress(OSError):
             self.sock.sendall(encode_frame(struct.pack("!H", self.close_code), _CLOSE))
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_WR if self.draining else socket.SHUT_RDWR)
+
+    def drain(self) -> None:
+        """Read and drop what the client sends after our close frame, until it closes
+        too (or DRAIN_SECONDS pass): closing a socket with unread data sends a reset,
+        which can destroy the close frame before the client reads it."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with contextlib.suppress(OSError):
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(_READ_SIZE):
+                    break
 
     def wait(self) -> str | bytes | None:
         # The only blocking call, recv(), is made from here: the stack a parked

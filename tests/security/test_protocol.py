@@ -9,7 +9,7 @@ import pytest
 import requests
 import websocket
 
-from tests.helpers import assert_closed, connected_raw, raw_websocket, wait_for
+from tests.helpers import assert_closed, close_code, connected_raw, raw_websocket, wait_for
 
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
@@ -98,6 +98,7 @@ def test_unsupported_engineio_version_and_transport_are_400(server):
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
     ws = connected_raw(server, make_token("big"))
     ws.send('42/chat,["message",{"room":"x","text":"' + "x" * settings.max_http_buffer_size + '"}]')
+    assert close_code(ws) == 1009  # RFC 6455: message too big
     assert_closed(ws)
     still_serving(server, connect)
 

@@ -11,7 +11,7 @@ import requests
 import socketio
 import websocket
 
-from tests.helpers import connected_raw, wait_for
+from tests.helpers import close_code, connected_raw, wait_for
 
 
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
@@ -152,3 +152,27 @@ def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server,
     assert [int(text.split(":")[0]) for text in texts] == list(range(count))
     assert frames[-1][0] == 0x8 and frames[-1][1][:2] == (1000).to_bytes(2, "big")
     ws.sock.close()
+
+
+def test_an_upgrade_without_its_probe_ends_and_a_session_upgrades_once_at_a_time(
+        start_own_server):
+    server = start_own_server(PING_TIMEOUT="2")
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = json.loads(opened.text[1:])["sid"]
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    silent = websocket.create_connection(url, timeout=10)  # never sends the probe
+    started = time.monotonic()
+    for _ in range(3):  # more upgrades of the same session meanwhile: refused
+        try:
+            extra = websocket.create_connection(url, timeout=10)
+        except websocket.WebSocketBadStatusException as exc:
+            assert exc.status_code == 400
+        else:
+            assert close_code(extra) == 1008
+    assert close_code(silent) is None  # cut at the ping timeout
+    assert time.monotonic() - started < 2 + 3
+    # the session itself lives on, and may upgrade now
+    upgrade = websocket.create_connection(url, timeout=10)
+    upgrade.send("2probe")
+    assert upgrade.recv() == "3probe"
+    upgrade.close()
