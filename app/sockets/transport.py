@@ -31,10 +31,11 @@ import contextlib
 import json
 import logging
 import socket
+import sys
 import time
 
 import engineio
-from engineio import exceptions, packet
+from engineio import exceptions, packet, payload
 from engineio.socket import Socket
 
 from app.sockets.websocket import (
@@ -320,6 +321,10 @@ class _DetachedQueue:
 DETACHED_QUEUE = _DetachedQueue()
 
 
+class _Payload(payload.Payload):
+    max_decode_packets = sys.maxsize  # bounded by the body's size (MAX_HTTP_BUFFER_SIZE)
+
+
 def _refusal(code: str, message: str) -> dict:
     """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
     list would be taken for packets to poll)."""
@@ -340,9 +345,36 @@ class Session(Socket):
 
     def send(self, pkt):
         if self.writer is None:
+            if pkt.packet_type == packet.OPEN:
+                # python-engineio truncates to whole seconds: a pingInterval of 0.5 s
+                # was announced as 0, and clients pinged by it timed out
+                server = self.server
+                interval = server.ping_interval + server.ping_interval_grace_period
+                pkt.data["pingInterval"] = round(interval * 1000)
             return super().send(pkt)
         if self.check_ping_timeout():
             self.writer.write(pkt)
+
+    def handle_post_request(self, environ):
+        """A long-polling POST: its packets, as many as MAX_HTTP_BUFFER_SIZE holds.
+
+        python-engineio refused a payload of more than 16 packets with an exception it
+        then answered 200 to: every packet of the POST was dropped silently (60 acks
+        emitted at once by socket.io-client lost 59). A payload that cannot be decoded
+        ends the session with 400.
+        """
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        try:
+            body = environ["wsgi.input"].read(length).decode("utf-8")
+            packets = _Payload(encoded_payload=body).packets
+        except Exception as exc:  # hostile input: any decoding error
+            log.info("%s: malformed polling payload (%s)", self.sid, exc)
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise exceptions.EngineIOError("malformed payload") from None  # -> 400
+        for pkt in packets:
+            self.receive(pkt)
 
     def close(self, wait=True, abort=False, reason=None):
         if self.writer is None:
@@ -575,10 +607,13 @@ class EngineServer(engineio.Server):
 
     def _ping_due(self, now: float) -> None:
         for session in list(self.sockets.values()):
-            due = getattr(session, "ping_due", None)  # (a Socket another path made)
-            if due is not None and now >= due:
-                try:
+            try:
+                due = session.ping_due
+                if due is not None and now >= due:
                     session.send_ping()
-                except Exception:  # one session's failure must not stop every ping
-                    log.exception("%s: ping failed", session.sid)
+            except Exception:  # one session's failure must not stop every ping
+                sid = getattr(session, "sid", None)
+                log.exception("%s: ping failed, session ended", sid)
+                with contextlib.suppress(Exception):
                     session.close(wait=False, abort=True)
+                self.sockets.pop(sid, None)

@@ -10,7 +10,9 @@ import time
 import requests
 import socketio
 import websocket
+from engineio.socket import Socket
 
+from app.sockets.transport import EngineServer, Session
 from tests.helpers import close_code, connected_raw, wait_for
 
 
@@ -176,3 +178,33 @@ def test_an_upgrade_without_its_probe_ends_and_a_session_upgrades_once_at_a_time
     upgrade.send("2probe")
     assert upgrade.recv() == "3probe"
     upgrade.close()
+
+
+def test_sessions_stay_the_templates_whatever_dict_engineio_assigns():
+    server = EngineServer(async_mode="threading")
+    server.sockets = {}  # as python-engineio's disconnect() does
+    server.sockets["sid"] = Socket(server, "sid")  # as its _handle_connect does
+    assert type(server.sockets["sid"]) is Session
+
+
+def test_the_pinger_outlives_a_failing_session():
+    server = EngineServer(async_mode="threading", ping_interval=0.2)
+    pinged = []
+
+    class Failing:
+        sid = "failing"
+
+        @property
+        def ping_due(self):
+            raise RuntimeError("broken session")
+
+    class Pinged:
+        sid, ping_due = "pinged", 0.0
+
+        def send_ping(self):
+            pinged.append(time.monotonic())
+
+    server.sockets.update(failing=Failing(), pinged=Pinged())
+    server.start_pinger()
+    wait_for(lambda: len(pinged) >= 3, message="pings after a failing session")
+    assert "failing" not in server.sockets  # ended, not retried every round
