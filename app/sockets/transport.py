@@ -144,13 +144,14 @@ class FrameWriter:
         if self.closing:
             return
         self.pending.append(frame)
-        if self.flushing:  # the client is not keeping up: what waits for it is bounded
-            self.queued += len(frame)
-            if self.queued > self.max_queued:
-                self._overflow()
-        elif not self.batched:
-            self.batched = True
-            self.batch.add(self)
+        if not self.batched:  # (a burst's later frames stop here: one check)
+            if self.flushing:  # the client is not keeping up: what waits is bounded
+                self.queued += len(frame)
+                if self.queued > self.max_queued:
+                    self._overflow()
+            else:
+                self.batched = True
+                self.batch.add(self)
 
     def reply(self, frame: bytes) -> None:
         """A control frame the reader answers (a PONG): while the client leaves earlier
