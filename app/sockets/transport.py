@@ -425,6 +425,8 @@ class Session(Socket):
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
         if not accept(environ, green):
+            if not self.connected:  # a new session: it ends here, its address slot freed
+                self.close(wait=False, abort=True)
             return _refusal("bad_handshake", "not a WebSocket upgrade")
         server = self.server
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,

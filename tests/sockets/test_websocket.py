@@ -117,15 +117,27 @@ def test_a_close_frame_is_answered_and_the_session_ends(server, connect, make_to
              == before, message="the session to end")
 
 
-@pytest.mark.parametrize("key", ["", "not base64!", base64.b64encode(b"short").decode()])
-def test_an_invalid_handshake_is_400(server, key):
+def invalid_handshake(server, key: str) -> str:
+    """A WebSocket upgrade request with `key`: the server's status line."""
     request = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
                f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request.encode())
-        head = sock.recv(4096).decode(errors="replace")
-    assert head.startswith("HTTP/1.1 400")
+        return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("key", ["", "not base64!", base64.b64encode(b"short").decode()])
+def test_an_invalid_handshake_is_400(server, key):
+    assert invalid_handshake(server, key).startswith("HTTP/1.1 400")
+
+
+def test_invalid_handshakes_leave_no_session_behind(start_own_server, connect):
+    # each made an Engine.IO session (counted per address) that lived until its ping timeout
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="2")
+    for _ in range(3):
+        assert invalid_handshake(server, "not base64!").startswith("HTTP/1.1 400")
+    assert connect(server.url, user="after-bad-handshakes").sio.connected
 
 
 def test_a_broken_upgrade_from_polling_closes_that_connection_only(server, connect):
