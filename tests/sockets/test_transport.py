@@ -76,8 +76,9 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
     silent_since = time.monotonic()
     # ...its socket closed too (the connection's green thread is not left parked on a
     # read waiting for a close handshake this client will never answer)
+    # (polled at 10/s: /admin stats is an event, limited by EVENT_RATE like any other)
     wait_for(lambda: chat_connections() == 0 and worker_sockets() == baseline, timeout=10,
-             message="the session and its socket to end on the server")
+             interval=0.1, message="the session and its socket to end on the server")
     assert time.monotonic() - silent_since < 5
 
     def closed() -> bool:
