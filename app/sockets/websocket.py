@@ -190,14 +190,20 @@ class WebSocket:
 
     def drain(self) -> None:
         """Read and drop what the client sends after our close frame, until it closes
-        too (or DRAIN_SECONDS pass): closing a socket with unread data sends a reset,
-        which can destroy the close frame before the client reads it."""
+        too: closing a socket with unread data sends a reset, which can destroy the
+        close frame before the client reads it. At most DRAIN_SECONDS and the rest of
+        one frame in flight (max_size): a client that goes on sending is just cut."""
         deadline = time.monotonic() + DRAIN_SECONDS
+        budget = self.max_size + _READ_SIZE
         with contextlib.suppress(OSError):
-            while (left := deadline - time.monotonic()) > 0:
+            while budget > 0 and (left := deadline - time.monotonic()) > 0:
                 self.sock.settimeout(left)
-                if not self.sock.recv(_READ_SIZE):
+                data = self.sock.recv(_READ_SIZE)
+                if not data:
                     break
+                budget -= len(data)
+                if self.pause is not None:  # a recv with data ready never waits
+                    self.pause(0)
 
     def wait(self) -> str | bytes | None:
         # The only blocking call, recv(), is made from here: the stack a parked
