@@ -442,6 +442,7 @@ class Session(Socket):
             if self.upgrading:  # another one started meanwhile (accept() may yield)
                 ws.closed_by_reader(POLICY_VIOLATION)
                 ws.close()
+                ws.drain()
                 return []
             self.upgrading = ws.upgrading = True
             self.server.start_background_task(self._upgrade_deadline, ws)
@@ -578,17 +579,16 @@ class EngineServer(engineio.Server):
         self.pause = pauser(self.async_mode)
         self._async = {**self._async, "websocket": library_websocket(self._async["websocket"])}
 
-    # python-engineio assigns `self.sockets = {}` (at start, and in disconnect()):
-    # whatever it assigns becomes _Sessions, whose items become Sessions.
-    @property
-    def sockets(self) -> _Sessions:
-        return self.__dict__["sockets"]
-
-    @sockets.setter
-    def sockets(self, sessions: dict) -> None:
-        self.__dict__["sockets"] = _Sessions()
-        for sid, session in sessions.items():
-            self.__dict__["sockets"][sid] = session
+    def __setattr__(self, name, value) -> None:
+        # python-engineio assigns `self.sockets = {}` (at start, and in disconnect()):
+        # whatever it assigns becomes _Sessions, whose items become Sessions. (Not a
+        # property: every delivery reads `sockets`, and would pay for a call.)
+        if name == "sockets" and type(value) is not _Sessions:
+            sessions = _Sessions()
+            for sid, session in value.items():
+                sessions[sid] = session
+            value = sessions
+        super().__setattr__(name, value)
 
     def start_pinger(self) -> None:
         if self._pinger is None:  # at the first session, not at import (pre-fork)
