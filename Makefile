@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lint clean web-vendor
+.PHONY: run test bench autobahn lint clean web-vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,22 @@ bench: $(VENV)/.dev
 web-vendor:
 	cd web && npm ci --no-audit --no-fund --silent
 	cp web/node_modules/socket.io-client/dist/socket.io.min.js app/web/static/vendor/
+
+# RFC 6455 conformance of the WebSocket code, Autobahn|Testsuite (docs/conformance.md).
+# wstest is Python 2 code: installed once into its own virtualenv.
+PYTHON2       ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
+AUTOBAHN_VENV ?= /tmp/autobahn-venv
+
+$(AUTOBAHN_VENV)/bin/wstest: bench/autobahn/requirements-py2.txt
+	$(PYTHON2) -m pip install --quiet --user virtualenv==20.15.1
+	$(PYTHON2) -m virtualenv --quiet $(AUTOBAHN_VENV)
+	$(AUTOBAHN_VENV)/bin/pip install --quiet -r bench/autobahn/requirements-py2.txt
+	touch $@
+
+autobahn: $(VENV)/.runtime $(AUTOBAHN_VENV)/bin/wstest
+	@for mode in $${ASYNC_MODE:-eventlet gevent}; do \
+		$(BIN)/python bench/autobahn/run.py --wstest $(AUTOBAHN_VENV)/bin/wstest --mode $$mode || exit 1; \
+	done
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -140,6 +140,9 @@ class Settings:
     # Packets waiting for a client that does not read (a slow consumer) before it is
     # disconnected; bounds the memory one client can hold.
     max_queued_packets: int = 1000
+    # Bytes waiting for such a client (what is being written included): past it the
+    # connection is cut at once, checked at every write (app/sockets/transport.py).
+    max_queued_bytes: int = 4_000_000
 
     # Garbage collector, per worker: objects alive after boot are frozen (never
     # rescanned) and the young generation collects every GC_GEN0_THRESHOLD allocations
@@ -197,7 +200,8 @@ class Settings:
                      "max_connections_per_address", "max_queued_packets",
                      "refresh_ttl_seconds", "login_attempts_per_address",
                      "login_failures_per_user", "max_rooms_per_socket",
-                     "history_max_age_seconds", "idempotency_window_seconds"):
+                     "history_max_age_seconds", "idempotency_window_seconds",
+                     "max_queued_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if self.history_max_length < 0 or self.history_on_join < 0:

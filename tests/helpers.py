@@ -85,6 +85,18 @@ def assert_closed(ws: websocket.WebSocket, timeout: float = 5) -> None:
         pass
 
 
+def close_code(ws: websocket.WebSocket) -> int | None:
+    """Read up to the server's close frame: its code (None: the connection just ended)."""
+    ws.settimeout(5)
+    while True:
+        try:
+            opcode, frame = ws.recv_data_frame(control_frame=True)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return None
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big") if frame.data else None
+
+
 def child_pids(pid: int) -> set[int]:
     """The children of a process (gunicorn's workers of a master), from Linux /proc."""
     children = set()

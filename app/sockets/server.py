@@ -141,6 +141,7 @@ def create_socketio_server(settings: Settings, namespaces: list[str],
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
+        max_queued_bytes=settings.max_queued_bytes,  # the WebSocket transport (EngineServer)
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_http_buffer_size,
         logger=library_log,

@@ -28,19 +28,32 @@ writer keeps the same backlog but writes through it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
+import sys
 import time
 
 import engineio
-from engineio import exceptions, packet
+from engineio import exceptions, packet, payload
 from engineio.socket import Socket
 
-from app.sockets.websocket import WebSocket, accept, encode_frame, raw_socket, readable_waiter
+from app.sockets.websocket import (
+    FAIR_SHARE,
+    POLICY_VIOLATION,
+    TOO_BIG,
+    ProtocolError,
+    WebSocket,
+    accept,
+    encode_frame,
+    pauser,
+    raw_socket,
+    readable_waiter,
+)
 
 log = logging.getLogger("app.sockets")
-# Packets a connection's reader handles before it lets the rest of the worker run.
-FAIR_SHARE = 16
+# Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
+MAX_QUEUED_BYTES = 4_000_000
 
 
 def packet_frame(pkt: packet.Packet) -> bytes:
@@ -70,24 +83,34 @@ class WriteBatch:
 
     def _write(self) -> None:
         writers, self.writers = self.writers, []
-        for writer in writers:
+        for n, writer in enumerate(writers):
             writer.batched = False
             try:
                 writer.send_pending()
             except Exception:  # one connection's failure must not stall the others
                 log.exception("websocket write failed")
                 writer.abort()
+            except BaseException:  # this task is being killed: the rest go to the next batch
+                for rest in writers[n + 1:]:
+                    self.add(rest)
+                raise
 
 
 class FrameWriter:
     """Writes one connection's packets in order, without blocking the emitter.
 
-    `backlog` counts the packets not handed to the kernel yet: a client that stops
-    reading makes it grow (app.sockets.server.watch_slow_consumers ends it).
+    `backlog` counts the packets not handed to the kernel yet (a batch being written
+    counts as one): a client that stops reading makes it grow
+    (app.sockets.server.watch_slow_consumers ends it). `queued` counts their bytes
+    once the kernel's buffer is full, what is being written included: past
+    `max_queued` the connection is cut at once.
     """
 
-    def __init__(self, ws, green, server, batch: WriteBatch, raw=None) -> None:
+    def __init__(self, ws, green, server, batch: WriteBatch, raw=None, name: str = "-") -> None:
         self.ws = ws
+        self.name = name
+        self.max_queued = getattr(server, "max_queued_bytes", MAX_QUEUED_BYTES)
+        self.queued = 0  # bytes not written yet, counted while a flusher waits
         self.server = server
         self.batch = batch
         # raw: our frames straight to this OS socket; None: through the library's
@@ -100,25 +123,45 @@ class FrameWriter:
         self.closing = False
         self.closed = False
         self.done = None  # an event, made only for a close that waits (most never do)
+        self.drained = None  # an event, made only when the reader waits for the flusher
 
     @property
     def backlog(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + (self.flushing and not self.closed)
 
     def write(self, pkt: packet.Packet) -> None:
         if self.raw is not None:
             self.write_frame(packet_frame(pkt))
         elif not self.closing:
-            self.pending.append(pkt.encode())
+            message = pkt.encode()
+            self.pending.append(message)
+            self.queued += len(message)
+            if self.queued > self.max_queued:
+                return self._overflow()
             self._start_flushing()
 
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
             return
         self.pending.append(frame)
-        if not self.batched and not self.flushing:
-            self.batched = True
-            self.batch.add(self)
+        if not self.batched:  # (a burst's later frames stop here: one check)
+            if self.flushing:  # the client is not keeping up: what waits is bounded
+                self.queued += len(frame)
+                if self.queued > self.max_queued:
+                    self._overflow()
+            else:
+                self.batched = True
+                self.batch.add(self)
+
+    def reply(self, frame: bytes) -> None:
+        """A control frame the reader answers (a PONG): while the client leaves earlier
+        output unread, the reader waits, so unanswered pings stay in the client's
+        socket instead of piling up here (tests/security/test_floods.py)."""
+        if self.flushing and not self.closing:
+            if self.drained is None:
+                self.drained = self.server.create_event()
+            self.drained.wait()
+        self.write_frame(frame)
 
     def send_pending(self) -> None:
         """Hand the backlog to the kernel without waiting; a rest waits for a flusher."""
@@ -135,17 +178,20 @@ class FrameWriter:
             return
         if sent < len(data):
             self.pending.append(data[sent:])
+            self.queued = len(data) - sent
+            if self.queued > self.max_queued:
+                return self._overflow()
             self._start_flushing()
 
     def close(self, wait: bool) -> None:
-        """Write the backlog, then close the WebSocket (its close handshake)."""
-        if self.closing:
-            return
-        self.closing = True
-        if wait:
-            self.done = self.server.create_event()
-        self._start_flushing()
-        if wait:
+        """Write the backlog, then close the WebSocket (its close handshake); `wait`:
+        until that is done, whoever started it."""
+        if not self.closing:
+            self.closing = True
+            self._start_flushing()
+        if wait and not self.closed:
+            if self.done is None:
+                self.done = self.server.create_event()
             self.done.wait()
 
     def abort(self) -> None:
@@ -159,6 +205,10 @@ class FrameWriter:
         elif not self.closed:  # no socket known (another WSGI server): the library closes
             self.server.start_background_task(self._close_quietly)
         self._finished()
+
+    def _overflow(self) -> None:
+        log.warning("slow consumer %s: %d bytes queued, disconnecting", self.name, self.queued)
+        self.abort()  # its reader ends the session (not here: this may be inside an emit)
 
     def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
@@ -174,10 +224,13 @@ class FrameWriter:
             while self.pending and not self.closed:
                 batch, self.pending = self.pending, []
                 if self.raw is not None:
-                    self.green.sendall(b"".join(batch))  # one write for the whole backlog
+                    data = b"".join(batch)  # one write for the whole backlog
+                    self.queued = len(data)  # frames written meanwhile add to it
+                    self.green.sendall(data)
                 else:
                     for message in batch:
                         self.ws.send(message)
+                        self.queued -= len(message)
             if self.closing and not self.closed:
                 self.ws.close()
         except Exception as exc:  # a broken connection: the reader ends the session
@@ -185,6 +238,10 @@ class FrameWriter:
             self.abort()
         finally:
             self.flushing = False
+            self.queued = 0
+            if self.drained is not None:
+                self.drained.set()
+                self.drained = None
             if self.closing:
                 self._finished()
 
@@ -214,6 +271,19 @@ class Connection:
         """Our WebSocket answers pings through the writer, in order with the rest."""
         if self.raw is not None:
             self.ws.write = writer.write_frame
+            self.ws.reply = writer.reply
+
+    def closed_by_reader(self, code: int | None) -> None:
+        """The reader ends the connection: our WebSocket's close frame says `code`
+        (None: the client's own, or 1000), then `drain` waits for the client's side."""
+        if self.raw is not None:
+            self.ws.draining = True
+            if code is not None:
+                self.ws.close_code = code
+
+    def drain(self) -> None:
+        if self.raw is not None:
+            self.ws.drain()
 
 
 def library_websocket(websocket_class):
@@ -252,6 +322,17 @@ class _DetachedQueue:
 DETACHED_QUEUE = _DetachedQueue()
 
 
+class _Payload(payload.Payload):
+    max_decode_packets = sys.maxsize  # bounded by the body's size (MAX_HTTP_BUFFER_SIZE)
+
+
+def _refusal(code: str, message: str) -> dict:
+    """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
+    list would be taken for packets to poll)."""
+    return {"status": "400 BAD REQUEST", "headers": [("Content-Type", "application/json")],
+            "response": json.dumps({"code": code, "message": message}).encode()}
+
+
 class Session(Socket):
     """An Engine.IO session: python-engineio's, with the transport above."""
 
@@ -265,19 +346,42 @@ class Session(Socket):
 
     def send(self, pkt):
         if self.writer is None:
+            if pkt.packet_type == packet.OPEN:
+                # python-engineio truncates to whole seconds: a pingInterval of 0.5 s
+                # was announced as 0, and clients pinged by it timed out
+                server = self.server
+                interval = server.ping_interval + server.ping_interval_grace_period
+                pkt.data["pingInterval"] = round(interval * 1000)
             return super().send(pkt)
         if self.check_ping_timeout():
             self.writer.write(pkt)
 
+    def handle_post_request(self, environ):
+        """A long-polling POST: its packets, as many as MAX_HTTP_BUFFER_SIZE holds.
+
+        python-engineio refused a payload of more than 16 packets with an exception it
+        then answered 200 to: every packet of the POST was dropped silently (60 acks
+        emitted at once by socket.io-client lost 59). A payload that cannot be decoded
+        ends the session with 400.
+        """
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        try:
+            body = environ["wsgi.input"].read(length).decode("utf-8")
+            packets = _Payload(encoded_payload=body).packets
+        except Exception as exc:  # hostile input: any decoding error
+            log.info("%s: malformed polling payload (%s)", self.sid, exc)
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise exceptions.EngineIOError("malformed payload") from None  # -> 400
+        for pkt in packets:
+            self.receive(pkt)
+
     def close(self, wait=True, abort=False, reason=None):
         if self.writer is None:
             return super().close(wait=wait, abort=abort, reason=reason)
-        if self.closed or self.closing:
+        if not self._disconnected(reason or self.server.reason.SERVER_DISCONNECT):
             return
-        self.closing = True
-        self.server._trigger_event("disconnect", self.sid,
-                                   reason or self.server.reason.SERVER_DISCONNECT,
-                                   run_async=False)
         if not abort:
             self.send(packet.Packet(packet.CLOSE))
         self.closed = True
@@ -285,6 +389,14 @@ class Session(Socket):
             self.writer.abort()
         else:
             self.writer.close(wait)
+
+    def _disconnected(self, reason) -> bool:
+        """The application's disconnect handler, once: False if it already ran."""
+        if self.closed or self.closing:
+            return False
+        self.closing = True
+        self.server._trigger_event("disconnect", self.sid, reason, run_async=False)
+        return True
 
     # Pings: the worker's pinger (EngineServer) sends them when due.
     def schedule_ping(self):
@@ -300,6 +412,10 @@ class Session(Socket):
             self.send(packet.Packet(packet.PING))
 
     def _upgrade_websocket(self, environ, start_response):
+        if self.upgrading:
+            # one upgrade at a time: each would hold a connection (and escape
+            # MAX_CONNECTIONS_PER_ADDRESS, counted per session)
+            return _refusal("upgrade_in_progress", "this session is already upgrading")
         green = environ.get("gunicorn.socket")
         raw = raw_socket(green) if green is not None else None
         if self.upgraded or raw is None or self.server.wait_readable is None \
@@ -309,10 +425,12 @@ class Session(Socket):
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
         if not accept(environ, green):
-            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
-            return [b'{"code": "bad_handshake", "message": "not a WebSocket upgrade"}']
+            if not self.connected:  # a new session: it ends here, its address slot freed
+                self.close(wait=False, abort=True)
+            return _refusal("bad_handshake", "not a WebSocket upgrade")
         server = self.server
-        ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size)
+        ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
+                       server.pause)
         self._websocket_handler(Connection(ws, green, raw))
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
@@ -321,37 +439,49 @@ class Session(Socket):
         if green is not None:  # as python-engineio: reads and writes give up after this
             green.settimeout(self.server.ping_interval + self.server.ping_timeout)
         if self.connected:  # an upgrade from long-polling
-            self.upgrading = True
+            if self.upgrading:  # another one started meanwhile (accept() may yield)
+                ws.closed_by_reader(POLICY_VIOLATION)
+                ws.close()
+                ws.drain()
+                return []
+            self.upgrading = ws.upgrading = True
+            self.server.start_background_task(self._upgrade_deadline, ws)
             try:
                 upgraded = self._upgrade_handshake(ws)
             except Exception as exc:  # a broken or hostile client, as in the read loop
                 log.info("%s: websocket upgrade failed (%s)", self.sid, exc)
+                ws.closed_by_reader(getattr(exc, "code", POLICY_VIOLATION))
                 upgraded = False
             finally:
-                self.upgrading = False
+                self.upgrading = ws.upgrading = False
             if not upgraded:
+                ws.closed_by_reader(None)
+                ws.close()  # nothing else writes to it yet
+                ws.drain()
                 return []
         else:
             self.connected = True
         self.upgraded = True
-        writer = FrameWriter(ws, green, self.server, self.server.write_batch, ws.raw)
+        writer = FrameWriter(ws, green, self.server, self.server.write_batch, ws.raw, self.sid)
         ws.direct_output(writer)
         self._hand_queue_to(writer)
         # The read loop is here, not in a helper: every frame on this call stack stays
         # allocated for as long as the connection is open (docs/performance.md).
         max_size = self.server.max_http_buffer_size
         received = 0
+        error = None
         while not self.closed:
             try:
                 data = ws.wait()
                 if isinstance(data, str) and (not data or data[0] not in "0123456789"):
                     # python-engineio would fail to decode it outside its error handling
-                    raise ValueError("malformed Engine.IO packet")
+                    raise ProtocolError("malformed Engine.IO packet", POLICY_VIOLATION)
                 if data and len(data) > max_size:
-                    raise ValueError("packet is too large")
+                    raise ProtocolError("packet is too large", TOO_BIG)
             except Exception as exc:
                 if not self.closed:
                     log.info("%s: websocket closed (%s)", self.sid, exc)
+                error = exc
                 break
             if data is None:  # closed by the client
                 break
@@ -368,11 +498,42 @@ class Session(Socket):
             if received % FAIR_SHARE == 0:
                 # Reading never waits while the client keeps data coming: without this,
                 # one client sending nonstop starved every other connection of the
-                # worker (tests/security/test_floods.py).
+                # worker (tests/security/test_floods.py). (Our WebSocket also yields
+                # every FAIR_SHARE frames; the library's does not.)
                 self.server.sleep(0)
-        self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
-        self.server.sockets.pop(self.sid, None)
+        self._end(ws, writer, error)
         return []
+
+    def _end(self, ws: Connection, writer: FrameWriter, error: Exception | None) -> None:
+        """The read loop is over: the client closed, broke the protocol, or is gone.
+
+        After a close frame or a protocol error, what was accepted for the client is
+        still written, then the close frame (its code says why, RFC 6455 7.4.1); a
+        broken socket is cut.
+        """
+        code = getattr(error, "code", None)
+        if self._disconnected(self.server.reason.TRANSPORT_CLOSE):
+            self.closed = True
+        if error is None or code is not None:
+            ws.closed_by_reader(code)
+            # waits: once this returns the WSGI server closes the socket
+            writer.close(wait=True)
+            ws.drain()
+        else:
+            writer.abort()
+        self.server.sockets.pop(self.sid, None)
+
+    def _upgrade_deadline(self, ws: Connection) -> None:
+        """An upgrade gets the ping timeout to finish: a probe that never comes would
+        keep the connection (and its green thread) forever."""
+        self.server.sleep(self.server.ping_timeout)
+        if ws.upgrading:
+            log.info("%s: websocket upgrade not finished in time", self.sid)
+            with contextlib.suppress(OSError):
+                if ws.green is not None:
+                    ws.green.shutdown(socket.SHUT_RDWR)
+                else:
+                    ws.close()
 
     def _upgrade_handshake(self, ws) -> bool:
         """PING "probe" -> PONG "probe", end the pending poll, then UPGRADE."""
@@ -397,7 +558,8 @@ class Session(Socket):
             writer.write(pkt)
 
 class _Sessions(dict):
-    """python-engineio creates `engineio.socket.Socket` by name: made a Session here."""
+    """python-engineio creates `engineio.socket.Socket` by name: made a Session here
+    (EngineServer.sockets keeps every dict assigned to it one of these)."""
 
     def __setitem__(self, sid, session):
         if type(session) is Socket:
@@ -408,13 +570,25 @@ class _Sessions(dict):
 class EngineServer(engineio.Server):
     """python-engineio's server with the sessions above and one pinger per worker."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, max_queued_bytes: int = MAX_QUEUED_BYTES, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.sockets = _Sessions()
+        self.max_queued_bytes = max_queued_bytes
         self._pinger = None
         self.write_batch = WriteBatch(self)
         self.wait_readable = readable_waiter(self.async_mode)  # eventlet or gevent
+        self.pause = pauser(self.async_mode)
         self._async = {**self._async, "websocket": library_websocket(self._async["websocket"])}
+
+    def __setattr__(self, name, value) -> None:
+        # python-engineio assigns `self.sockets = {}` (at start, and in disconnect()):
+        # whatever it assigns becomes _Sessions, whose items become Sessions. (Not a
+        # property: every delivery reads `sockets`, and would pay for a call.)
+        if name == "sockets" and type(value) is not _Sessions:
+            sessions = _Sessions()
+            for sid, session in value.items():
+                sessions[sid] = session
+            value = sessions
+        super().__setattr__(name, value)
 
     def start_pinger(self) -> None:
         if self._pinger is None:  # at the first session, not at import (pre-fork)
@@ -424,12 +598,25 @@ class EngineServer(engineio.Server):
         # Pings may leave up to `resolution` late: the client allows pingInterval +
         # pingTimeout, and python-engineio's own grace period covers the rest.
         resolution = min(1.0, self.ping_interval / 4)
-        while True:
-            self.sleep(resolution)
-            now = time.monotonic()
-            for session in list(self.sockets.values()):
-                if session.ping_due is not None and now >= session.ping_due:
-                    try:
-                        session.send_ping()
-                    except Exception:  # one session's failure must not stop every ping
-                        log.exception("%s: ping failed", session.sid)
+        try:
+            while True:
+                self.sleep(resolution)
+                try:
+                    self._ping_due(time.monotonic())
+                except Exception:  # whatever it was, the next round must still come
+                    log.exception("pinger round failed")
+        finally:  # killed: the next session to schedule a ping starts another
+            self._pinger = None
+
+    def _ping_due(self, now: float) -> None:
+        for session in list(self.sockets.values()):
+            try:
+                due = session.ping_due
+                if due is not None and now >= due:
+                    session.send_ping()
+            except Exception:  # one session's failure must not stop every ping
+                sid = getattr(session, "sid", None)
+                log.exception("%s: ping failed, session ended", sid)
+                with contextlib.suppress(Exception):
+                    session.close(wait=False, abort=True)
+                self.sockets.pop(sid, None)

@@ -18,14 +18,35 @@ import hashlib
 import socket
 import ssl
 import struct
+import time
+from codecs import getincrementaldecoder
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _READ_SIZE = 65536
+_utf8_decoder = getincrementaldecoder("utf-8")
+
+
+# Frames a reader handles before it lets the rest of the worker run: every frame
+# counts, control frames and empty fragments too (a client sending only PINGs
+# froze its worker, tests/security/test_floods.py).
+FAIR_SHARE = 16
+# Frames one message may be split into: empty continuations would never end it.
+MAX_FRAGMENTS = 1024
+# Seconds a connection we close waits for the client to close its side.
+DRAIN_SECONDS = 2.0
+# Close codes a peer may send (RFC 6455 7.4.1; 3000-4999 are for libraries and apps).
+_VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
+PROTOCOL_ERROR, INVALID_DATA, POLICY_VIOLATION, TOO_BIG = 1002, 1007, 1008, 1009
 
 
 class ProtocolError(ValueError):
-    """The client broke RFC 6455: the connection is closed."""
+    """The client broke RFC 6455 (or the packet rules above it): the connection is
+    closed with `code`, after the frames already accepted for it are written."""
+
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def encode_frame(payload: str | bytes, opcode: int | None = None) -> bytes:
@@ -89,6 +110,35 @@ def readable_waiter(async_mode: str | None):
     return None
 
 
+def pauser(async_mode: str | None):
+    """pause(0): let the rest of the worker run, then carry on."""
+    if async_mode == "eventlet":
+        from eventlet import sleep
+
+        return sleep
+    if async_mode == "gevent":
+        from gevent import sleep
+
+        return sleep
+    return None
+
+
+def close_reply(payload: bytes) -> int:
+    """The code to answer a peer's close frame with: its own, or why it is invalid."""
+    if not payload:
+        return 1000
+    if len(payload) == 1:
+        return PROTOCOL_ERROR
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+        return PROTOCOL_ERROR
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return INVALID_DATA
+    return code
+
+
 def unmask(payload: bytes, mask: bytes) -> bytes:
     n = len(payload)
     if not n:
@@ -101,12 +151,16 @@ class WebSocket:
     """The server's side of one WebSocket connection over a green socket.
 
     `wait()` returns the next message (str or bytes), None once the connection is
-    closed, and raises ProtocolError on a frame the RFC does not allow. Control
-    frames are answered here; `write` (set by the transport) puts those answers in
-    the connection's ordered output, so they never split another frame.
+    closed (by a close frame: `close_code` is then the answer to send), and raises
+    ProtocolError on a frame the RFC does not allow. Pings are answered here through
+    `reply`, and messages sent through `write`: the transport points both at the
+    connection's ordered output, so they never split another frame, and `reply`
+    holds this reader back while the client leaves its answers unread.
     """
 
-    def __init__(self, sock, raw, wait_readable, max_size: int) -> None:
+    draining = False  # set when the reader closes: close() then half-closes, drain() follows
+
+    def __init__(self, sock, raw, wait_readable, max_size: int, pause=None) -> None:
         self.sock = sock
         self.max_size = max_size
         # Reads go to the OS socket (`raw_socket(sock)`) and wait on the event loop
@@ -116,26 +170,45 @@ class WebSocket:
         # Engine.IO's ping timeout, which cuts the socket (tests/sockets/test_transport.py).
         self.raw = raw
         self.wait_readable = wait_readable
+        self.pause = pause  # `pauser`: every FAIR_SHARE frames, the others run
+        self.frames = FAIR_SHARE
         self.buffer = bytearray()
         self.start = 0  # where the unread part of the buffer starts
-        self.write = lambda frame: sock.sendall(frame)
+        self.close_code = 1000  # sent by close(): the peer's own, or why it is ended
+        self.write = self.reply = lambda frame: sock.sendall(frame)
 
     def send(self, message: str | bytes) -> None:
         self.write(encode_frame(message))
 
     def close(self) -> None:
-        """Send a close frame and end the connection (its reader wakes up and ends)."""
+        """Send a close frame and end the connection (its reader wakes up and ends;
+        if the reader is the one closing, `drain` reads what the client still sends)."""
         with contextlib.suppress(OSError):
-            self.sock.sendall(encode_frame(struct.pack("!H", 1000), _CLOSE))
+            self.sock.sendall(encode_frame(struct.pack("!H", self.close_code), _CLOSE))
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_WR if self.draining else socket.SHUT_RDWR)
+
+    def drain(self) -> None:
+        """Read and drop what the client sends after our close frame, until it closes
+        too: closing a socket with unread data sends a reset, which can destroy the
+        close frame before the client reads it. At most DRAIN_SECONDS and the rest of
+        one frame in flight (max_size): a client that goes on sending is just cut."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        budget = self.max_size + _READ_SIZE
+        with contextlib.suppress(OSError):
+            while budget > 0 and (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                data = self.sock.recv(_READ_SIZE)
+                if not data:
+                    break
+                budget -= len(data)
+                if self.pause is not None:  # a recv with data ready never waits
+                    self.pause(0)
 
     def wait(self) -> str | bytes | None:
         # The only blocking call, recv(), is made from here: the stack a parked
         # connection keeps is as short as it can be (docs/performance.md).
-        fragments: list[bytes] = []
-        message_opcode = None
-        size = 0
+        fragments = None  # of a fragmented message, and its text decoded so far
         while True:
             frame = self._parse()
             if frame is None:
@@ -148,31 +221,51 @@ class WebSocket:
                     return None
                 self._append(data)
                 continue
+            self.frames -= 1
+            if not self.frames:
+                self.frames = FAIR_SHARE
+                if self.pause is not None:
+                    self.pause(0)
             fin, opcode, payload = frame
             if opcode >= _CLOSE:
                 if opcode == _CLOSE:
-                    self.close()
+                    self.close_code = close_reply(payload)
                     return None
                 if opcode == _PING:
-                    self.write(encode_frame(payload, _PONG))
+                    self.reply(encode_frame(payload, _PONG))
                 continue  # a pong: nothing to do
-            if (opcode == _CONTINUATION) != (message_opcode is not None):
-                raise ProtocolError("unexpected continuation" if opcode == _CONTINUATION
-                                    else "new message inside a fragmented one")
-            if message_opcode is None:
-                message_opcode = opcode
+            if fragments is None:
+                if opcode == _CONTINUATION:
+                    raise ProtocolError("unexpected continuation")
+                if fin:  # a whole message: the common case
+                    if opcode == _BINARY:
+                        return payload
+                    try:
+                        return payload.decode()
+                    except UnicodeDecodeError:
+                        raise ProtocolError("text frame is not UTF-8", INVALID_DATA) from None
+                fragments, size = [], 0
+                # text is checked fragment by fragment: invalid UTF-8 ends the
+                # connection at once, not when (if ever) the message ends
+                decoder = _utf8_decoder() if opcode == _TEXT else None
+            elif opcode != _CONTINUATION:
+                raise ProtocolError("new message inside a fragmented one")
             size += len(payload)
             if size > self.max_size:
-                raise ProtocolError("message too large")
-            fragments.append(payload)
-            if fin:
-                data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
-                if message_opcode == _BINARY:
-                    return data
+                raise ProtocolError("message too large", TOO_BIG)
+            if len(fragments) >= MAX_FRAGMENTS:
+                raise ProtocolError("message in too many fragments", TOO_BIG)
+            if decoder is None:
+                fragments.append(payload)
+                if fin:
+                    return b"".join(fragments)
+            else:
                 try:
-                    return data.decode()
+                    fragments.append(decoder.decode(payload, fin))
                 except UnicodeDecodeError:
-                    raise ProtocolError("text frame is not UTF-8") from None
+                    raise ProtocolError("text frame is not UTF-8", INVALID_DATA) from None
+                if fin:
+                    return "".join(fragments)
 
     def _parse(self) -> tuple[bool, int, bytes] | None:
         """The next whole frame in the buffer (fin, opcode, payload), or None."""
@@ -202,7 +295,7 @@ class WebSocket:
             (length,) = struct.unpack_from("!Q", buffer, start + 2)
             header = 10
         if length > self.max_size:
-            raise ProtocolError("frame too large")
+            raise ProtocolError("frame too large", TOO_BIG)
         if available < header + 4 + length:
             return None
         start += header

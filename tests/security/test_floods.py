@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 import socketio
 import websocket
 
-from tests.helpers import connected_raw, metric, scrape_metrics, wait_for
+from tests.helpers import connected_raw, metric, raw_websocket, scrape_metrics, wait_for
 
 
 def test_connection_flood_from_one_address_is_limited(start_own_server, connect, refused,
@@ -123,3 +124,70 @@ def test_a_client_sending_nonstop_does_not_starve_the_others(start_own_server, c
         stop.set()
         thread.join(10)
         flooder.close()
+
+
+def masked_frame(first_byte: int, payload: bytes = b"") -> bytes:
+    """One client frame (payloads < 126 bytes), masked with a zero key: XOR is a no-op."""
+    return bytes([first_byte, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def worker_rss_kb(server) -> int:
+    total = 0
+    for pid in server.worker_pids():
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(status.split("VmRSS:")[1].split()[0])
+    return total
+
+
+# An unauthenticated client (no namespace connect) sending frames that never make a
+# message: before each reached the reader's fair share, the worker froze for seconds
+# and kept every PONG or empty fragment.
+FRAME_FLOODS = {
+    "pings": (b"", masked_frame(0x89, b"p" * 4)),
+    "empty-continuations": (masked_frame(0x01, b"4"), masked_frame(0x00)),
+}
+
+
+@pytest.mark.parametrize("flood", FRAME_FLOODS, ids=list(FRAME_FLOODS))
+def test_a_flood_of_frames_that_make_no_message_does_not_stall_the_worker(
+        start_own_server, make_token, flood):
+    server = start_own_server()
+    bystander = connected_raw(server, make_token("bystander"))
+    flooder = raw_websocket(server)
+    opening, frame = FRAME_FLOODS[flood]
+    chunk = frame * (65536 // len(frame))
+    flooder.sock.settimeout(0.5)
+    flooder.sock.sendall(opening)
+    rss_before = worker_rss_kb(server)
+    stop, sent = threading.Event(), [0]
+
+    def flood_frames() -> None:  # never reads: the replies are left to pile up
+        while not stop.is_set():
+            try:
+                sent[0] += flooder.sock.send(chunk)
+            except TimeoutError:
+                continue  # the server stopped reading: keep trying
+            except OSError:
+                return  # the server closed the connection
+
+    thread = threading.Thread(target=flood_frames, daemon=True)
+    thread.start()
+    latencies = []
+    try:
+        wait_for(lambda: sent[0] > 1_000_000, message="the flood to start")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            bystander.send(f'42/chat,{len(latencies)}["join",{{"room":"calm"}}]')
+            assert bystander.recv().startswith(f"43/chat,{len(latencies)}")
+            latencies.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        thread.join(10)
+        flooder.sock.close()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)]
+    growth_mb = (worker_rss_kb(server) - rss_before) / 1024
+    assert p99 < 0.05, f"ack p99 {p99 * 1000:.0f} ms over {len(latencies)} acks"
+    assert growth_mb < 10, f"worker grew {growth_mb:.1f} MB for {sent[0] / 1e6:.1f} MB sent"
+    assert requests.get(server.url + "/api/health", timeout=5).ok

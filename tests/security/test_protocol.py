@@ -9,7 +9,7 @@ import pytest
 import requests
 import websocket
 
-from tests.helpers import assert_closed, connected_raw, raw_websocket, wait_for
+from tests.helpers import assert_closed, close_code, connected_raw, raw_websocket, wait_for
 
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
@@ -99,6 +99,7 @@ def test_unsupported_engineio_version_and_transport_are_400(server):
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
     ws = connected_raw(server, make_token("big"))
     ws.send('42/chat,["message",{"room":"x","text":"' + "x" * settings.max_http_buffer_size + '"}]')
+    assert close_code(ws) == 1009  # RFC 6455: message too big
     assert_closed(ws)
     still_serving(server, connect)
 
@@ -116,3 +117,42 @@ def test_a_half_open_tcp_connection_does_not_block_others(server, connect):
         sock.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
         still_serving(server, connect)  # the request is never finished
     wait_for(lambda: requests.get(server.url + "/api/health", timeout=5).ok)
+
+
+def polling_session(server, token: str) -> tuple[requests.Session, str]:
+    """A long-polling Engine.IO session connected to /chat."""
+    http = requests.Session()
+    opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+    assert http.post(url, data="40/chat," + json.dumps({"token": token}), timeout=10).ok
+    assert http.get(url, timeout=10).text.startswith("40/chat,")
+    return http, url
+
+
+def test_a_polling_post_of_many_packets_is_not_dropped(start_own_server, make_token):
+    server = start_own_server(EVENT_BURST="100")
+    http, url = polling_session(server, make_token("poller"))
+    count = 60  # python-engineio decoded at most 16 per POST, and answered 200 anyway
+    body = "\x1e".join(f'42/chat,{n}["join",{{"room":"many"}}]' for n in range(count))
+    assert http.post(url, data=body, timeout=10).status_code == 200
+    acks = set()
+
+    def poll() -> bool:
+        for packet in http.get(url, timeout=10).text.split("\x1e"):
+            if packet.startswith("43/chat,"):
+                acks.add(int(packet[len("43/chat,"):].split("[", 1)[0]))
+        return len(acks) == count
+
+    wait_for(poll, message="an ack for each of the packets")
+
+
+def test_a_malformed_polling_payload_is_400_and_ends_the_session(server, make_token):
+    http, url = polling_session(server, make_token("poller"))
+    assert http.post(url, data="42/chat,[]\x1e\xff\x1e9garbage", timeout=10).status_code == 400
+    assert http.get(url, timeout=10).status_code == 400  # the session is gone
+
+
+def test_a_sub_second_ping_interval_is_announced_as_it_is(start_own_server):
+    server = start_own_server(PING_INTERVAL="0.5")
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    assert json.loads(opened.text[1:])["pingInterval"] == 500

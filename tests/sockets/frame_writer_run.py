@@ -57,11 +57,33 @@ def read_frames(sock: socket.socket, count: int) -> list[tuple[int, str]]:
     return frames
 
 
-def main() -> None:
-    server = engineio.Server(async_mode=MODE)
+def writer_to_a_paused_peer(server) -> tuple[FrameWriter, socket.socket]:
+    """A FrameWriter on a socket with a small buffer, and its peer (not read yet)."""
     writer_end, reader_end = socket.socketpair()
     writer_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     writer = FrameWriter(None, writer_end, server, WriteBatch(server), raw_socket(writer_end))
+    return writer, reader_end
+
+
+def over_the_byte_bound(server) -> dict:
+    """A peer that never reads: past max_queued bytes (the batch being written
+    included) the writer cuts the connection during the write itself."""
+    writer, _peer = writer_to_a_paused_peer(server)
+    writer.max_queued = 200_000
+    frame = packet.Packet(packet.MESSAGE, data="y" * 10_000)
+    writer.write(frame)
+    server.sleep(0.2)  # written up to the kernel's buffer; a flusher waits with the rest
+    written = 1
+    while not writer.closed and written < 1000:
+        writer.write(packet.Packet(packet.MESSAGE, data="y" * 10_000))
+        written += 1
+    return {"cut_after": written, "cut": writer.closed, "kept": writer.backlog}
+
+
+def main() -> None:
+    server = engineio.Server(async_mode=MODE)
+    server.max_queued_bytes = 50_000_000  # this run pauses its reader on purpose
+    writer, reader_end = writer_to_a_paused_peer(server)
     sent = []
     for n in range(COUNT):
         text = f"{n}:" + "x" * SIZES[n % len(SIZES)]
@@ -73,7 +95,8 @@ def main() -> None:
     server.sleep(0.2)
     print(json.dumps({"direct": writer.raw is not None, "flushing_while_paused":
                       flushing_while_paused, "in_order": received == sent,
-                      "flushing_after": writer.flushing, "backlog_after": writer.backlog}))
+                      "flushing_after": writer.flushing, "backlog_after": writer.backlog,
+                      "overflow": over_the_byte_bound(server)}))
 
 
 main()

@@ -20,3 +20,7 @@ def test_frames_written_directly_and_from_the_backlog_arrive_whole_and_in_order(
     assert seen["flushing_while_paused"] is True
     assert seen["in_order"] is True
     assert seen["flushing_after"] is False and seen["backlog_after"] == 0
+    # past its byte bound, a writer whose peer does not read is cut at that write
+    overflow = seen["overflow"]
+    assert overflow["cut"] is True and overflow["kept"] == 0
+    assert 15 <= overflow["cut_after"] <= 25  # ~200 KB of 10 KB frames

@@ -10,14 +10,17 @@ import time
 import requests
 import socketio
 import websocket
+from engineio.socket import Socket
 
-from tests.helpers import connected_raw, wait_for
+from app.sockets.transport import EngineServer, Session
+from tests.helpers import close_code, connected_raw, wait_for
 
 
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
                                                           auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
-                              MAX_HTTP_BUFFER_SIZE="200000", EVENT_RATE="100000")
+                              MAX_HTTP_BUFFER_SIZE="200000", EVENT_RATE="100000",
+                              MAX_QUEUED_BYTES="50000000")
     ws = connected_raw(server, make_token("paused"),
                        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     ws.send('42/chat,1["join",{"room":"backlog"}]')
@@ -111,3 +114,101 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
     finally:
         client.disconnect()
+
+
+def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every frame the server writes until it closes the TCP connection, parsed strictly."""
+    data = bytearray()
+    sock.settimeout(10)
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    frames, at = [], 0
+    while at < len(data):
+        first, length = data[at], data[at + 1]
+        assert first & 0x70 == 0 and length & 0x80 == 0, f"not a server frame at byte {at}"
+        at += 2
+        if length == 126:
+            length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
+        assert at + length <= len(data), "the last frame is cut"
+        frames.append((first & 0x0F, bytes(data[at:at + length])))
+        at += length
+    return frames
+
+
+def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server, make_token,
+                                                               auth_header):
+    server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
+                              MAX_QUEUED_BYTES="50000000")
+    ws = connected_raw(server, make_token("closer"),
+                       sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    ws.send('42/chat,1["join",{"room":"backlog"}]')
+    assert ws.recv().startswith("43/chat,1")
+    count = 60  # ~4 MB: most of it waits in the server's backlog, its writer busy
+    for n in range(count):
+        response = requests.post(server.url + "/api/rooms/backlog/messages", timeout=10,
+                                 json={"text": f"{n}:" + "x" * 65_000},
+                                 headers=auth_header("poster"))
+        assert response.status_code == 201, response.text
+    ws.send_close(1000, b"bye")
+    frames = read_server_frames(ws.sock)
+    texts = [json.loads(data[len(b"42/chat,"):])[1]["text"] for opcode, data in frames
+             if opcode == 0x1 and data.startswith(b"42/chat,")]
+    assert [int(text.split(":")[0]) for text in texts] == list(range(count))
+    assert frames[-1][0] == 0x8 and frames[-1][1][:2] == (1000).to_bytes(2, "big")
+    ws.sock.close()
+
+
+def test_an_upgrade_without_its_probe_ends_and_a_session_upgrades_once_at_a_time(
+        start_own_server):
+    server = start_own_server(PING_TIMEOUT="2")
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = json.loads(opened.text[1:])["sid"]
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    silent = websocket.create_connection(url, timeout=10)  # never sends the probe
+    started = time.monotonic()
+    for _ in range(3):  # more upgrades of the same session meanwhile: refused
+        try:
+            extra = websocket.create_connection(url, timeout=10)
+        except websocket.WebSocketBadStatusException as exc:
+            assert exc.status_code == 400
+        else:
+            assert close_code(extra) == 1008
+    assert close_code(silent) is None  # cut at the ping timeout
+    assert time.monotonic() - started < 2 + 3
+    # the session itself lives on, and may upgrade now
+    upgrade = websocket.create_connection(url, timeout=10)
+    upgrade.send("2probe")
+    assert upgrade.recv() == "3probe"
+    upgrade.close()
+
+
+def test_sessions_stay_the_templates_whatever_dict_engineio_assigns():
+    server = EngineServer(async_mode="threading")
+    server.sockets = {}  # as python-engineio's disconnect() does
+    server.sockets["sid"] = Socket(server, "sid")  # as its _handle_connect does
+    assert type(server.sockets["sid"]) is Session
+
+
+def test_the_pinger_outlives_a_failing_session():
+    server = EngineServer(async_mode="threading", ping_interval=0.2)
+    pinged = []
+
+    class Failing:
+        sid = "failing"
+
+        @property
+        def ping_due(self):
+            raise RuntimeError("broken session")
+
+    class Pinged:
+        sid, ping_due = "pinged", 0.0
+
+        def send_ping(self):
+            pinged.append(time.monotonic())
+
+    server.sockets.update(failing=Failing(), pinged=Pinged())
+    server.start_pinger()
+    wait_for(lambda: len(pinged) >= 3, message="pings after a failing session")
+    assert "failing" not in server.sockets  # ended, not retried every round

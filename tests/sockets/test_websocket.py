@@ -13,7 +13,7 @@ import websocket
 from websocket import ABNF
 
 from app.sockets.websocket import unmask
-from tests.helpers import assert_closed, connected_raw, wait_for
+from tests.helpers import assert_closed, close_code, connected_raw, wait_for
 
 
 def test_unmask_matches_the_rfc_definition():
@@ -55,22 +55,54 @@ def raw_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
     return bytes([first_byte, 0x80 | length[0]]) + length[1:] + mask + unmask(payload, mask)
 
 
-@pytest.mark.parametrize("frame", [
-    pytest.param(raw_frame(0x81, b"40", masked=False), id="unmasked"),
-    pytest.param(raw_frame(0xC1, b"40"), id="reserved-bit"),
-    pytest.param(raw_frame(0x83, b"40"), id="unknown-opcode"),
-    pytest.param(raw_frame(0x80, b"40"), id="stray-continuation"),
-    pytest.param(raw_frame(0x09, b"x"), id="fragmented-ping"),
-    pytest.param(raw_frame(0x89, b"x" * 126), id="long-ping"),
-    pytest.param(raw_frame(0x81, b"4\xff\xfe"), id="bad-utf8"),
+@pytest.mark.parametrize(("frame", "code"), [
+    pytest.param(raw_frame(0x81, b"40", masked=False), 1002, id="unmasked"),
+    pytest.param(raw_frame(0xC1, b"40"), 1002, id="reserved-bit"),
+    pytest.param(raw_frame(0x83, b"40"), 1002, id="unknown-opcode"),
+    pytest.param(raw_frame(0x80, b"40"), 1002, id="stray-continuation"),
+    pytest.param(raw_frame(0x09, b"x"), 1002, id="fragmented-ping"),
+    pytest.param(raw_frame(0x89, b"x" * 126), 1002, id="long-ping"),
+    pytest.param(raw_frame(0x81, b"4\xff\xfe"), 1007, id="bad-utf8"),
+    # invalid UTF-8 ends a fragmented message at once, its end never sent
+    pytest.param(raw_frame(0x01, b"4\xc0\xaf"), 1007, id="bad-utf8-in-a-fragment"),
+    pytest.param(raw_frame(0x01, b"4x") + raw_frame(0x81, b"4"), 1002,
+                 id="message-inside-a-fragmented-one"),
+    pytest.param(raw_frame(0x81, b"xyz"), 1008, id="not-engine-io"),
 ])
 def test_a_frame_the_rfc_forbids_closes_that_connection_only(server, connect, make_token,
-                                                              frame):
+                                                              frame, code):
     bystander = connect(server.url, user="bystander")
     ws = connected_raw(server, make_token("frames"))
     ws.sock.sendall(frame)
+    assert close_code(ws) == code
     assert_closed(ws)
     assert bystander.call("join", {"room": "still-here"})["ok"] is True
+
+
+def test_frames_accepted_before_an_error_are_still_written(server, make_token):
+    ws = connected_raw(server, make_token("frames"))
+    # an Engine.IO UPGRADE packet (answered with NOOP, "6") and a ping, then an error
+    ws.sock.sendall(raw_frame(0x81, b"5") + raw_frame(0x89, b"still") + raw_frame(0x83, b"x"))
+    ws.settimeout(5)
+    assert ws.recv_data_frame(control_frame=True)[1].data == b"6"
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert opcode == ABNF.OPCODE_PONG and frame.data == b"still"
+    assert close_code(ws) == 1002
+
+
+@pytest.mark.parametrize(("payload", "answer"), [
+    pytest.param(b"", 1000, id="empty"), pytest.param(b"\x03", 1002, id="one-byte"),
+    *[pytest.param(code.to_bytes(2, "big") + b"bye", code, id=f"valid-{code}")
+      for code in (1000, 1001, 1003, 1007, 1011, 3000, 4999)],
+    *[pytest.param(code.to_bytes(2, "big"), 1002, id=f"invalid-{code}")
+      for code in (0, 999, 1004, 1005, 1006, 1012, 1015, 2000, 2999, 5000, 65535)],
+    pytest.param((1000).to_bytes(2, "big") + b"\xff\xfe", 1007, id="reason-not-utf8"),
+])
+def test_the_close_code_of_the_client_is_checked_and_echoed(server, make_token, payload,
+                                                            answer):
+    ws = connected_raw(server, make_token("frames"))
+    ws.sock.sendall(raw_frame(0x88, payload))
+    assert close_code(ws) == answer
 
 
 def test_a_close_frame_is_answered_and_the_session_ends(server, connect, make_token):
@@ -85,15 +117,27 @@ def test_a_close_frame_is_answered_and_the_session_ends(server, connect, make_to
              == before, message="the session to end")
 
 
-@pytest.mark.parametrize("key", ["", "not base64!", base64.b64encode(b"short").decode()])
-def test_an_invalid_handshake_is_400(server, key):
+def invalid_handshake(server, key: str) -> str:
+    """A WebSocket upgrade request with `key`: the server's status line."""
     request = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
                f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request.encode())
-        head = sock.recv(4096).decode(errors="replace")
-    assert head.startswith("HTTP/1.1 400")
+        return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("key", ["", "not base64!", base64.b64encode(b"short").decode()])
+def test_an_invalid_handshake_is_400(server, key):
+    assert invalid_handshake(server, key).startswith("HTTP/1.1 400")
+
+
+def test_invalid_handshakes_leave_no_session_behind(start_own_server, connect):
+    # each made an Engine.IO session (counted per address) that lived until its ping timeout
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="2")
+    for _ in range(3):
+        assert invalid_handshake(server, "not base64!").startswith("HTTP/1.1 400")
+    assert connect(server.url, user="after-bad-handshakes").sio.connected
 
 
 def test_a_broken_upgrade_from_polling_closes_that_connection_only(server, connect):
