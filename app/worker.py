@@ -12,6 +12,7 @@ import contextlib
 import gc
 import signal
 
+from app.core.lifecycle import supervised
 from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
 from app.sockets.base import watch_tokens
@@ -76,10 +77,10 @@ def on_worker_boot(worker) -> None:
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]
     tune_gc(services.settings.gc_gen0_threshold)
     start_queue(services)
-    services.sio.start_background_task(watch_slow_consumers, services.sio,
-                                       services.settings.max_queued_packets)
-    services.sio.start_background_task(watch_tokens, services.sio,
-                                       services.settings.token_warning_seconds)
-    services.sio.start_background_task(flush_periodically, services.sio.sleep)
+    sio, settings = services.sio, services.settings
+    for loop, *args in ((watch_slow_consumers, sio, settings.max_queued_packets),
+                        (watch_tokens, sio, settings.token_warning_seconds),
+                        (flush_periodically, sio.sleep)):
+        sio.start_background_task(supervised, sio.sleep, loop, *args)
     install_graceful_shutdown(services, worker)
     drop_connections_after_close(worker)

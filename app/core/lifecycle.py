@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def supervised(sleep: Callable[[float], None], loop: Callable[..., None], *args) -> None:
+    """Run a worker's background loop for the worker's life: an unexpected error is
+    logged and the loop started again (a dead pinger, watchdog or publisher would
+    silently stop its duty for every client of the worker)."""
+    while True:
+        try:
+            loop(*args)
+            return
+        except Exception:
+            log.exception("background task %s failed: restarting it", loop.__name__)
+            sleep(0.5)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float,

@@ -43,6 +43,7 @@ from app.core import metrics
 from app.core.control import LocalControlBus, RedisControlBus, control_key
 from app.core.errors import QueueUnavailable
 from app.core.idempotency import SeenMessages
+from app.core.lifecycle import supervised
 from app.core.outage import Outage
 from config.settings import Settings
 
@@ -216,20 +217,9 @@ class RedisQueueManager(socketio.RedisManager):
         if self.write_only:
             return
         self._wakeup = self.server.eio.create_event()
-        self.server.start_background_task(self._supervised, self._publisher_loop)
-        self.server.start_background_task(self._supervised, self._heartbeat_loop)
+        self.server.start_background_task(supervised, self.server.sleep, self._publisher_loop)
+        self.server.start_background_task(supervised, self.server.sleep, self._heartbeat_loop)
         self.control.start(self.server.start_background_task, self.subscriber)
-
-    def _supervised(self, loop) -> None:
-        # These loops carry every publish and the worker's registration: an unexpected
-        # error must not end them for the life of the worker.
-        while True:
-            try:
-                loop()
-                return
-            except Exception:
-                log.exception("message queue task %s failed: restarting it", loop.__name__)
-                self.server.sleep(0.5)
 
     def listeners(self) -> int:
         """How many workers are subscribed to the channel right now."""

@@ -114,11 +114,14 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     while True:
         sio.sleep(interval)
         for eio_sid, session in list(sio.eio.sockets.items()):
-            if not session.closed and session.backlog > max_queued:
-                log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
-                            session.backlog)
-                SLOW_CONSUMER_DISCONNECTS.inc()
-                sio.end_session(eio_sid)
+            try:
+                if not session.closed and session.backlog > max_queued:
+                    log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
+                                session.backlog)
+                    SLOW_CONSUMER_DISCONNECTS.inc()
+                    sio.end_session(eio_sid)
+            except Exception:  # one session's failure must not spare the others
+                log.exception("slow-consumer check failed for %s", eio_sid)
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str],

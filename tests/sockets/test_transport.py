@@ -140,7 +140,7 @@ def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
 def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server, make_token,
                                                                auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
-                              MAX_QUEUED_BYTES="50000000")
+                              MAX_QUEUED_BYTES="50000000", EVENT_RATE="100000")
     ws = connected_raw(server, make_token("closer"),
                        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     ws.send('42/chat,1["join",{"room":"backlog"}]')
@@ -149,7 +149,7 @@ def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server,
     for n in range(count):
         response = requests.post(server.url + "/api/rooms/backlog/messages", timeout=10,
                                  json={"text": f"{n}:" + "x" * 65_000},
-                                 headers=auth_header("poster"))
+                                 headers=auth_header("poster", "admin"))
         assert response.status_code == 201, response.text
     ws.send_close(1000, b"bye")
     frames = read_server_frames(ws.sock)
