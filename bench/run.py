@@ -84,8 +84,10 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     """One server under test: its processes, URLs, and the protocol the loadgen speaks."""
 
-    def __init__(self, kind: str, workers: int, redis_url: str | None, async_mode: str) -> None:
+    def __init__(self, kind: str, workers: int, redis_url: str | None, async_mode: str,
+                 env: dict[str, str] | None = None) -> None:
         self.kind, self.workers, self.redis_url = kind, workers, redis_url
+        self.env = env or {}  # the template's settings for this server
         self.async_mode = async_mode
         self.processes: list[subprocess.Popen] = []
         self.urls: list[str] = []
@@ -132,7 +134,8 @@ class Server:
                          # a load generator is one address sending far above human rates
                          "EVENT_RATE": "1000000", "EVENT_BURST": "1000000",
                          "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
-                         "MESSAGE_QUEUE_URL": self.redis_url or "", **TEMPLATE_ENV}
+                         "MESSAGE_QUEUE_URL": self.redis_url or "", **TEMPLATE_ENV,
+                         **self.env}
                 health = "/api/health"
             self._spawn(command, ROOT, {**env, **extra})
         deadline = time.monotonic() + 30
@@ -222,9 +225,10 @@ def idle_memory(server: Server, options: dict) -> dict:
 
 
 @contextlib.contextmanager
-def running(kind: str, workers: int, redis_url: str | None, async_mode: str, token: str):
+def running(kind: str, workers: int, redis_url: str | None, async_mode: str, token: str,
+            env: dict[str, str] | None = None):
     """A fresh server; yields it and the loadgen options that reach it."""
-    server = Server(kind, workers, redis_url, async_mode).start()
+    server = Server(kind, workers, redis_url, async_mode, env).start()
     try:
         yield server, {"urls": server.urls, **server.protocol(token)}
     finally:
@@ -248,6 +252,15 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str)
         results["cross"] = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
     with running(kind, 2, redis_url, async_mode, token) as (server, base):
         results["scale"] = loadgen({**base, "scenario": "rate", **sizes["scale"]}, timeout=300)
+    if kind == "template":
+        # What storing every message in Redis Streams costs: the same cross-worker
+        # fanout with history off (the other figures are with it on, the default).
+        with running(kind, 2, redis_url, async_mode, token,
+                     env={"HISTORY_MAX_LENGTH": "0"}) as (server, base):
+            off = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
+        results["cross"]["history_off_deliveries_per_s"] = off["deliveries_per_s"]
+        results["cross"]["history_cost"] = 1 - (results["cross"]["deliveries_per_s"]
+                                                / off["deliveries_per_s"])
     return results
 
 
@@ -358,8 +371,13 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results},
                                                      indent=2))
+    cross = results["template"]["cross"]
+    history = (f"History (Redis Streams) on, the default: 2 workers + Redis fanout "
+               f"{cross['deliveries_per_s']:,.0f} deliveries/s against "
+               f"{cross['history_off_deliveries_per_s']:,.0f} with HISTORY_MAX_LENGTH=0 "
+               f"(cost {cross['history_cost']:.0%}).")
     markdown = (f"Run {meta['date']} on {meta['machine']}; async mode {args.async_mode}; "
-                f"{meta['seconds']} s.\n\n{table(results)}\n\n"
+                f"{meta['seconds']} s.\n\n{table(results)}\n\n{history}\n\n"
                 f"Load generator CPU share (fanout, average per process of one core): "
                 + ", ".join(f"{k} {results[k]['fanout']['loadgen_cpu_share']:.0%}"
                             for k in results)
