@@ -18,6 +18,7 @@ from app.core.history import History
 from app.core.idempotency import Claims
 from app.core.lifecycle import Lifecycle
 from app.core.limits import AttemptLimit
+from app.core.presence import Presence
 from app.core.revocation import Revocations
 from app.core.tokens import TokenService
 from app.core.users import load_user_store
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                         attempts=AttemptLimit(redis, prefix + ":attempts"),
                         history=History(redis, prefix, settings.history_max_length,
                                         settings.history_max_age_seconds),
-                        claims=Claims(redis, prefix, settings.idempotency_window_seconds))
+                        claims=Claims(redis, prefix, settings.idempotency_window_seconds),
+                        presence=Presence(redis, prefix))
+    services.presence.host = getattr(sio.manager, "host_id", "local")
     flask_app.extensions[EXTENSION_KEY] = services
 
     register_blueprints(flask_app, settings)

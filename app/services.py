@@ -11,6 +11,7 @@ from app.core.history import History
 from app.core.idempotency import Claims
 from app.core.lifecycle import Lifecycle
 from app.core.limits import AttemptLimit
+from app.core.presence import Presence
 from app.core.revocation import Revocations
 from app.core.tokens import TokenService
 from app.core.users import UserStore
@@ -28,6 +29,7 @@ class Services:
     attempts: AttemptLimit  # login attempts
     history: History  # recent messages per room
     claims: Claims  # client message ids already sent (exactly-once `message`)
+    presence: Presence  # who is in each room, on every worker
 
     def post_message(self, room: str, text: str, sender: dict, **options):
         """app.core.chat.post_message with this app's history and claims."""

@@ -52,6 +52,17 @@ def create_message(room: str):
     return {"message": message}, 201
 
 
+@bp.get("/rooms/<room>/presence")
+def room_presence(room: str):
+    """Who is in the room, on every worker: [{id, name, sockets}] (members only)."""
+    identity = current_identity()
+    services = get_services()
+    ROOM.validate({"room": room})
+    if not identity.is_admin:
+        require_member(services, identity.id, room)
+    return {"room": room, "members": services.presence.members(room)}
+
+
 @bp.get("/rooms/<room>/messages")
 def list_messages(room: str):
     """?after=<stream_id>&limit=<n>: the room's messages after an id (members only)."""

@@ -18,6 +18,7 @@ from app.core.schema import Field
 
 CHAT_NAMESPACE = "/chat"
 MESSAGE_EVENT = "message"
+PRESENCE_EVENT = "presence"
 ANNOUNCEMENT_EVENT = "announcement"
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -64,6 +65,11 @@ def new_message(room: str | None, text: str, sender: dict[str, str]) -> dict[str
     """A message or (room None) an announcement, with a server-assigned id and time (ms)."""
     return {"id": uuid.uuid4().hex, "room": room, "text": text, "sender": sender,
             "ts": int(time.time() * 1000)}
+
+
+def presence_event(room: str, user_id: str, name: str, action: str) -> dict[str, Any]:
+    """`presence` to a room: a user's first socket came in ("join") or last went ("leave")."""
+    return {"room": room, "user": {"id": user_id, "name": name}, "action": action}
 
 
 def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str], *,

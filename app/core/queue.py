@@ -31,6 +31,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import redis
@@ -124,7 +125,7 @@ class Membership:
         # Absent from a set that has been kept up for `ttl` (every live worker
         # re-registers several times in that span): gone. Just after an outage the set
         # is still refilling, so absence counts only from when the queue came back.
-        if now - self.healthy_since > self.ttl:
+        if self.fresh(now):
             self.alive &= present
 
     def forget(self, host: str) -> None:
@@ -137,6 +138,11 @@ class Membership:
 
     def expected(self) -> int:
         return len(self.alive)
+
+    def fresh(self, now: float | None = None) -> bool:
+        """Is the set complete (the queue has worked for `ttl`)?"""
+        now = time.monotonic() if now is None else now
+        return now - self.healthy_since > self.ttl
 
 
 class _Pending:
@@ -169,6 +175,10 @@ class RedisQueueManager(socketio.RedisManager):
         self._publishing = Outage("publish")  # publishes and this worker's registration
         self._subscription = Outage("subscription")
         self._members_script = None
+        # Called by the heartbeat with the live workers' ids when this worker's view of
+        # them is fresh (presence keeps its shares up and reaps a dead worker's:
+        # app/core/presence.py).
+        self.on_heartbeat: Callable[[set[str]], None] | None = None
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
                                        key=control_key(settings))
@@ -263,6 +273,8 @@ class RedisQueueManager(socketio.RedisManager):
                     self._registered = True
                     self._queue_works()  # first: absences after an outage count from now
                     self.membership.update(members)
+                    if self.on_heartbeat is not None and self.membership.fresh():
+                        self._heartbeat_hook()
                 except RedisError as exc:
                     self._publishing.failed(exc)
             self._forget_silent_publishers()
@@ -274,6 +286,12 @@ class RedisQueueManager(socketio.RedisManager):
         if len(self._last_seq) > 64:
             self._last_seq = {host: last for host, last in self._last_seq.items()
                               if now - last[1] < after}
+
+    def _heartbeat_hook(self) -> None:
+        try:
+            self.on_heartbeat(set(self.membership.alive))
+        except Exception:  # presence must not stop the heartbeat
+            log.exception("heartbeat hook failed")
 
     def _queue_works(self) -> None:
         if self._publishing.restored():

@@ -19,7 +19,9 @@ from __future__ import annotations
 from app.core.chat import (
     CHAT_NAMESPACE,
     CLIENT_ID_PATTERN,
+    PRESENCE_EVENT,
     STREAM_ID_PATTERN,
+    presence_event,
     room_field,
     room_key,
     text_field,
@@ -55,34 +57,50 @@ class ChatNamespace(BaseNamespace):
 
     def __init__(self, services) -> None:
         super().__init__(services)
-        # sid -> chat rooms joined (python-socketio can only count them by scanning
-        # every room): bounded by MAX_ROOMS_PER_SOCKET
-        self.room_counts: dict[str, int] = {}
+        # sid -> chat rooms joined (python-socketio can only list them by scanning every
+        # room, and has forgotten them by disconnect time): for MAX_ROOMS_PER_SOCKET and
+        # presence
+        self.joined: dict[str, set[str]] = {}
 
     @on_event("join", schema=JOIN_SCHEMA)
     def join(self, ctx: EventContext, payload: dict) -> dict:
-        key = room_key(payload["room"])
-        if not self.is_member(ctx.sid, key):
-            joined = self.room_counts.get(ctx.sid, 0)
-            if joined >= self.settings.max_rooms_per_socket:
-                raise AppError(f"a socket may be in {joined} rooms at most: leave one first",
-                               code="too_many_rooms", status=429)
-            self.enter_room(ctx.sid, key)
-            self.room_counts[ctx.sid] = joined + 1
+        room = payload["room"]
+        rooms = self.joined.setdefault(ctx.sid, set())
+        if room not in rooms:
+            if len(rooms) >= self.settings.max_rooms_per_socket:
+                raise AppError(f"a socket may be in {len(rooms)} rooms at most: leave one "
+                               "first", code="too_many_rooms", status=429)
+            self.enter_room(ctx.sid, room_key(room))
+            rooms.add(room)
+            if self.services.presence.add(room, ctx.user.id, ctx.user.name):
+                # (not to the joiner: its ack lists who is there)
+                self._announce(room, ctx.user.id, ctx.user.name, "join", skip_sid=ctx.sid)
         # read after entering: a message sent meanwhile may come twice (same id), never
         # not at all
-        return {"room": payload["room"], **recent_history(self.services, payload["room"],
-                                                          payload["since"])}
+        return {"room": room, **recent_history(self.services, room, payload["since"]),
+                "presence": self.services.presence.members(room)}
 
     @on_event("leave", schema=ROOM_SCHEMA)
     def leave(self, ctx: EventContext, payload: dict) -> dict:
         self._require_member(ctx.sid, payload["room"])
         self.leave_room(ctx.sid, room_key(payload["room"]))
-        self.room_counts[ctx.sid] -= 1
+        self._left(ctx.sid, payload["room"], ctx.user.id, ctx.user.name)
         return {"room": payload["room"]}
 
     def on_disconnected(self, sid, identity, reason) -> None:
-        self.room_counts.pop(sid, None)
+        for room in list(self.joined.get(sid, ())):
+            self._left(sid, room, identity.id, identity.name)
+        self.joined.pop(sid, None)
+
+    def _left(self, sid: str, room: str, user_id: str, name: str) -> None:
+        self.joined.get(sid, set()).discard(room)
+        if self.services.presence.remove(room, user_id):
+            self._announce(room, user_id, name, "leave")
+
+    def _announce(self, room: str, user_id: str, name: str, action: str,
+                  skip_sid: str | None = None) -> None:
+        self.emit(PRESENCE_EVENT, presence_event(room, user_id, name, action),
+                  room=room_key(room), skip_sid=skip_sid)
 
     @on_event("message", schema=message_schema)
     def message(self, ctx: EventContext, payload: dict) -> dict:

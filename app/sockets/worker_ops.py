@@ -12,7 +12,14 @@ from typing import Any
 
 import socketio
 
-from app.core.chat import CHAT_NAMESPACE, room_from_key, room_key, user_room
+from app.core.chat import (
+    CHAT_NAMESPACE,
+    PRESENCE_EVENT,
+    presence_event,
+    room_from_key,
+    room_key,
+    user_room,
+)
 from app.services import Services
 
 KICKED_EVENT = "kicked"
@@ -79,6 +86,17 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
     def revoke(payload: dict) -> dict:
         revocations.remember({"jti": payload["jti"], "until": payload["until"]})
         return {"sockets": local_revoke(sio, str(payload["jti"]))}
+
+    manager = sio.manager
+    if hasattr(manager, "on_heartbeat"):  # the Redis queue: presence across workers
+        presence = services.presence
+
+        def heartbeat(alive: set[str]) -> None:
+            for room, user_id, name in presence.heartbeat(alive):
+                sio.emit(PRESENCE_EVENT, presence_event(room, user_id, name, "leave"),
+                         to=room_key(room), namespace=CHAT_NAMESPACE)
+
+        manager.on_heartbeat = heartbeat
 
     bus.register("rooms", lambda payload: local_rooms(sio))
     bus.register("stats", lambda payload: local_stats(sio))

@@ -18,7 +18,8 @@ def room(request):
 def test_message_reaches_other_members_and_the_ack_carries_it(server, connect, room):
     alice, bob, carol = (connect(server.url, user=name) for name in ("alice", "bob", "carol"))
     for client in (alice, bob):
-        assert client.call("join", {"room": room}) == {"ok": True, "room": room, "history": []}
+        ack = client.call("join", {"room": room})
+        assert ack["ok"] is True and ack["room"] == room and ack["history"] == []
 
     ack = alice.call("message", {"room": room, "text": "  hello  "})
 

@@ -25,12 +25,12 @@ def send(client, room, text, **extra):
 
 
 @pytest.mark.parametrize("queue", ["memory", "redis"])
-def test_join_returns_recent_history_and_what_followed_since(queue, request, start_server,
+def test_join_returns_recent_history_and_what_followed_since(queue, request, start_own_server,
                                                              connect, room):
     if queue == "memory":
         server = request.getfixturevalue("server")
-    else:
-        server = start_server(MESSAGE_QUEUE_URL=request.getfixturevalue("redis_server").url)
+    else:  # (a Redis of its own: a server on the session's would join `cluster`'s workers)
+        server = start_own_server(MESSAGE_QUEUE_URL=request.getfixturevalue("private_redis").url)
     alice = connect(server.url, user="alice")
     alice.call("join", {"room": room})
     sent = [send(alice, room, f"m{n}") for n in range(3)]
@@ -117,8 +117,8 @@ def test_a_retried_message_is_answered_with_the_first_and_delivered_once(cluster
 
 
 def test_a_send_that_did_not_finish_is_sent_again_on_retry_and_only_once(
-        redis_server, start_server, connect, room):
-    server = start_server(MESSAGE_QUEUE_URL=redis_server.url)
+        private_redis, start_own_server, connect, room):
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
     sender = connect(server.url, user="sender")
     member = connect(server.url, user="member")
     for client in (sender, member):
@@ -126,7 +126,7 @@ def test_a_send_that_did_not_finish_is_sent_again_on_retry_and_only_once(
     # as if a first attempt had stored its message, then its worker died before sending
     unfinished = {"id": uuid.uuid4().hex, "room": room, "text": "lost?", "client_id": "c-2",
                   "sender": {"id": "sender", "name": "sender"}, "ts": 1, "stream_id": "1-1"}
-    redis.Redis(port=redis_server.port).set(
+    redis.Redis(port=private_redis.port).set(
         "realtime:once:sender:c-2", json.dumps({"state": "pending", "message": unfinished}),
         px=60_000)
 
