@@ -11,15 +11,12 @@ from __future__ import annotations
 from flask import Blueprint
 
 from app.api.requests import current_identity, json_body
-from app.core.chat import post_message, room_field, text_field
+from app.core.chat import RoomPayload, post_message, text_model
 from app.core.errors import ForbiddenError, QueueUnavailable
-from app.core.schema import Schema
+from app.core.schema import validate
 from app.services import Services, get_services
 
 bp = Blueprint("rooms", __name__)
-
-ROOM = Schema(room=room_field())
-
 
 def require_member(services: Services, user_id: str, room: str) -> None:
     answers = services.sio.manager.control.run("member", {"user_id": user_id, "room": room})
@@ -35,8 +32,8 @@ def create_message(room: str):
     identity = current_identity()
     services = get_services()
     settings = services.settings
-    ROOM.validate({"room": room})
-    body = json_body(Schema(text=text_field(settings.max_message_length)))
+    validate(RoomPayload, {"room": room})
+    body = json_body(text_model(settings.max_message_length))
     services.attempts.check(f"rest-message:{identity.id}", int(settings.event_rate), "messages",
                             window=1.0)
     if not identity.is_admin:

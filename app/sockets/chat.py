@@ -12,17 +12,21 @@ Server -> client events:
 
 from __future__ import annotations
 
-from app.core.chat import CHAT_NAMESPACE, post_message, room_field, room_key, text_field
+from app.core.chat import CHAT_NAMESPACE, Room, RoomPayload, Text, post_message, room_key
 from app.core.errors import AppError
-from app.core.schema import Field, Schema
+from app.core.schema import Payload
 from app.sockets.base import BaseNamespace, EventContext, on_event
 
-ROOM_SCHEMA = Schema(room=room_field())
+ROOM_SCHEMA = RoomPayload
 
 
 def message_schema(settings):
-    return Schema(room=room_field(), text=text_field(settings.max_message_length),
-                  echo=Field(bool, required=False, default=False))
+    class Message(Payload):
+        room: Room
+        text: Text(settings.max_message_length)
+        echo: bool = False
+
+    return Message
 
 
 class ChatNamespace(BaseNamespace):
