@@ -30,7 +30,7 @@ from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qs
 
 import socketio
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
@@ -98,6 +98,16 @@ class BaseNamespace(socketio.Namespace):
     path: ClassVar[str]
     # None: any authenticated user; "admin": only tokens with that role.
     required_role: ClassVar[str | None] = None
+    # For the AsyncAPI document (/api/asyncapi.json), merged along the class hierarchy:
+    # events this namespace emits ({name: pydantic model of the payload}) and the ack
+    # error codes its handlers raise ({code: when}); the common ones are in
+    # app/sockets/events.py.
+    server_events: ClassVar[dict[str, type[BaseModel]]] = {}
+    error_codes: ClassVar[dict[str, str]] = {
+        "identity_mismatch": "refresh: the new token is for another user or role",
+        "invalid_token": "refresh: the new token is invalid",
+        "malformed_token": "refresh: the new token is not a JWT or too long",
+    }
 
     def __init__(self, services: Services) -> None:
         super().__init__(self.path)

@@ -12,10 +12,20 @@ Server -> client events:
 
 from __future__ import annotations
 
-from app.core.chat import CHAT_NAMESPACE, Room, RoomPayload, Text, post_message, room_key
+from app.core.chat import (
+    ANNOUNCEMENT_EVENT,
+    CHAT_NAMESPACE,
+    MESSAGE_EVENT,
+    Room,
+    RoomPayload,
+    Text,
+    post_message,
+    room_key,
+)
 from app.core.errors import AppError
 from app.core.schema import Payload
 from app.sockets.base import BaseNamespace, EventContext, on_event
+from app.sockets.events import ChatMessage
 
 ROOM_SCHEMA = RoomPayload
 
@@ -31,6 +41,9 @@ def message_schema(settings):
 
 class ChatNamespace(BaseNamespace):
     path = CHAT_NAMESPACE
+    server_events = {MESSAGE_EVENT: ChatMessage, ANNOUNCEMENT_EVENT: ChatMessage}
+    error_codes = {"not_in_room": "join the room first (leave, message)",
+                   "too_many_rooms": "join: the socket is in MAX_ROOMS_PER_SOCKET rooms"}
 
     def __init__(self, services) -> None:
         super().__init__(services)
