@@ -3,34 +3,23 @@ package @asyncapi/specs pinned in this folder), and true to the namespaces."""
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import jsonschema
 import pytest
+import requests
 
 from app.core.errors import ValidationError
 from app.core.schema import validate
 from app.sockets import NAMESPACES
 from app.sockets.events import COMMON_ERRORS, COMMON_SERVER_EVENTS, CONNECT_ERRORS
+from tests.asyncapi.schema import check_document, official_schema
 from tests.helpers import ROOT
-
-HERE = Path(__file__).parent
-SPEC = HERE / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0.json"
 
 
 @pytest.fixture(scope="session")
 def asyncapi_schema():
-    """The official AsyncAPI 3.0.0 JSON Schema (bundled: every $ref inside it)."""
-    if not SPEC.exists():
-        if shutil.which("npm") is None:
-            pytest.skip("npm is not installed (needed for @asyncapi/specs)")
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE,
-                       check=True, timeout=600)
-    return json.loads(SPEC.read_text())
+    return official_schema()
 
 
 @pytest.fixture()
@@ -38,13 +27,6 @@ def document(http):
     response = http.get("/api/asyncapi.json", base_url="https://chat.example.com")
     assert response.status_code == 200
     return response.get_json()
-
-
-def check_document(document: dict, schema: dict) -> None:
-    """Raises with every problem of the document against the AsyncAPI schema."""
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
-    assert not errors, "\n".join(errors)
 
 
 def test_the_document_is_valid_asyncapi_3(document, asyncapi_schema):
@@ -127,8 +109,6 @@ def test_every_error_code_the_sockets_raise_is_documented(document):
 
 
 def test_a_live_server_serves_it(live_server, asyncapi_schema):
-    import requests
-
     document = requests.get(live_server.url + "/api/asyncapi.json", timeout=10).json()
     check_document(document, asyncapi_schema)
     assert document["servers"]["app"]["host"] == live_server.url.removeprefix("http://")
