@@ -45,7 +45,7 @@ class RefreshBody(Payload):
 
 
 class LogoutBody(Payload):
-    refresh_token: RefreshToken | None = None
+    refresh_token: RefreshToken = None  # optional; an explicit null is refused, as before
 
 
 def token_pair(services: Services, user_id: str, name: str, role: str) -> dict:

@@ -4,7 +4,8 @@
         card: Annotated[str, StringConstraints(min_length=1, max_length=64)]
         column: int = 0
 
-`validate(Move, payload)` returns the validated fields as a dict, or raises
+`validate(Move, payload)` returns the validated fields as a dict (a field that is
+itself a model stays a model instance), or raises
 app.core.errors.ValidationError (`invalid_payload`) whose `details` maps each field
 to its problem. `Payload` is strict (JSON `true` is not an integer, `"1"` is not a
 number) and refuses unknown fields, so a typo in a client is an error, not a
