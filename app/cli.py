@@ -13,10 +13,10 @@ from flask import Flask
 from flask.cli import with_appcontext
 from redis.exceptions import RedisError
 
-from app.core.chat import SYSTEM_SENDER, post_message, room_field, text_field
+from app.core.chat import SYSTEM_SENDER, post_message, post_model
 from app.core.errors import AppError
 from app.core.queue import create_manager
-from app.core.schema import Schema
+from app.core.schema import validate
 from app.services import get_services
 
 
@@ -30,8 +30,7 @@ def emit_command(room: str, text: str, sender: str) -> None:
     """Post TEXT to chat ROOM on every worker, through the message queue."""
     settings = get_services().settings
     try:
-        payload = Schema(room=room_field(), text=text_field(settings.max_message_length)
-                         ).validate({"room": room, "text": text})
+        payload = validate(post_model(settings.max_message_length), {"room": room, "text": text})
         manager = create_manager(settings, write_only=True)
         if manager.listeners() == 0:
             raise click.ClickException(

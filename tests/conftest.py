@@ -2,6 +2,12 @@
 
 Servers shared by many tests are session-scoped (starting gunicorn costs about a
 second); tests that stop Redis or kill a server start their own.
+
+For your own tests (docs/extending.md), shaped like Flask's tutorial conftest:
+`app`, `client` (Flask's test client), `runner` (its CLI runner), `live_server` (a
+gunicorn process), `auth_token(user, role, **claims)`, `socket_client(user,
+namespace)` (a connected Socket.IO client) and `private_redis` (a redis-server of
+the test's own).
 """
 
 from __future__ import annotations
@@ -30,8 +36,20 @@ def app(settings):
 
 
 @pytest.fixture()
-def http(app):
+def client(app):
+    """Flask's test client (REST, in process)."""
     return app.test_client()
+
+
+@pytest.fixture()
+def http(client):
+    return client
+
+
+@pytest.fixture()
+def runner(app):
+    """Flask's CLI runner: runner.invoke(args=["emit", "lobby", "hi"])."""
+    return app.test_cli_runner()
 
 
 # --- tokens --------------------------------------------------------------
@@ -56,6 +74,12 @@ def make_token(settings):
                           algorithm=algorithm or settings.jwt_algorithm, headers=headers)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def auth_token(make_token):
+    """auth_token(user="alice", role="user", **claims) -> a valid access token (a JWT)."""
+    return make_token
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +130,12 @@ def server(start_server):
 
 
 @pytest.fixture(scope="session")
+def live_server(server):
+    """The app served by gunicorn, as in production: `.url`, `.log()`."""
+    return server
+
+
+@pytest.fixture(scope="session")
 def cluster(start_server, redis_server):
     """Two server processes sharing emits through the private Redis."""
     return [start_server(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
@@ -129,6 +159,19 @@ def connect(make_token):
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture()
+def socket_client(connect, live_server):
+    """socket_client(user="alice", namespace="/chat", role="user", server=live_server)
+    -> a Client connected to `namespace` (its call/of/wait_event default to it)."""
+
+    def open_client(user="alice", namespace="/chat", role="user", server=None, **kwargs) -> Client:
+        client = connect((server or live_server).url, [namespace], user=user, role=role, **kwargs)
+        client.namespace = namespace
+        return client
+
+    return open_client
 
 
 @pytest.fixture()

@@ -376,6 +376,7 @@ class Client:
         self.connect_errors: list[Any] = []
         self.disconnects: list[tuple[str, Any]] = []
         self.connects: list[str] = []
+        self.namespace = "/chat"  # of call/of/wait_event/round_trip without namespace=
         self._lock = threading.Lock()
 
     def _record(self, event: str, namespace: str, data: Any) -> None:
@@ -401,21 +402,24 @@ class Client:
                          transports=[self.transport], wait_timeout=10)
         return self
 
-    def call(self, event: str, data: Any = None, namespace: str = "/chat", timeout: float = WAIT):
-        return self.sio.call(event, data, namespace=namespace, timeout=timeout)
+    def call(self, event: str, data: Any = None, namespace: str | None = None,
+             timeout: float = WAIT):
+        return self.sio.call(event, data, namespace=namespace or self.namespace, timeout=timeout)
 
-    def round_trip(self, namespace: str = "/chat") -> None:
+    def round_trip(self, namespace: str | None = None) -> None:
         """A barrier: an event and its ack. Whatever the server had queued for this
         client before it is received (and recorded) before the ack, so a test can
         then assert that something did *not* arrive, without sleeping."""
         ack = self.call("__barrier__", {}, namespace=namespace)
         assert ack["error"]["code"] == "unknown_event", ack
 
-    def of(self, event: str, namespace: str = "/chat") -> list[Any]:
+    def of(self, event: str, namespace: str | None = None) -> list[Any]:
+        namespace = namespace or self.namespace
         with self._lock:
             return [data for ns, name, data in self.received if ns == namespace and name == event]
 
-    def wait_event(self, event: str, count: int = 1, namespace: str = "/chat") -> list[Any]:
+    def wait_event(self, event: str, count: int = 1, namespace: str | None = None) -> list[Any]:
+        namespace = namespace or self.namespace
         return wait_for(lambda: len(self.of(event, namespace)) >= count and self.of(event, namespace),
                         message=f"{count} {event!r} event(s) on {namespace}")
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import auth, health, metrics, rooms
+from app.api import asyncapi, auth, health, metrics, rooms
 from app.api.cors import register_cors
 from app.api.errors import register_error_handlers
 from app.api.headers import register_security_headers
 from config.settings import Settings
 
 URL_PREFIX = "/api"
-BLUEPRINTS = (health.bp, auth.bp, rooms.bp)
+BLUEPRINTS = (health.bp, auth.bp, rooms.bp, asyncapi.bp)
 
 
 def register_blueprints(app: Flask, settings: Settings) -> None:

@@ -17,23 +17,35 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Annotated
 
 from flask import Blueprint, request
+from pydantic import StringConstraints
 
 from app.api.requests import current_identity, json_body
 from app.core.errors import AuthError, QueueUnavailable
 from app.core.limits import client_address
 from app.core.offload import run_blocking
-from app.core.schema import Field, Schema
+from app.core.schema import Payload
 from app.core.tokens import REFRESH
 from app.services import Services, get_services
 
 bp = Blueprint("auth", __name__)
 
-LOGIN_SCHEMA = Schema(username=Field(str, min_length=1, max_length=128),
-                      password=Field(str, min_length=1, max_length=1024))
-REFRESH_SCHEMA = Schema(refresh_token=Field(str, min_length=1, max_length=8192))
-LOGOUT_SCHEMA = Schema(refresh_token=Field(str, required=False, min_length=1, max_length=8192))
+RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class LoginBody(Payload):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class RefreshBody(Payload):
+    refresh_token: RefreshToken
+
+
+class LogoutBody(Payload):
+    refresh_token: RefreshToken = None  # optional; an explicit null is refused, as before
 
 
 def token_pair(services: Services, user_id: str, name: str, role: str) -> dict:
@@ -47,7 +59,7 @@ def token_pair(services: Services, user_id: str, name: str, role: str) -> dict:
 
 @bp.post("/auth/token")
 def issue_token():
-    credentials = json_body(LOGIN_SCHEMA)
+    credentials = json_body(LoginBody)
     services = get_services()
     settings, attempts = services.settings, services.attempts
     username = credentials["username"]
@@ -64,7 +76,7 @@ def issue_token():
 
 @bp.post("/auth/refresh")
 def refresh_token():
-    body = json_body(REFRESH_SCHEMA)
+    body = json_body(RefreshBody)
     services = get_services()
     identity = services.tokens.verify(body["refresh_token"], kind=REFRESH)
     services.revocations.check(identity)
@@ -77,7 +89,7 @@ def refresh_token():
 @bp.post("/auth/logout")
 def logout():
     identity = current_identity()
-    body = json_body(LOGOUT_SCHEMA) if request.content_length else {}
+    body = json_body(LogoutBody) if request.content_length else {}
     services = get_services()
     revoked = [(identity.jti, identity.expires_at)]
     if body.get("refresh_token"):

@@ -7,17 +7,17 @@ from typing import Any
 from flask import request
 
 from app.core.errors import ForbiddenError, ValidationError
-from app.core.schema import Schema
+from app.core.schema import Payload, validate
 from app.core.tokens import Identity, bearer_token
 from app.services import get_services
 
 
-def json_body(schema: Schema) -> dict[str, Any]:
+def json_body(model: type[Payload]) -> dict[str, Any]:
     body = request.get_json(silent=True)
     if body is None:
         raise ValidationError("the request body must be JSON (Content-Type: application/json)",
                               code="invalid_json")
-    return schema.validate(body)
+    return validate(model, body)
 
 
 def current_identity(role: str | None = None) -> Identity:

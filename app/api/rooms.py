@@ -8,22 +8,35 @@ the admin role (for jobs and back offices).
 
 from __future__ import annotations
 
-import re
+from functools import cache
+from typing import Annotated
 
 from flask import Blueprint, request
+from pydantic import StringConstraints
 
 from app.api.requests import current_identity, json_body
-from app.core.chat import CLIENT_ID_PATTERN, STREAM_ID_PATTERN, room_field, text_field
+from app.core.chat import ClientId, RoomPayload, StreamId, text_model
 from app.core.errors import ForbiddenError, QueueUnavailable
-from app.core.schema import Field, Schema
+from app.core.schema import Payload, validate
 from app.services import Services, get_services
 
 bp = Blueprint("rooms", __name__)
 
-ROOM = Schema(room=room_field())
-HISTORY_QUERY = Schema(after=Field(str, required=False, max_length=41, pattern=STREAM_ID_PATTERN),
-                       limit=Field(str, required=False, default="50",
-                                   pattern=re.compile(r"[1-9][0-9]{0,2}")))
+
+
+class HistoryQuery(Payload):
+    after: StreamId | None = None
+    limit: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,2}$")] = "50"
+
+
+@cache
+def message_model(max_length: int) -> type[Payload]:
+    """The `message` event's fields that make sense over REST."""
+
+    class RestMessage(text_model(max_length)):
+        client_id: ClientId | None = None
+
+    return RestMessage
 
 
 def require_member(services: Services, user_id: str, room: str) -> None:
@@ -40,9 +53,8 @@ def create_message(room: str):
     identity = current_identity()
     services = get_services()
     settings = services.settings
-    ROOM.validate({"room": room})
-    body = json_body(Schema(text=text_field(settings.max_message_length),
-                            client_id=Field(str, required=False, pattern=CLIENT_ID_PATTERN)))
+    validate(RoomPayload, {"room": room})
+    body = json_body(message_model(settings.max_message_length))
     services.attempts.check(f"rest-message:{identity.id}", int(settings.event_rate), "messages",
                             window=1.0)
     if not identity.is_admin:
@@ -57,7 +69,7 @@ def room_presence(room: str):
     """Who is in the room, on every worker: [{id, name, sockets}] (members only)."""
     identity = current_identity()
     services = get_services()
-    ROOM.validate({"room": room})
+    validate(RoomPayload, {"room": room})
     if not identity.is_admin:
         require_member(services, identity.id, room)
     return {"room": room, "members": services.presence.members(room)}
@@ -68,8 +80,8 @@ def list_messages(room: str):
     """?after=<stream_id>&limit=<n>: the room's messages after an id (members only)."""
     identity = current_identity()
     services = get_services()
-    ROOM.validate({"room": room})
-    query = HISTORY_QUERY.validate(dict(request.args))
+    validate(RoomPayload, {"room": room})
+    query = validate(HistoryQuery, dict(request.args))
     if not identity.is_admin:
         require_member(services, identity.id, room)
     limit = int(query["limit"])

@@ -7,37 +7,63 @@ socket's own sid room, and `user:<id>` rooms used to reach all of a user's socke
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from typing import Any, Protocol
+from functools import cache
+from typing import Annotated, Any, Protocol
+
+from pydantic import StringConstraints
 
 from app.core.history import History
 from app.core.idempotency import PENDING, SENT, Claims
-from app.core.schema import Field
+from app.core.schema import Payload
 
 CHAT_NAMESPACE = "/chat"
 MESSAGE_EVENT = "message"
 PRESENCE_EVENT = "presence"
 ANNOUNCEMENT_EVENT = "announcement"
 
-ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+ROOM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ROOM_PREFIX = "room:"
 USER_PREFIX = "user:"
 SYSTEM_SENDER = {"id": "system", "name": "system"}
 
 
-def room_field() -> Field:
-    return Field(str, max_length=64, pattern=ROOM_PATTERN)
+# Field types of payload models (app.core.schema.Payload).
+Room = Annotated[str, StringConstraints(max_length=64, pattern=ROOM_PATTERN)]
 
 
 # A history id ("<ms>-<n>") and a client's own message id.
-STREAM_ID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
-CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+StreamId = Annotated[str, StringConstraints(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
-def text_field(max_length: int) -> Field:
-    return Field(str, min_length=1, max_length=max_length, strip=True)
+def Text(max_length: int):
+    """Message text: stripped, then 1..max_length characters."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                            max_length=max_length)]
+
+
+class RoomPayload(Payload):
+    room: Room
+
+
+@cache
+def text_model(max_length: int) -> type[Payload]:
+    class TextPayload(Payload):
+        text: Text(max_length)
+
+    return TextPayload
+
+
+@cache
+def post_model(max_length: int) -> type[Payload]:
+    """{room, text}: a message posted from the CLI (no socket, so no echo)."""
+
+    class Post(RoomPayload, text_model(max_length)):
+        pass
+
+    return Post
 
 
 def room_key(room: str) -> str:

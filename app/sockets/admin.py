@@ -14,23 +14,28 @@ result is then partial, and says so.
 
 from __future__ import annotations
 
-from app.core.chat import ANNOUNCEMENT_EVENT, CHAT_NAMESPACE, new_message, text_field
-from app.core.schema import Field, Schema
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from app.core.chat import ANNOUNCEMENT_EVENT, CHAT_NAMESPACE, new_message, text_model
+from app.core.schema import Payload
 from app.sockets.base import BaseNamespace, EventContext, on_event
 from app.sockets.worker_ops import answer_errors, merge_rooms
 
-EMPTY = Schema()
+
+class Empty(Payload):
+    """No fields: `{}`, or no payload at all."""
 
 
 def broadcast_schema(settings):
-    return Schema(text=text_field(settings.max_message_length))
+    return text_model(settings.max_message_length)
 
 
-KICK_SCHEMA = Schema(user_id=Field(str, min_length=1, max_length=128),
-                     reason=Field(str, required=False, default="kicked by an administrator",
-                                  max_length=200),
-                     ban_seconds=Field(int, required=False, default=0, minimum=0,
-                                       maximum=365 * 24 * 3600))
+class Kick(Payload):
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    reason: Annotated[str, StringConstraints(max_length=200)] = "kicked by an administrator"
+    ban_seconds: Annotated[int, Field(ge=0, le=365 * 24 * 3600)] = 0
 
 
 class AdminNamespace(BaseNamespace):
@@ -43,14 +48,14 @@ class AdminNamespace(BaseNamespace):
         self.emit(ANNOUNCEMENT_EVENT, announcement, namespace=CHAT_NAMESPACE)
         return {"announcement": announcement}
 
-    @on_event("rooms", schema=EMPTY)
+    @on_event("rooms", schema=Empty)
     def rooms_(self, ctx: EventContext, payload: dict) -> dict:
         answers = self.server.manager.control.run("rooms")
         rooms = merge_rooms(answers)
         return {"rooms": [{"room": name, "members": count} for name, count in sorted(rooms.items())],
                 "workers": len(answers), "errors": answer_errors(answers)}
 
-    @on_event("kick", schema=KICK_SCHEMA)
+    @on_event("kick", schema=Kick)
     def kick(self, ctx: EventContext, payload: dict) -> dict:
         command = {"user_id": payload["user_id"], "reason": payload["reason"]}
         if payload["ban_seconds"]:
@@ -66,7 +71,7 @@ class AdminNamespace(BaseNamespace):
             result["banned_until"] = int(command["until"])
         return result
 
-    @on_event("stats", schema=EMPTY)
+    @on_event("stats", schema=Empty)
     def stats(self, ctx: EventContext, payload: dict) -> dict:
         answers = self.server.manager.control.run("stats")
         workers = [a for a in answers if isinstance(a, dict) and "error" not in a]

@@ -11,7 +11,7 @@ Handlers are plain methods of validated input, declared with `@on_event`:
     class Chat(BaseNamespace):
         path = "/chat"
 
-        @on_event("join", schema=Schema(room=room_field()))
+        @on_event("join", schema=RoomPayload)  # a pydantic model (app.core.schema.Payload)
         def join(self, ctx, payload):
             ...
             return {"room": payload["room"]}
@@ -26,25 +26,26 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qs
 
 import socketio
+from pydantic import BaseModel, StringConstraints
 
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
 from app.core.limits import TokenBucket, rate_limited
 from app.core.metrics import OK, NamespaceMetrics
 from app.core.revocation import BANNED, REVOKED
-from app.core.schema import Field, Schema
+from app.core.schema import Payload, validate
 from app.core.tokens import Identity, bearer_token
 from app.services import Services
 from config.settings import Settings
 
 log = logging.getLogger("app.sockets")
 
-# A schema, or a function of the settings that builds one (for limits from config).
-SchemaSpec = Schema | Callable[[Settings], Schema] | None
+# A payload model, or a function of the settings that builds one (for limits from config).
+SchemaSpec = type[Payload] | Callable[[Settings], type[Payload]] | None
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class EventContext:
 class EventSpec:
     name: str
     handler: Callable[..., dict[str, Any] | None]
-    schema: Schema | None
+    schema: type[Payload] | None
 
 
 def on_event(name: str, *, schema: SchemaSpec = None):
@@ -84,13 +85,29 @@ TOKEN_EXPIRED = AuthError("the token has expired: send a fresh one (refresh) or 
 TOKEN_EXPIRING_EVENT = "token_expiring"  # {expires_in, expires_at}: send `refresh` soon
 SESSION_ENDED_EVENT = "session_ended"  # {code, message}: then the server disconnects
 REFUSAL_MESSAGES = {BANNED: "this user is banned", REVOKED: "this token was revoked"}
-REFRESH_SCHEMA = Schema(token=Field(str, min_length=1, max_length=8192))
+
+
+class RefreshPayload(Payload):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+REFRESH_SCHEMA = RefreshPayload
 
 
 class BaseNamespace(socketio.Namespace):
     path: ClassVar[str]
     # None: any authenticated user; "admin": only tokens with that role.
     required_role: ClassVar[str | None] = None
+    # For the AsyncAPI document (/api/asyncapi.json), merged along the class hierarchy:
+    # events this namespace emits ({name: pydantic model of the payload}) and the ack
+    # error codes its handlers raise ({code: when}); the common ones are in
+    # app/sockets/events.py.
+    server_events: ClassVar[dict[str, type[BaseModel]]] = {}
+    error_codes: ClassVar[dict[str, str]] = {
+        "identity_mismatch": "refresh: the new token is for another user or role",
+        "invalid_token": "refresh: the new token is invalid",
+        "malformed_token": "refresh: the new token is not a JWT or too long",
+    }
 
     def __init__(self, services: Services) -> None:
         super().__init__(self.path)
@@ -112,7 +129,7 @@ class BaseNamespace(socketio.Namespace):
             if declared is None:
                 continue
             name, schema = declared
-            if callable(schema) and not isinstance(schema, Schema):
+            if callable(schema) and not isinstance(schema, type):
                 schema = schema(settings)
             events[name] = EventSpec(name, getattr(cls, attribute), schema)
         return events
@@ -244,7 +261,7 @@ class BaseNamespace(socketio.Namespace):
             raise ValidationError("send one payload object (and an ack callback)")
         payload = data[0] if data else None
         if spec.schema is not None:
-            payload = spec.schema.validate(payload)
+            payload = validate(spec.schema, payload)
         result = spec.handler(self, EventContext(sid, identity), payload)
         return {"ok": True, **(result or {})}
 

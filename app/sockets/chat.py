@@ -17,28 +17,39 @@ Server -> client events:
 from __future__ import annotations
 
 from app.core.chat import (
+    ANNOUNCEMENT_EVENT,
     CHAT_NAMESPACE,
-    CLIENT_ID_PATTERN,
+    MESSAGE_EVENT,
     PRESENCE_EVENT,
-    STREAM_ID_PATTERN,
+    ClientId,
+    Room,
+    RoomPayload,
+    StreamId,
+    Text,
     presence_event,
-    room_field,
     room_key,
-    text_field,
 )
 from app.core.errors import AppError
-from app.core.schema import Field, Schema
+from app.core.schema import Payload
 from app.sockets.base import BaseNamespace, EventContext, on_event
+from app.sockets.events import ChatMessage, PresenceChange
 
-ROOM_SCHEMA = Schema(room=room_field())
-JOIN_SCHEMA = Schema(room=room_field(),
-                     since=Field(str, required=False, max_length=41, pattern=STREAM_ID_PATTERN))
+ROOM_SCHEMA = RoomPayload
+
+
+class Join(Payload):
+    room: Room
+    since: StreamId | None = None  # a message's stream_id: what followed it comes back
 
 
 def message_schema(settings):
-    return Schema(room=room_field(), text=text_field(settings.max_message_length),
-                  echo=Field(bool, required=False, default=False),
-                  client_id=Field(str, required=False, pattern=CLIENT_ID_PATTERN))
+    class Message(Payload):
+        room: Room
+        text: Text(settings.max_message_length)
+        echo: bool = False
+        client_id: ClientId | None = None  # a retry with the same id is delivered once
+
+    return Message
 
 
 def recent_history(services, room: str, since: str | None) -> dict:
@@ -54,6 +65,10 @@ def recent_history(services, room: str, since: str | None) -> dict:
 
 class ChatNamespace(BaseNamespace):
     path = CHAT_NAMESPACE
+    server_events = {MESSAGE_EVENT: ChatMessage, ANNOUNCEMENT_EVENT: ChatMessage,
+                     PRESENCE_EVENT: PresenceChange}
+    error_codes = {"not_in_room": "join the room first (leave, message)",
+                   "too_many_rooms": "join: the socket is in MAX_ROOMS_PER_SOCKET rooms"}
 
     def __init__(self, services) -> None:
         super().__init__(services)
@@ -62,7 +77,7 @@ class ChatNamespace(BaseNamespace):
         # presence
         self.joined: dict[str, set[str]] = {}
 
-    @on_event("join", schema=JOIN_SCHEMA)
+    @on_event("join", schema=Join)
     def join(self, ctx: EventContext, payload: dict) -> dict:
         room = payload["room"]
         rooms = self.joined.setdefault(ctx.sid, set())

@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint
 
 
-def test_unknown_path_is_404_json(http):
-    response = http.get("/nope")
+def test_unknown_path_is_404_json(client):
+    response = client.get("/nope")
     assert response.status_code == 404 and response.is_json
     assert response.get_json()["error"]["code"] == "not_found"
 
 
-def test_wrong_method_is_405_json_with_allow(http):
-    response = http.get("/api/auth/token")
+def test_wrong_method_is_405_json_with_allow(client):
+    response = client.get("/api/auth/token")
     assert response.status_code == 405 and response.is_json
     assert "POST" in response.headers["Allow"]
 

@@ -23,16 +23,15 @@ def unsigned_token(settings) -> str:
     return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
 
 
-def test_valid_token_in_auth_payload_connects(server, connect):
-    client = connect(server.url)
+def test_valid_token_in_auth_payload_connects(socket_client):
+    client = socket_client("alice")
     assert client.sio.connected
     ack = client.call("join", {"room": "lobby"})
     assert ack["ok"] is True and ack["room"] == "lobby"
 
 
-def test_valid_token_in_authorization_header_connects(server, connect, make_token):
-    client = connect(server.url, auth=None,
-                     headers={"Authorization": f"Bearer {make_token('bob')}"})
+def test_valid_token_in_authorization_header_connects(socket_client, auth_token):
+    client = socket_client("bob", auth=None, headers={"Authorization": f"Bearer {auth_token('bob')}"})
     assert client.call("join", {"room": "lobby"})["ok"] is True
 
 
@@ -108,9 +107,9 @@ def test_non_admin_is_refused_on_admin(server, refused, make_token):
     assert error["data"]["code"] == "forbidden"
 
 
-def test_admin_connects_to_admin(server, connect):
-    client = connect(server.url, ["/admin"], user="root", role="admin")
-    assert client.call("stats", {}, namespace="/admin")["ok"] is True
+def test_admin_connects_to_admin(socket_client):
+    client = socket_client("root", "/admin", role="admin")
+    assert client.call("stats", {})["ok"] is True
 
 
 def test_default_and_unknown_namespaces_are_refused(server, refused, make_token):

@@ -153,8 +153,9 @@ def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server,
         assert response.status_code == 201, response.text
     ws.send_close(1000, b"bye")
     frames = read_server_frames(ws.sock)
-    texts = [json.loads(data[len(b"42/chat,"):])[1]["text"] for opcode, data in frames
-             if opcode == 0x1 and data.startswith(b"42/chat,")]
+    events = [json.loads(data[len(b"42/chat,"):]) for opcode, data in frames
+              if opcode == 0x1 and data.startswith(b"42/chat,")]
+    texts = [payload["text"] for name, payload in events if name == "message"]
     assert [int(text.split(":")[0]) for text in texts] == list(range(count))
     assert frames[-1][0] == 0x8 and frames[-1][1][:2] == (1000).to_bytes(2, "big")
     ws.sock.close()
