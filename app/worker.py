@@ -72,6 +72,12 @@ def drop_connections_after_close(worker) -> None:
     worker.handle = handle_unless_closed  # read by the worker's run(), which comes next
 
 
+def on_worker_exit(worker) -> None:
+    """gunicorn `worker_exit`, in the worker, after its last connection closed."""
+    services: Services = worker.wsgi.extensions[EXTENSION_KEY]
+    services.manager.leave()  # waits for the drain's, or does it (any other exit)
+
+
 def on_worker_boot(worker) -> None:
     """gunicorn `post_worker_init`: the app is loaded in this worker, not serving yet."""
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]

@@ -95,7 +95,12 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    """A stopping worker adds its last deliveries to the shared files."""
+    """A stopping worker leaves the message queue (if its drain could not finish that:
+    gunicorn ends a worker as soon as its last connection closes), and adds its last
+    deliveries to the shared files."""
+    from app.worker import on_worker_exit
+
+    on_worker_exit(worker)
     if os.environ.get(METRICS_DIR_ENV):
         from app.core.metrics import deliveries
 

@@ -132,6 +132,9 @@ class Settings:
     event_burst: int = 40
     # Open Engine.IO connections per client address.
     max_connections_per_address: int = 100
+    # Sockets (namespace connections) one user may have open at once; with Redis across
+    # workers and instances. It also bounds a user's events: this times EVENT_RATE.
+    max_connections_per_user: int = 20
     # Rooms one socket may be in at once (its own and its user room not counted).
     max_rooms_per_socket: int = 50
     # Trusted proxies in front (nginx: 1). The client address is then read from
@@ -201,6 +204,7 @@ class Settings:
                      "refresh_ttl_seconds", "login_attempts_per_address",
                      "login_failures_per_user", "max_rooms_per_socket",
                      "history_max_age_seconds", "idempotency_window_seconds",
+                     "max_connections_per_user",
                      "max_queued_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")

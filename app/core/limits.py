@@ -33,30 +33,101 @@ def client_address(environ: dict, proxy_hops: int) -> str:
     return environ.get("REMOTE_ADDR", "unknown")
 
 
+# The sum of one field over the live workers' hashes: the workers registered in the
+# queue's set (app/core/queue.py) within its TTL, and this one. KEYS[1]: that set;
+# ARGV: hash prefix, field, ttl ms, this worker.
+_TOTAL_SCRIPT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local hosts = redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[3]), '+inf')
+local total, mine = 0, false
+for _, host in ipairs(hosts) do
+  if host == ARGV[4] then mine = true end
+  total = total + tonumber(redis.call('HGET', ARGV[1] .. host, ARGV[2]) or 0)
+end
+if not mine then
+  total = total + tonumber(redis.call('HGET', ARGV[1] .. ARGV[4], ARGV[2]) or 0)
+end
+return total
+"""
+
+
+class SharedCounts:
+    """Open connections counted across workers and instances (with Redis).
+
+    Each worker keeps its own counts in a hash of its own, `<prefix>:<host>`, which
+    its heartbeat keeps alive; a total is the sum over the workers registered as live
+    (a killed worker's connections stop counting when its registration expires), in one
+    script. Two workers admitting at the same instant may both pass: the limit can be
+    exceeded by a connection or two, never more. An unreachable Redis lets connections
+    through (logged): the per-worker limit still holds.
+    """
+
+    def __init__(self, redis: Callable[[], Any], prefix: str, host: str, members_key: str,
+                 member_ttl: float) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.host = host
+        self._members_key = members_key
+        self._member_ttl_ms = int(member_ttl * 1000)
+        self._script = None
+        self.ttl = 60
+
+    def total(self, field: str) -> int:
+        try:
+            if self._script is None:
+                self._script = self._redis().register_script(_TOTAL_SCRIPT)
+            return int(self._script(keys=[self._members_key], args=[
+                self._prefix + ":", field, self._member_ttl_ms, self.host]))
+        except RedisError as exc:
+            log.warning("connection limit checked on this worker only (message queue: %s)", exc)
+            return 0
+
+    def add(self, field: str, delta: int) -> None:
+        try:
+            pipe = self._redis().pipeline(transaction=False)
+            pipe.hincrby(f"{self._prefix}:{self.host}", field, delta)
+            pipe.expire(f"{self._prefix}:{self.host}", self.ttl)
+            pipe.execute()
+        except RedisError as exc:
+            log.warning("connection count not shared (message queue: %s)", exc)
+
+    def refresh(self) -> None:
+        self._redis().expire(f"{self._prefix}:{self.host}", self.ttl)
+
+
 class ConnectionLimit:
-    """At most `limit` open Engine.IO connections per client address, in this worker."""
+    """At most `limit` open connections per key (a client address, a user): in this
+    worker, and across workers and instances when `shared` is given."""
 
-    def __init__(self, limit: int, proxy_hops: int) -> None:
+    def __init__(self, limit: int, what: str, shared: SharedCounts | None = None) -> None:
         self.limit = limit
-        self.proxy_hops = proxy_hops
-        self.per_address: Counter[str] = Counter()
-        self.address_of: dict[str, str] = {}
+        self.what = what
+        self.shared = shared
+        self.open: Counter[str] = Counter()
+        self.key_of: dict[str, str] = {}
 
-    def admit(self, eio_sid: str, environ: dict) -> AppError | None:
-        address = client_address(environ, self.proxy_hops)
-        if self.per_address[address] >= self.limit:
-            return AppError(f"too many connections from {address}", code="too_many_connections",
-                            status=429)
-        self.per_address[address] += 1
-        self.address_of[eio_sid] = address
+    def admit(self, connection: str, key: str) -> AppError | None:
+        field = f"{self.what}:{key}"
+        if self.open[key] >= self.limit or (
+                self.shared is not None and self.shared.total(field) >= self.limit):
+            return AppError(f"too many connections for {self.what} {key}",
+                            code="too_many_connections", status=429)
+        self.open[key] += 1
+        self.key_of[connection] = key
+        if self.shared is not None:
+            self.shared.add(field, 1)
         return None
 
-    def release(self, eio_sid: str) -> None:
-        address = self.address_of.pop(eio_sid, None)
-        if address is not None:
-            self.per_address[address] -= 1
-            if self.per_address[address] <= 0:
-                del self.per_address[address]
+    def release(self, connection: str) -> None:
+        key = self.key_of.pop(connection, None)
+        if key is None:
+            return
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
+        if self.shared is not None:
+            self.shared.add(f"{self.what}:{key}", -1)
 
 
 class TokenBucket:

@@ -171,14 +171,14 @@ class RedisQueueManager(socketio.RedisManager):
         self._wakeup = None
         self._subscribed = False
         self._registered = False
-        self._leaving = False
+        self._leaving = None  # an event once leave() has started
         self._publishing = Outage("publish")  # publishes and this worker's registration
         self._subscription = Outage("subscription")
         self._members_script = None
         # Called by the heartbeat with the live workers' ids when this worker's view of
-        # them is fresh (presence keeps its shares up and reaps a dead worker's:
-        # app/core/presence.py).
-        self.on_heartbeat: Callable[[set[str]], None] | None = None
+        # them is fresh (presence and shared connection counts keep their per-worker
+        # entries alive; presence reaps a dead worker's: app/core/presence.py).
+        self.heartbeat_hooks: list[Callable[[set[str]], None]] = []
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
                                        key=control_key(settings))
@@ -246,15 +246,23 @@ class RedisQueueManager(socketio.RedisManager):
 
     def leave(self) -> None:
         """Tell the other workers this one is going (a drained worker), so that they stop
-        expecting it at once instead of refusing publishes until it expires."""
-        if self.write_only or self._leaving:
+        expecting it at once instead of refusing publishes until it expires. Called by
+        the drain and again as the worker exits (app/worker.py): the second call waits
+        for the first to finish."""
+        if self.write_only:
             return
-        self._leaving = True
-        with contextlib.suppress(RedisError):
-            self.publisher().zrem(self.members_key, self.host_id)
-        with contextlib.suppress(QueueUnavailable):
-            self._publish({"method": LEAVE})
-            self.server.sleep(LEAVE_GRACE)
+        if self._leaving is not None:
+            self._leaving.wait(LEAVE_GRACE + self._settings.redis_socket_timeout)
+            return
+        self._leaving = self.server.eio.create_event()
+        try:
+            with contextlib.suppress(RedisError):
+                self.publisher().zrem(self.members_key, self.host_id)
+            with contextlib.suppress(QueueUnavailable):
+                self._publish({"method": LEAVE})
+                self.server.sleep(LEAVE_GRACE)
+        finally:
+            self._leaving.set()
 
     # --- who is alive -------------------------------------------------------
     def _members(self, register: bool) -> list:
@@ -264,7 +272,7 @@ class RedisQueueManager(socketio.RedisManager):
         return self._members_script(keys=[self.members_key], args=args)
 
     def _heartbeat_loop(self) -> None:
-        while not self._leaving:
+        while self._leaving is None:
             # Registered only once subscribed: before that, others would expect this
             # worker in every PUBLISH count and refuse their publishes.
             if self._subscribed or self._registered:
@@ -273,8 +281,8 @@ class RedisQueueManager(socketio.RedisManager):
                     self._registered = True
                     self._queue_works()  # first: absences after an outage count from now
                     self.membership.update(members)
-                    if self.on_heartbeat is not None and self.membership.fresh():
-                        self._heartbeat_hook()
+                    if self.membership.fresh():
+                        self._heartbeat_hooks()
                 except RedisError as exc:
                     self._publishing.failed(exc)
             self._forget_silent_publishers()
@@ -287,11 +295,12 @@ class RedisQueueManager(socketio.RedisManager):
             self._last_seq = {host: last for host, last in self._last_seq.items()
                               if now - last[1] < after}
 
-    def _heartbeat_hook(self) -> None:
-        try:
-            self.on_heartbeat(set(self.membership.alive))
-        except Exception:  # presence must not stop the heartbeat
-            log.exception("heartbeat hook failed")
+    def _heartbeat_hooks(self) -> None:
+        for hook in self.heartbeat_hooks:
+            try:
+                hook(set(self.membership.alive))
+            except Exception:  # a hook must not stop the heartbeat
+                log.exception("heartbeat hook failed")
 
     def _queue_works(self) -> None:
         if self._publishing.restored():
@@ -414,6 +423,7 @@ class RedisQueueManager(socketio.RedisManager):
                              "was not subscribed: their senders were told)", seq - last - 1, host)
                 self._last_seq[host] = (seq, time.monotonic())
             if data.get("method") == LEAVE:
+                log.info("worker %s left the message queue", host)
                 self.membership.forget(host)
                 self._last_seq.pop(host, None)
                 continue

@@ -146,6 +146,9 @@ class BaseNamespace(socketio.Namespace):
     def _connect(self, sid: str, environ: dict, auth: Any = None) -> None:
         try:
             identity = self.authenticate(environ, auth)
+            refusal = self.server.user_limit.admit(sid, identity.id)
+            if refusal is not None:
+                raise refusal
             self.identities[sid] = identity
             self.metrics.connections.inc()  # dec in _forget: the gauge is len(identities)
             self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
@@ -188,6 +191,7 @@ class BaseNamespace(socketio.Namespace):
         return identity
 
     def _forget(self, sid: str) -> Identity | None:
+        self.server.user_limit.release(sid)
         self.buckets.pop(sid, None)
         self.warned.discard(sid)
         identity = self.identities.pop(sid, None)

@@ -29,9 +29,9 @@ from app.core.chat import (
     presence_event,
     room_key,
 )
-from app.core.errors import AppError
+from app.core.errors import AppError, QueueUnavailable
 from app.core.schema import Payload
-from app.sockets.base import BaseNamespace, EventContext, on_event
+from app.sockets.base import BaseNamespace, EventContext, log, on_event
 from app.sockets.events import ChatMessage, PresenceChange
 
 ROOM_SCHEMA = RoomPayload
@@ -114,8 +114,15 @@ class ChatNamespace(BaseNamespace):
 
     def _announce(self, room: str, user_id: str, name: str, action: str,
                   skip_sid: str | None = None) -> None:
-        self.emit(PRESENCE_EVENT, presence_event(room, user_id, name, action),
-                  room=room_key(room), skip_sid=skip_sid)
+        # A notice to the others: if the queue refuses it (just after a worker died, in
+        # an outage), the join or leave itself still stands, and the member list
+        # (join ack, REST) is right.
+        try:
+            self.emit(PRESENCE_EVENT, presence_event(room, user_id, name, action),
+                      room=room_key(room), skip_sid=skip_sid)
+        except QueueUnavailable as exc:
+            log.info("presence %s of %s in %s not sent to every worker: %s", action, user_id,
+                     room, exc.message)
 
     @on_event("message", schema=message_schema)
     def message(self, ctx: EventContext, payload: dict) -> dict:

@@ -11,9 +11,9 @@ import socketio
 
 from app.core.errors import AppError
 from app.core.lifecycle import Lifecycle
-from app.core.limits import ConnectionLimit
+from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
-from app.core.queue import create_manager
+from app.core.queue import MEMBER_TTL, create_manager
 from app.sockets.transport import EngineServer
 from config.settings import Settings
 
@@ -31,10 +31,19 @@ class RealtimeServer(socketio.Server):
     """python-socketio's server, refusing Engine.IO connections over the per-address
     limit, and sending a draining worker's new clients elsewhere."""
 
-    def __init__(self, *args, connection_limit: ConnectionLimit, lifecycle: Lifecycle,
-                 **kwargs) -> None:
+    def __init__(self, *args, settings: Settings, lifecycle: Lifecycle, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.connection_limit = connection_limit
+        self.proxy_hops = settings.proxy_hops
+        # with Redis, counted across workers and instances (app/core/limits.py)
+        shared = None
+        if hasattr(self.manager, "membership"):
+            manager = self.manager
+            shared = SharedCounts(manager.publisher, manager.channel + ":conns", manager.host_id,
+                                  manager.members_key, MEMBER_TTL)
+            manager.heartbeat_hooks.append(lambda alive: shared.refresh())
+        self.address_limit = ConnectionLimit(settings.max_connections_per_address, "address",
+                                             shared)
+        self.user_limit = ConnectionLimit(settings.max_connections_per_user, "user", shared)
         self.lifecycle = lifecycle
 
     def _engineio_server_class(self):
@@ -46,7 +55,7 @@ class RealtimeServer(socketio.Server):
     def _handle_eio_connect(self, eio_sid, environ):
         if self.lifecycle.draining:
             return DRAINING.to_dict()
-        refusal = self.connection_limit.admit(eio_sid, environ)
+        refusal = self.address_limit.admit(eio_sid, client_address(environ, self.proxy_hops))
         if refusal is not None:
             log.info("connection refused code=%s reason=%s", refusal.code, refusal.message)
             return refusal.to_dict()  # Engine.IO answers 401 with this JSON
@@ -65,7 +74,7 @@ class RealtimeServer(socketio.Server):
         return super()._send_eio_packet(eio_sid, eio_pkt)
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
-        self.connection_limit.release(eio_sid)
+        self.address_limit.release(eio_sid)
         return super()._handle_eio_disconnect(eio_sid, reason)
 
     # A client that sends what the protocol does not allow is disconnected with one
@@ -127,8 +136,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
 def create_socketio_server(settings: Settings, namespaces: list[str],
                            lifecycle: Lifecycle) -> RealtimeServer:
     sio = RealtimeServer(
-        connection_limit=ConnectionLimit(settings.max_connections_per_address,
-                                         settings.proxy_hops),
+        settings=settings,
         lifecycle=lifecycle,
         # One client's events are handled one after another, in the order sent (its
         # reader runs the handler): a sender's messages reach every worker in order,

@@ -12,9 +12,11 @@ until it kills them. Instead, on SIGTERM a worker:
    CLOSE_GRACE) for the notices to be written, then ends each connection without a
    protocol-level close, so standard clients reconnect by themselves, through the
    proxy, to a worker that is up;
-4. tells the other workers it leaves the message queue (app/core/queue.py), so
-   they stop counting it at once;
-5. returns: gunicorn finds no open connection and the worker exits.
+4. returns: gunicorn finds no open connection and the worker exits.
+
+Before all that it tells the other workers it leaves the message queue
+(app/core/queue.py), so that they stop counting it at once: gunicorn may end the
+worker as soon as its last connection closes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def drain(services: Services, handler_timeout: float) -> int:
     """Drain this worker's Socket.IO clients; return how many connections were closed."""
     sio, lifecycle = services.sio, services.lifecycle
     lifecycle.start_draining()
+    # First: once its last connection closes, gunicorn ends the worker, and later steps
+    # may never run; until then this worker stays subscribed and delivers.
+    services.manager.leave()
     if not lifecycle.wait_idle(handler_timeout, sio.sleep):
         log.warning("shutdown: %d handler(s) still running after %.1fs", lifecycle.in_flight,
                     handler_timeout)
@@ -55,6 +60,5 @@ def drain(services: Services, handler_timeout: float) -> int:
     # treat as a lost connection and reconnect.
     cut = lifecycle.cut_websockets()
     log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
-    services.manager.leave()
     return len(sessions)
 

@@ -88,7 +88,7 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
         return {"sockets": local_revoke(sio, str(payload["jti"]))}
 
     manager = sio.manager
-    if hasattr(manager, "on_heartbeat"):  # the Redis queue: presence across workers
+    if hasattr(manager, "heartbeat_hooks"):  # the Redis queue: presence across workers
         presence = services.presence
 
         def heartbeat(alive: set[str]) -> None:
@@ -96,7 +96,7 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
                 sio.emit(PRESENCE_EVENT, presence_event(room, user_id, name, "leave"),
                          to=room_key(room), namespace=CHAT_NAMESPACE)
 
-        manager.on_heartbeat = heartbeat
+        manager.heartbeat_hooks.append(heartbeat)
 
     bus.register("rooms", lambda payload: local_rooms(sio))
     bus.register("stats", lambda payload: local_stats(sio))

@@ -206,3 +206,29 @@ def test_rooms_per_socket_are_capped(start_own_server, connect):
     assert client.call("join", {"room": "r4"})["error"]["code"] == "too_many_rooms"
     assert client.call("leave", {"room": "r0"})["ok"] is True
     assert client.call("join", {"room": "r4"})["ok"] is True
+
+
+def test_connection_limits_hold_across_workers(private_redis, start_own_server, connect,
+                                               refused, make_token):
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url, WORKERS="2",
+                              TRANSPORTS="websocket", MAX_CONNECTIONS_PER_ADDRESS="6",
+                              MAX_CONNECTIONS_PER_USER="3")
+    # both workers registered as live (a worker counts the others' connections once it
+    # sees them there, within a heartbeat of their start)
+    members = redis.Redis(port=private_redis.port)
+    wait_for(lambda: members.zcard("realtime:workers") == 2, message="both workers to register")
+    admin = connect(server.url, ["/admin"], user="root", role="admin")
+    tabs = [connect(server.url, user="many-tabs") for _ in range(3)]
+    error = refused(server.url, auth={"token": make_token("many-tabs")})
+    assert error["data"]["code"] == "too_many_connections"
+    others = [connect(server.url, user=f"other{i}") for i in range(2)]  # 6 from this address
+    per_worker = chat_connections_per_worker(admin)
+    # (whichever way the kernel spread them: one worker alone would have admitted more)
+    assert sum(per_worker.values()) == 5 and len(per_worker) == 2
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        connect(server.url, user="seventh")
+    tabs[0].close()
+    others[0].close()
+    wait_for(lambda: sum(chat_connections_per_worker(admin).values()) == 3,
+             message="the closed sockets to stop counting")
+    assert connect(server.url, user="many-tabs").call("join", {"room": "ok"})["ok"] is True

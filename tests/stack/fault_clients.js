@@ -13,6 +13,8 @@ const opts = JSON.parse(process.argv[2]);
 const now = () => performance.now();
 const clients = [];
 let stopping = false;
+const refusals = {}; // connect_error and join error codes (reported with the progress)
+const count = (code) => { refusals[code] = (refusals[code] || 0) + 1; };
 
 function makeClient(i, token) {
   const c = {
@@ -29,13 +31,14 @@ function makeClient(i, token) {
   });
   c.socket.on("connect", () => {
     c.socket.emit("join", { room: c.room }, (ack) => {
-      if (!ack || !ack.ok) return;
+      if (!ack || !ack.ok) { count(`join:${ack && ack.error.code}:${ack && ack.error.message}`); return; }
       c.joinedAt = now();
       if (c.firstJoinedAt === null) c.firstJoinedAt = c.joinedAt;
       const last = c.disconnects[c.disconnects.length - 1];
       if (last && last.back === undefined) last.back = c.joinedAt - last.at;
     });
   });
+  c.socket.on("connect_error", (err) => count(`connect:${(err.data && err.data.code) || err.message}`));
   c.socket.on("disconnect", (reason) => {
     c.joinedAt = null;
     c.disconnects.push({ at: now(), reason });
@@ -82,7 +85,7 @@ function progress() {
     delivered += c.received.length;
     if (c.joinedAt) joined++;
   }
-  return { ok, failed, delivered, joined, clients: clients.length };
+  return { ok, failed, delivered, joined, clients: clients.length, refusals };
 }
 
 function analyse(markerAcks) {

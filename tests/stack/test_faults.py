@@ -62,8 +62,11 @@ class FaultClients:
                 self.result.put(message["result"])
 
     def until(self, condition, message: str, timeout: float = 30) -> dict:
-        return wait_for(lambda: self.progress and condition(self.progress) and self.progress,
-                        timeout=timeout, message=message)
+        try:
+            return wait_for(lambda: self.progress and condition(self.progress) and self.progress,
+                            timeout=timeout, message=message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; clients: {self.progress}") from None
 
     def more_delivered(self, timeout: float = 30) -> None:
         ok = self.progress["ok"] + 100
@@ -80,7 +83,7 @@ class FaultClients:
 def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
         node_modules, private_redis, start_own_server, tokens):
     env = {"MESSAGE_QUEUE_URL": private_redis.url, "WORKERS": "2", "TRANSPORTS": "websocket",
-           "EVENT_RATE": "500", "EVENT_BURST": "500", "LOG_LEVEL": "INFO",
+           "EVENT_RATE": "500", "EVENT_BURST": "500", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
            "MAX_CONNECTIONS_PER_ADDRESS": "1000", "GRACEFUL_TIMEOUT": "10"}
     first, second = start_own_server(**env), start_own_server(**env)
     nginx = Nginx([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]).start()

@@ -67,8 +67,9 @@ def test_metrics_sum_the_traffic_of_both_workers(private_redis, start_own_server
         ("realtime_auth_refusals_total", "/admin", "forbidden"): 1,
         ("realtime_connections", "/chat"): CLIENTS,
         ("realtime_connections", "/admin"): 1,
-        # each message reaches every other member of the room, whichever its worker
-        ("realtime_deliveries_total",): SENDERS * (CLIENTS - 1),
+        # each message reaches every other member of the room, whichever its worker,
+        # and each join's `presence` event the members already there
+        ("realtime_deliveries_total",): SENDERS * (CLIENTS - 1) + CLIENTS * (CLIENTS - 1) // 2,
         ("realtime_slow_consumer_disconnects_total",): 0,
     }
 
@@ -95,7 +96,9 @@ def test_metrics_sum_the_traffic_of_both_workers(private_redis, start_own_server
     for _ in range(8):
         assert observed(scrape_metrics(server)) == expected
 
-    # disconnects: the gauge follows
+    # disconnects: the gauge follows (the deliveries of the leave events depend on how
+    # the closes interleave: no longer counted exactly)
+    del expected[("realtime_deliveries_total",)]
     for client in clients[:5]:
         client.close()
     expected[("realtime_connections", "/chat")] = CLIENTS - 5
