@@ -134,6 +134,8 @@ class Server:
                          # a load generator is one address sending far above human rates
                          "EVENT_RATE": "1000000", "EVENT_BURST": "1000000",
                          "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+                         # every load generator client is the same user, "bench"
+                         "MAX_CONNECTIONS_PER_USER": "1000000",
                          "MESSAGE_QUEUE_URL": self.redis_url or "", **TEMPLATE_ENV,
                          **self.env}
                 health = "/api/health"
