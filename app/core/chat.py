@@ -16,6 +16,7 @@ from pydantic import StringConstraints
 
 from app.core.history import History
 from app.core.idempotency import PENDING, SENT, Claims
+from app.core.queue import publish_now
 from app.core.schema import Payload
 
 CHAT_NAMESPACE = "/chat"
@@ -123,8 +124,12 @@ def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str],
         history.append(room, message)  # stored before it is sent
         if claim is not None:
             claims.record(claim, PENDING, message)
-    emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
-                 namespace=CHAT_NAMESPACE)
-    if claim is not None:
-        claims.record(claim, SENT, message)
+    if claim is None:
+        emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
+                     namespace=CHAT_NAMESPACE)
+        return message
+    with publish_now():  # the claim says "sent" only once it is
+        emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
+                     namespace=CHAT_NAMESPACE)
+    claims.record(claim, SENT, message)
     return message

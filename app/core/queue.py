@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlparse
@@ -143,6 +144,34 @@ class Membership:
         """Is the set complete (the queue has worked for `ttl`)?"""
         now = time.monotonic() if now is None else now
         return now - self.healthy_since > self.ttl
+
+
+# Within an event handler (app/sockets/server.py, `deferred_acks`): publishes are
+# queued in order and the handler goes on; the event's ack is sent once they are done
+# (or carries their error). A client's next event is then handled while this one's
+# publish is on its way, instead of after a round trip to Redis.
+_acks = threading.local()  # green-thread local under eventlet and gevent
+
+
+@contextlib.contextmanager
+def deferred_acks():
+    """Collect the publishes made inside; yields their list (each has .event, .error)."""
+    _acks.pending = pending = []
+    try:
+        yield pending
+    finally:
+        _acks.pending = None
+
+
+@contextlib.contextmanager
+def publish_now():
+    """Inside, publishes wait for their result again (a caller that must know it at
+    once: a claim marked sent, a best-effort notice whose failure is its own)."""
+    saved, _acks.pending = getattr(_acks, "pending", None), None
+    try:
+        yield
+    finally:
+        _acks.pending = saved
 
 
 class _Pending:
@@ -323,6 +352,10 @@ class RedisQueueManager(socketio.RedisManager):
             item = _Pending(payload, self.server.eio.create_event())
             self._pending.append(item)
             self._wakeup.set()
+            deferred = getattr(_acks, "pending", None)
+            if deferred is not None:  # the event's ack waits for it instead
+                deferred.append(item)
+                return None
             item.event.wait()
         if item.error is not None:
             raise item.error

@@ -30,6 +30,7 @@ from app.core.chat import (
     room_key,
 )
 from app.core.errors import AppError, QueueUnavailable
+from app.core.queue import publish_now
 from app.core.schema import Payload
 from app.sockets.base import BaseNamespace, EventContext, log, on_event
 from app.sockets.events import ChatMessage, PresenceChange
@@ -118,8 +119,9 @@ class ChatNamespace(BaseNamespace):
         # an outage), the join or leave itself still stands, and the member list
         # (join ack, REST) is right.
         try:
-            self.emit(PRESENCE_EVENT, presence_event(room, user_id, name, action),
-                      room=room_key(room), skip_sid=skip_sid)
+            with publish_now():
+                self.emit(PRESENCE_EVENT, presence_event(room, user_id, name, action),
+                          room=room_key(room), skip_sid=skip_sid)
         except QueueUnavailable as exc:
             log.info("presence %s of %s in %s not sent to every worker: %s", action, user_id,
                      room, exc.message)

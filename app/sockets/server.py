@@ -13,7 +13,7 @@ from app.core.errors import AppError
 from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
-from app.core.queue import MEMBER_TTL, create_manager
+from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
 from app.sockets.transport import EngineServer
 from config.settings import Settings
 
@@ -72,6 +72,37 @@ class RealtimeServer(socketio.Server):
         # emits do: acks and connects take _send_packet): counted for /metrics.
         deliveries.pending += 1
         return super()._send_eio_packet(eio_sid, eio_pkt)
+
+    def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
+        # python-socketio's, with the ack sent once the handler's publishes are done
+        # (app/core/queue.py, `deferred_acks`): handlers of one client still run in
+        # order, and their publishes leave in that order.
+        with deferred_acks() as pending:
+            result = server._trigger_event(data[0], namespace, sid, *data[1:])
+        if result == self.not_handled or (id is None and not pending):
+            return
+        if not pending:
+            return self._send_ack(eio_sid, namespace, id, result)
+        self.lifecycle.begin()  # a draining worker waits for these acks too
+        self.start_background_task(self._ack_when_published, pending, eio_sid, namespace, id,
+                                   result)
+
+    def _ack_when_published(self, pending, eio_sid, namespace, id, result) -> None:
+        try:
+            for item in pending:
+                item.event.wait()
+            error = next((item.error for item in pending if item.error is not None), None)
+            if error is not None and isinstance(result, dict) and result.get("ok"):
+                result = {"ok": False, "error": error.to_dict()}
+            if id is not None:
+                self._send_ack(eio_sid, namespace, id, result)
+        finally:
+            self.lifecycle.end()
+
+    def _send_ack(self, eio_sid, namespace, id, result) -> None:
+        data = [] if result is None else list(result) if isinstance(result, tuple) else [result]
+        self._send_packet(eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace,
+                                                     id=id, data=data))
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
         self.address_limit.release(eio_sid)
