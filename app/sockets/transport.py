@@ -38,6 +38,7 @@ import engineio
 from engineio import exceptions, packet, payload
 from engineio.socket import Socket
 
+from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
 from app.sockets.websocket import (
     FAIR_SHARE,
     POLICY_VIOLATION,
@@ -208,6 +209,7 @@ class FrameWriter:
 
     def _overflow(self) -> None:
         log.warning("slow consumer %s: %d bytes queued, disconnecting", self.name, self.queued)
+        SLOW_CONSUMER_DISCONNECTS.inc()  # as the packet bound's watchdog does
         self.abort()  # its reader ends the session (not here: this may be inside an emit)
 
     def _close_quietly(self) -> None:
