@@ -144,7 +144,7 @@ class Settings:
     # disconnected; bounds the memory one client can hold.
     max_queued_packets: int = 1000
     # Bytes waiting for such a client (what is being written included): past it the
-    # connection is cut at once, checked at every write (app/sockets/transport.py).
+    # connection is cut at once, checked at every write (app/transport/engine.py).
     max_queued_bytes: int = 4_000_000
 
     # Garbage collector, per worker: objects alive after boot are frozen (never

@@ -14,7 +14,7 @@ from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
-from app.sockets.transport import EngineServer
+from app.transport import engine_server_class
 from config.settings import Settings
 
 SOCKETIO_PATH = "/socket.io/"
@@ -47,7 +47,7 @@ class RealtimeServer(socketio.Server):
         self.lifecycle = lifecycle
 
     def _engineio_server_class(self):
-        return EngineServer  # the WebSocket transport of app/sockets/transport.py
+        return engine_server_class()  # app/transport: the Engine.IO transport layer
 
     # A draining worker refuses at the Engine.IO level (handshake refused, or the
     # connection cut), never with a namespace refusal: socket.io clients retry the
@@ -147,7 +147,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     """Disconnect clients that stop reading (background task, one per worker).
 
     Once the kernel's buffer for such a client is full, every emit to it waits in
-    its backlog (app/sockets/transport.py; the queue, for long-polling); past
+    its backlog (app/transport/engine.py; the queue, for long-polling); past
     `max_queued` packets the session is ended and its connection cut, so its memory
     is freed.
     """

@@ -2,7 +2,7 @@
 
     python bench/autobahn/echo_server.py PORT [eventlet|gevent]
 
-Serves app/sockets/websocket.WebSocket with app/sockets/transport.FrameWriter
+Serves app/transport/websocket.WebSocket with app/transport/engine.FrameWriter
 (every write, the close reply included, goes through the ordered writer) under
 eventlet or gevent, as in a gunicorn worker, without Engine.IO above it: every
 message is sent back as it came (text or binary). Run by bench/autobahn/run.py
@@ -25,8 +25,8 @@ import socket  # noqa: E402
 
 import engineio  # noqa: E402
 
-from app.sockets.transport import Connection, FrameWriter, WriteBatch  # noqa: E402
-from app.sockets.websocket import (  # noqa: E402
+from app.transport.engine import Connection, FrameWriter, WriteBatch  # noqa: E402
+from app.transport.websocket import (  # noqa: E402
     ProtocolError,
     WebSocket,
     accept,
@@ -65,7 +65,7 @@ def serve(sock, server: engineio.Server, batch: WriteBatch) -> None:
     connection = Connection(ws, sock, raw)
     writer = FrameWriter(connection, sock, server, batch, raw)
     connection.direct_output(writer)
-    # as Session._websocket_handler and Session._end in app/sockets/transport.py
+    # as Session._websocket_handler and Session._end in app/transport/engine.py
     code = None
     try:
         while (message := ws.wait()) is not None:

@@ -1,4 +1,4 @@
-"""The WebSocket transport (app/sockets/transport.py) against a real server and raw clients."""
+"""The WebSocket transport (app/transport/engine.py) against a real server and raw clients."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import socketio
 import websocket
 from engineio.socket import Socket
 
-from app.sockets.transport import EngineServer, Session
+from app.transport.engine import EngineServer, Session
 from tests.helpers import close_code, connected_raw, wait_for
 
 

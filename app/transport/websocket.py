@@ -1,6 +1,6 @@
 """RFC 6455 on a plain socket: the handshake and the server's side of the frames.
 
-Used by app/sockets/transport.py when the connection is a plain socket and
+Used by app/transport/engine.py when the connection is a plain socket and
 permessage-deflate is not in play; otherwise the async library's WebSocket server
 is used. Compared with eventlet's, it reads whole buffers instead of a few bytes
 per call, unmasks with one integer XOR instead of a Python loop per byte, and

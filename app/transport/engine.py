@@ -14,7 +14,7 @@ keeps the protocol and replaces that machinery (measured in docs/performance.md)
 - `EngineServer`: one pinger per worker sends every session its Engine.IO pings,
   instead of one sleeping green thread per session.
 - `Session`: python-engineio's socket with that writer. On a plain socket without
-  permessage-deflate it speaks RFC 6455 itself (app/sockets/websocket.py); its read
+  permessage-deflate it speaks RFC 6455 itself (app/transport/websocket.py); its read
   loop also refuses frames that are not Engine.IO packets (the stock loop decoded
   them outside its error handling: the WSGI server wrote an HTTP 500 into the open
   WebSocket).
@@ -39,7 +39,7 @@ from engineio import exceptions, packet, payload
 from engineio.socket import Socket
 
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
-from app.sockets.websocket import (
+from app.transport.websocket import (
     FAIR_SHARE,
     POLICY_VIOLATION,
     TOO_BIG,
@@ -52,7 +52,7 @@ from app.sockets.websocket import (
     readable_waiter,
 )
 
-log = logging.getLogger("app.sockets")
+log = logging.getLogger("app.transport")
 # Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
 MAX_QUEUED_BYTES = 4_000_000
 
@@ -423,7 +423,7 @@ class Session(Socket):
         if self.upgraded or raw is None or self.server.wait_readable is None \
                 or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
             return super()._upgrade_websocket(environ, start_response)
-        # On a plain socket without permessage-deflate: app/sockets/websocket.py.
+        # On a plain socket without permessage-deflate: app/transport/websocket.py.
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
         if not accept(environ, green):

@@ -1,4 +1,4 @@
-"""FrameWriter (app/sockets/transport.py) over a real socket, in the suite's async mode."""
+"""FrameWriter (app/transport/engine.py) over a real socket, in the suite's async mode."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ from tests.helpers import ASYNC_MODE, process_environment
 
 
 def test_frames_written_directly_and_from_the_backlog_arrive_whole_and_in_order():
-    result = subprocess.run([sys.executable, "-m", "tests.sockets.frame_writer_run", ASYNC_MODE],
+    result = subprocess.run([sys.executable, "-m", "tests.transport.frame_writer_run", ASYNC_MODE],
                             capture_output=True, text=True, timeout=60,
                             env=process_environment(), cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""RFC 6455 as app/sockets/websocket.py speaks it, against a real server."""
+"""RFC 6455 as app/transport/websocket.py speaks it, against a real server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import requests
 import websocket
 from websocket import ABNF
 
-from app.sockets.websocket import unmask
+from app.transport.websocket import unmask
 from tests.helpers import assert_closed, close_code, connected_raw, wait_for
 
 

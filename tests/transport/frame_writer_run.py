@@ -1,6 +1,6 @@
 """Run by test_frame_writer.py in a fresh process (the async library patches the stdlib).
 
-    python -m tests.sockets.frame_writer_run eventlet|gevent
+    python -m tests.transport.frame_writer_run eventlet|gevent
 
 Writes frames of every header size through a FrameWriter into a socket whose peer does
 not read yet, then reads them all back; prints one JSON line of what it saw.
@@ -25,8 +25,8 @@ import struct  # noqa: E402
 import engineio  # noqa: E402
 from engineio import packet  # noqa: E402
 
-from app.sockets.transport import FrameWriter, WriteBatch  # noqa: E402
-from app.sockets.websocket import raw_socket  # noqa: E402
+from app.transport.engine import FrameWriter, WriteBatch  # noqa: E402
+from app.transport.websocket import raw_socket  # noqa: E402
 
 SIZES = [0, 10, 125, 126, 65_535, 65_536, 69_000]
 COUNT = 140
