@@ -14,6 +14,7 @@ from flask import Flask
 
 from app.api import register_blueprints
 from app.cli import register_commands
+from app.core.chat import CHAT_NAMESPACE, room_key
 from app.core.history import History
 from app.core.idempotency import Claims
 from app.core.lifecycle import Lifecycle
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     flask_app.config.update(SECRET_KEY=settings.secret_key,
                             MAX_CONTENT_LENGTH=settings.max_http_buffer_size)
     lifecycle = Lifecycle()
-    sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES], lifecycle)
+    # namespaces whose room broadcasts are logged (history, recovery: app/core/history.py)
+    logged = {ns.path: ns.logged_rooms for ns in NAMESPACES if ns.logged_rooms}
+    sio = create_socketio_server(settings, [ns.path for ns in NAMESPACES], lifecycle, logged)
     # Shared across workers through Redis when a queue is configured, else in memory.
     redis = getattr(sio.manager, "publisher", None)
     prefix = settings.message_queue_channel
@@ -51,8 +54,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                         users=load_user_store(settings), sio=sio, lifecycle=lifecycle,
                         revocations=Revocations(redis, prefix),
                         attempts=AttemptLimit(redis, prefix + ":attempts"),
-                        history=History(redis, prefix, settings.history_max_length,
-                                        settings.history_max_age_seconds),
+                        history=History(sio.manager.log, CHAT_NAMESPACE, room_key),
                         claims=Claims(redis, prefix, settings.idempotency_window_seconds),
                         presence=Presence(redis, prefix))
     services.presence.host = getattr(sio.manager, "host_id", "local")

@@ -31,7 +31,8 @@ def emit_command(room: str, text: str, sender: str) -> None:
     settings = get_services().settings
     try:
         payload = validate(post_model(settings.max_message_length), {"room": room, "text": text})
-        manager = create_manager(settings, write_only=True)
+        manager = create_manager(settings, write_only=True,
+                                 logged=get_services().manager.log.logged)
         if manager.listeners() == 0:
             raise click.ClickException(
                 f"no server is subscribed to channel {manager.channel!r} on the message queue: "

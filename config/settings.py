@@ -125,6 +125,9 @@ class Settings:
     # A `message` retried with the same `client_id` within this window returns the first
     # result and is delivered once.
     idempotency_window_seconds: int = 300
+    # Connection-state recovery (app/core/recovery.py): a socket that reconnects within
+    # this long gets its sid, rooms and missed events back; 0: off. Needs history on.
+    recovery_window_seconds: int = 120
 
     # --- limits (per worker) ------------------------------------------------
     # Events per second per socket (average) and the burst allowed above it.
@@ -208,6 +211,8 @@ class Settings:
                      "max_queued_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
+        if self.recovery_window_seconds < 0:
+            problems.append("RECOVERY_WINDOW_SECONDS must be 0 (off) or more")
         if self.history_max_length < 0 or self.history_on_join < 0:
             problems.append("HISTORY_MAX_LENGTH and HISTORY_ON_JOIN must be 0 or more")
         if self.token_warning_seconds < 0 or self.token_warning_seconds >= self.jwt_ttl_seconds:

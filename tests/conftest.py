@@ -12,6 +12,8 @@ the test's own).
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 
 import jwt
@@ -20,7 +22,7 @@ import pytest
 from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
-from tests.helpers import Client, RedisServer, ServerGroup, process_environment
+from tests.helpers import NODE_MODULES, Client, RedisServer, ServerGroup, process_environment
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +141,17 @@ def live_server(server):
 def cluster(start_server, redis_server):
     """Two server processes sharing emits through the private Redis."""
     return [start_server(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+
+
+@pytest.fixture(scope="session")
+def node_modules():
+    """bench/node_modules (official socket.io-client), installed on first use."""
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (NODE_MODULES / "socket.io-client").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+                       cwd=NODE_MODULES.parent, check=True, timeout=600)
+    return NODE_MODULES
 
 
 # --- clients -------------------------------------------------------------

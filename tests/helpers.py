@@ -36,6 +36,8 @@ STARTUP_TIMEOUT = 30.0
 # How long an assertion waits for something asynchronous to happen (not a speed
 # requirement: a passing run returns as soon as the condition holds).
 WAIT = 10.0
+# The official socket.io-client and server for Node (bench/package.json).
+NODE_MODULES = ROOT / "bench" / "node_modules"
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Protocol
 from pydantic import StringConstraints
 
 from app.core.history import History
-from app.core.idempotency import PENDING, SENT, Claims
-from app.core.queue import publish_now
+from app.core.idempotency import SENT, Claims
+from app.core.queue import logged_once, publish_now
 from app.core.schema import Payload
 
 CHAT_NAMESPACE = "/chat"
@@ -102,15 +102,18 @@ def presence_event(room: str, user_id: str, name: str, action: str) -> dict[str,
 def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str], *,
                  skip_sid: str | None = None, history: History | None = None,
                  claims: Claims | None = None, client_id: str | None = None) -> dict[str, Any]:
-    """Store a chat message in the room's history, then send it to every member of
-    `room`, on every worker.
+    """Send a chat message to every member of `room`, on every worker; with history
+    on, it is logged as it is published and gets its `stream_id` then
+    (app/core/history.py).
 
     `skip_sid` leaves out one socket (usually the sender, who has the message in
     its ack); without it the sender receives its own message too, if it is a member.
     With `client_id` (and `claims`) a retry is answered with the first attempt's
-    message and never delivered twice (app/core/idempotency.py).
+    message and never delivered (nor logged) twice (app/core/idempotency.py).
     """
     message = new_message(room, text, sender)
+    if history is not None and history.enabled:
+        message["stream_id"] = None  # the log's id, set when it is published
     claim = None
     if client_id is not None and claims is not None:
         message["client_id"] = client_id
@@ -120,15 +123,12 @@ def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str],
             if first["state"] == SENT:
                 return first["message"]
             message = first["message"]  # unfinished: the same message, sent again
-    if history is not None and history.enabled and "stream_id" not in message:
-        history.append(room, message)  # stored before it is sent
-        if claim is not None:
-            claims.record(claim, PENDING, message)
     if claim is None:
         emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
                      namespace=CHAT_NAMESPACE)
         return message
-    with publish_now():  # the claim says "sent" only once it is
+    # the claim says "sent" only once it is; the log keeps one entry however retried
+    with publish_now(), logged_once(claims.key(claim) + ":logged"):
         emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
                      namespace=CHAT_NAMESPACE)
     claims.record(claim, SENT, message)

@@ -1,29 +1,47 @@
-"""Recent messages per room, for `join` (recent history, or what was missed `since` an
-id) and `GET /api/rooms/<room>/messages?after=`.
+"""The event log: every event broadcast to a logged room, in one order across rooms.
 
-With a queue configured: one Redis Stream per room, `<channel>:history:<room>`, trimmed
-to about HISTORY_MAX_LENGTH entries on every append and expired when the room has been
-quiet for HISTORY_MAX_AGE_SECONDS (older entries are also left out of reads). Without a
-queue: the same in this process's memory. A message is stored before it is sent, and
-its stream id (`stream_id`, "<ms>-<n>", ordered per room) goes with it.
+It backs three features: a room's recent messages (`join`, `GET
+/api/rooms/<room>/messages`), `join` with `since` (what followed a message), and
+Socket.IO connection-state recovery (app/core/recovery.py: what a socket missed
+after the offset its client last saw).
 
-A read after an id says whether it is complete: not when messages after that id were
+With a queue configured: one Redis Stream per (namespace, room),
+`<channel>:log:<namespace>:<room>` (`*` for namespace-wide broadcasts), trimmed to
+about HISTORY_MAX_LENGTH entries on every append and expired when the room has been
+quiet for HISTORY_MAX_AGE_SECONDS (older entries are also left out of reads). The
+append is made by the queue's ordered publisher, in the same Lua script as the
+PUBLISH (app/core/queue.py, `APPEND_SCRIPT`), so that:
+
+- ids are global: one counter (`<channel>:log:last`) gives every entry of every
+  room an id ("<ms>-<n>") greater than any before it, so one id (a socket's offset)
+  says how far a client got in all of its rooms at once;
+- the channel carries the events in id order, and every worker delivers them in that
+  order, its own included (they come back through its subscription);
+- an event is stored if and only if it was published (no stored-but-never-sent or
+  sent-but-never-stored entries), in one round trip pipelined with the rest.
+
+Without a queue: the same in this process's memory.
+
+A read after an id says whether it is complete: not when entries after that id were
 trimmed away (Redis's `max-deleted-entry-id`) or are older than the age limit. A Redis
-without persistence loses history when it restarts (enable AOF for history that must
+without persistence loses the log when it restarts (enable AOF for history that must
 outlive it).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
+
+CHAT_MESSAGE = "message"  # the event a room's history is made of
 
 
 def parse_id(stream_id: str) -> tuple[int, int]:
@@ -32,115 +50,186 @@ def parse_id(stream_id: str) -> tuple[int, int]:
     return int(ms), int(n or 0)
 
 
-class History:
+def format_id(key: tuple[int, int]) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+class Entry:
+    """One logged event: its id, name, arguments and the socket it skipped."""
+
+    __slots__ = ("data", "event", "id", "key", "skip_sid")
+
+    def __init__(self, id: str, event: str, data: list, skip_sid: Any = None) -> None:
+        self.id = id
+        self.key = parse_id(id)
+        self.event = event
+        self.data = data
+        self.skip_sid = skip_sid
+
+    def message(self) -> dict | None:
+        """The chat message this entry carries, with its stream_id (else None)."""
+        if self.event != CHAT_MESSAGE or not self.data or not isinstance(self.data[0], dict):
+            return None
+        return {**self.data[0], "stream_id": self.id}
+
+    @staticmethod
+    def fields(event: str, data: list, skip_sid: Any) -> str:
+        return json.dumps({"e": event, "d": data, "x": skip_sid}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, stream_id, fields) -> Entry:
+        stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+        raw = json.loads(fields.get(b"m", fields.get("m")))
+        return cls(stream_id, raw["e"], raw["d"], raw.get("x"))
+
+
+class EventLog:
     def __init__(self, redis: Callable[[], Any] | None, prefix: str, max_length: int,
                  max_age: float) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self.prefix = prefix
         self.max_length = max_length
         self.max_age = max_age
-        # memory: room -> deque of (id, message), and the newest id trimmed per room
-        self._rooms: dict[str, collections.deque] = {}
+        # memory: key -> deque of entries, and the newest id trimmed per key
+        self._streams: dict[str, collections.deque[Entry]] = {}
         self._trimmed: dict[str, tuple[int, int]] = {}
         self._last = (0, 0)
+        # namespace -> prefix of the rooms whose broadcasts are logged (set by the
+        # namespaces that ask for it: BaseNamespace.logged_rooms)
+        self.logged: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
         return self.max_length > 0
 
-    def _key(self, room: str) -> str:
-        return f"{self._prefix}:history:{room}"
+    @property
+    def last_key(self) -> str:
+        return f"{self.prefix}:log:last"
+
+    def key(self, namespace: str, room: str | None) -> str:
+        return f"{self.prefix}:log:{namespace}:{'*' if room is None else room}"
+
+    def key_for(self, namespace: str, room: Any) -> str | None:
+        """The log of a broadcast, or None when it is not logged (a socket's own room,
+        a namespace that does not log, several rooms at once)."""
+        prefix = self.logged.get(namespace)
+        if prefix is None or not self.enabled:
+            return None
+        if room is None or (isinstance(room, str) and room.startswith(prefix)):
+            return self.key(namespace, room)
+        return None
 
     def _oldest_kept(self) -> tuple[int, int]:
         return int((time.time() - self.max_age) * 1000), 0
 
-    # --- writing ------------------------------------------------------------
-    def append(self, room: str, message: dict) -> str:
-        """Store `message`; set and return its stream id."""
-        if self._redis is None:
-            return self._append_memory(room, message)
-        try:
-            pipe = self._redis().pipeline(transaction=False)
-            pipe.xadd(self._key(room), {"m": json.dumps(message)}, maxlen=self.max_length,
-                      approximate=True)
-            pipe.pexpire(self._key(room), int(self.max_age * 1000))
-            stream_id = pipe.execute()[0]
-        except RedisError as exc:
-            raise QueueUnavailable(f"the message could not be stored: {exc}") from exc
-        stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-        message["stream_id"] = stream_id
-        return stream_id
-
-    def _append_memory(self, room: str, message: dict) -> str:
+    # --- writing (memory; with Redis the queue appends) ----------------------
+    def append_memory(self, key: str, event: str, data: list, skip_sid: Any) -> str:
         ms = int(time.time() * 1000)
         last_ms, last_n = self._last
         self._last = (ms, 0) if ms > last_ms else (last_ms, last_n + 1)
-        stream_id = f"{self._last[0]}-{self._last[1]}"
-        message["stream_id"] = stream_id
-        entries = self._rooms.setdefault(room, collections.deque())
-        entries.append((self._last, message))
+        entry = Entry(format_id(self._last), event, data, skip_sid)
+        entries = self._streams.setdefault(key, collections.deque())
+        entries.append(entry)
         while len(entries) > self.max_length:
-            self._trimmed[room] = entries.popleft()[0]
-        return stream_id
+            self._trimmed[key] = entries.popleft().key
+        return entry.id
 
-    # --- reading ------------------------------------------------------------
-    def recent(self, room: str, limit: int) -> list[dict]:
-        """The last `limit` messages of the room, oldest first."""
+    # --- reading --------------------------------------------------------------
+    def after(self, keys: Iterable[str], after: str, limit: int | None = None,
+              events: str | None = None) -> tuple[list[Entry], bool]:
+        """Entries of `keys` after id `after`, oldest first, merged across keys (up to
+        `limit` of event `events` when given), and whether nothing after it is
+        missing (False: trimmed or expired)."""
+        start = parse_id(after)
+        oldest = self._oldest_kept()
+        complete = start >= oldest
+        streams = []
+        for key in keys:
+            entries, trimmed = self._read_after(key, after, limit, events)
+            complete = complete and trimmed <= start
+            streams.append([e for e in entries if e.key >= oldest])
+        merged = list(heapq.merge(*streams, key=lambda e: e.key))
+        return (merged if limit is None else merged[:limit]), complete
+
+    def recent(self, key: str, limit: int, events: str | None = None) -> list[Entry]:
+        """The last `limit` entries (of event `events`), oldest first."""
         if limit <= 0:
             return []
         oldest = self._oldest_kept()
         if self._redis is None:
-            entries = list(self._rooms.get(room, ()))[-limit:]
-            return [m for key, m in entries if key >= oldest]
-        entries = self._read(lambda r: r.xrevrange(self._key(room), count=limit))
-        return [m for key, m in reversed(entries) if key >= oldest]
+            entries = [e for e in self._streams.get(key, ()) if events in (None, e.event)]
+            return [e for e in entries[-limit:] if e.key >= oldest]
+        found: list[Entry] = []
+        end = "+"
+        while len(found) < limit:  # pages back past entries of other events
+            rows = self._decode(self._raw(lambda r, end=end: r.xrevrange(key, max=end, count=limit)))
+            found += [e for e in rows if events in (None, e.event)]
+            if len(rows) < limit:
+                break
+            end = "(" + rows[-1].id
+        return [e for e in reversed(found[:limit]) if e.key >= oldest]
 
-    def after(self, room: str, after: str, limit: int) -> tuple[list[dict], bool]:
-        """Up to `limit` messages after id `after`, oldest first, and whether nothing
-        after it is missing (False: trimmed or expired: resync from `recent`)."""
-        start = parse_id(after)
-        oldest = self._oldest_kept()
+    def _read_after(self, key: str, after: str, limit: int | None, events: str | None):
         if self._redis is None:
-            entries = [(k, m) for k, m in self._rooms.get(room, ()) if k > start]
-            trimmed = self._trimmed.get(room, (0, 0))
-        else:
-            entries, trimmed = self._read_after(room, after, limit)
-        # nothing after `after` was trimmed away, and `after` is within the age limit
-        # (older: what followed it may have expired with the room's stream)
-        complete = trimmed <= start and start >= oldest
-        return [m for key, m in entries if key >= oldest][:limit], complete
-
-    def _read_after(self, room: str, after: str, limit: int):
-        def read(r):
-            pipe = r.pipeline(transaction=False)
-            pipe.xrange(self._key(room), min=f"({after}", count=limit)
-            pipe.xinfo_stream(self._key(room))  # an error when the stream does not exist
-            return pipe.execute(raise_on_error=False)
-
-        rows, info = self._raw(read)
-        if isinstance(rows, Exception):
-            raise QueueUnavailable(f"history could not be read: {rows}")
+            start = parse_id(after)
+            entries = [e for e in self._streams.get(key, ())
+                       if e.key > start and events in (None, e.event)]
+            return entries[:limit], self._trimmed.get(key, (0, 0))
+        found: list[Entry] = []
         deleted = (0, 0)
-        if isinstance(info, dict):
-            value = info.get("max-deleted-entry-id", b"0-0")
-            deleted = parse_id(value.decode() if isinstance(value, bytes) else str(value))
-        return self._decode(rows), deleted
+        start = after
+        while True:
+            rows, info = self._raw(lambda r, start=start: self._page(r, key, start, limit))
+            if isinstance(info, dict):
+                value = info.get("max-deleted-entry-id", b"0-0")
+                deleted = max(deleted, parse_id(value.decode() if isinstance(value, bytes)
+                                                else str(value)))
+            found += [e for e in rows if events in (None, e.event)]
+            if limit is None or len(found) >= limit or len(rows) < limit:
+                return found[:limit], deleted
+            start = rows[-1].id
 
-    def _read(self, command) -> list[tuple[tuple[int, int], dict]]:
-        return self._decode(self._raw(command))
+    def _page(self, r, key: str, start: str, limit: int | None):
+        pipe = r.pipeline(transaction=False)
+        pipe.xrange(key, min=f"({start}", count=limit)
+        pipe.xinfo_stream(key)  # an error when the stream does not exist
+        rows, info = pipe.execute(raise_on_error=False)
+        if isinstance(rows, Exception):
+            raise QueueUnavailable(f"the event log could not be read: {rows}")
+        return self._decode(rows), info
 
     def _raw(self, command):
         try:
             return command(self._redis())
         except RedisError as exc:
-            raise QueueUnavailable(f"history could not be read: {exc}") from exc
+            raise QueueUnavailable(f"the event log could not be read: {exc}") from exc
 
     @staticmethod
-    def _decode(rows) -> list[tuple[tuple[int, int], dict]]:
-        entries = []
-        for stream_id, fields in rows or ():
-            stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-            message = json.loads(fields.get(b"m", fields.get("m")))
-            message["stream_id"] = stream_id
-            entries.append((parse_id(stream_id), message))
-        return entries
+    def _decode(rows) -> list[Entry]:
+        return [Entry.decode(stream_id, fields) for stream_id, fields in rows or ()]
+
+
+class History:
+    """A chat room's messages, read from the event log of its room."""
+
+    def __init__(self, log: EventLog, namespace: str, room_key: Callable[[str], str]) -> None:
+        self.log = log
+        self._namespace = namespace
+        self._room_key = room_key
+
+    @property
+    def enabled(self) -> bool:
+        return self.log.enabled
+
+    def _key(self, room: str) -> str:
+        return self.log.key(self._namespace, self._room_key(room))
+
+    def recent(self, room: str, limit: int) -> list[dict]:
+        """The last `limit` messages of the room, oldest first."""
+        return [e.message() for e in self.log.recent(self._key(room), limit, CHAT_MESSAGE)]
+
+    def after(self, room: str, after: str, limit: int) -> tuple[list[dict], bool]:
+        """Up to `limit` messages after id `after`, oldest first, and whether nothing
+        after it is missing (False: trimmed or expired: resync from `recent`)."""
+        entries, complete = self.log.after([self._key(room)], after, limit, CHAT_MESSAGE)
+        return [e.message() for e in entries], complete

@@ -32,7 +32,7 @@ class Claims:
         self.window = window
         self._records: dict[str, tuple[float, dict]] = {}  # memory: key -> (expiry, record)
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
         return f"{self._prefix}:once:{key}"
 
     def claim(self, key: str, message: dict) -> dict | None:
@@ -50,9 +50,9 @@ class Claims:
             return None
         try:
             r = self._redis()
-            if r.set(self._key(key), json.dumps(record), px=int(self.window * 1000), nx=True):
+            if r.set(self.key(key), json.dumps(record), px=int(self.window * 1000), nx=True):
                 return None
-            raw = r.get(self._key(key))
+            raw = r.get(self.key(key))
         except RedisError as exc:
             raise QueueUnavailable(f"the message queue is unavailable: {exc}") from exc
         return json.loads(raw) if raw is not None else self.claim(key, message)
@@ -64,7 +64,7 @@ class Claims:
                 self._records[key] = (self._records[key][0], record)
             return
         try:  # keep the claim's expiry
-            self._redis().set(self._key(key), json.dumps(record), xx=True, keepttl=True)
+            self._redis().set(self.key(key), json.dumps(record), xx=True, keepttl=True)
         except RedisError as exc:
             raise QueueUnavailable(f"the message queue is unavailable: {exc}") from exc
 

@@ -38,12 +38,15 @@ from urllib.parse import urlparse
 import redis
 import redis.sentinel
 import socketio
+from engineio import packet as eio_packet
 from redis.exceptions import RedisError
+from socketio import packet as sio_packet
 from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.core import metrics
 from app.core.control import LocalControlBus, RedisControlBus, control_key
 from app.core.errors import QueueUnavailable
+from app.core.history import Entry, EventLog, parse_id
 from app.core.idempotency import SeenMessages
 from app.core.lifecycle import supervised
 from app.core.outage import Outage
@@ -78,6 +81,163 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
 
+# Log an event and publish it, in one step (app/core/history.py): the entry gets the
+# next global id, the published message carries it as its offset. A message already
+# logged (a retried batch: seq not above the publisher's last; a retried client_id:
+# its once key is set) is published again without one, and receivers drop repeats.
+# KEYS: stream, log hash (last id, last seq per publisher), [once key].
+# ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq, once ttl ms.
+APPEND_SCRIPT = """
+local done = tonumber(redis.call('HGET', KEYS[2], ARGV[7]) or '0')
+local once = KEYS[3] and redis.call('GET', KEYS[3])
+if tonumber(ARGV[8]) <= done or once then
+  local plain = string.sub(ARGV[2], 1, #ARGV[2] - 11) .. '}'
+  return {once or '', redis.call('PUBLISH', ARGV[1], plain)}
+end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = 0
+local last = redis.call('HGET', KEYS[2], 'last')
+if last then
+  local lms, ln = string.match(last, '^(%d+)-(%d+)$')
+  if ms <= tonumber(lms) then ms = tonumber(lms); n = tonumber(ln) + 1 end
+end
+local id = string.format('%.0f-%d', ms, n)
+if not pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'm', ARGV[4]) then
+  -- the counter was lost (evicted) but not the stream: go on from the stream's top
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]
+  local tms, tn = string.match(top, '^(%d+)-(%d+)$')
+  id = string.format('%.0f-%d', tonumber(tms), tonumber(tn) + 1)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'm', ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('HSET', KEYS[2], 'last', id, ARGV[7], ARGV[8])
+if KEYS[3] then redis.call('SET', KEYS[3], id, 'PX', ARGV[9]) end
+return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3])}
+"""
+OFFSET_FIELD = ',"offset":"'  # 11 characters: APPEND_SCRIPT strips them
+
+
+class LogWrite:
+    """What a logged emit adds to its publish."""
+
+    __slots__ = ("entry", "key", "on_id", "once")
+
+    def __init__(self, key: str, entry: str, on_id, once: str | None) -> None:
+        self.key = key
+        self.entry = entry
+        self.on_id = on_id
+        self.once = once
+
+
+_once = threading.local()
+
+
+@contextlib.contextmanager
+def logged_once(key: str | None):
+    """The logged emit made inside is logged once per `key` (within the idempotency
+    window), however often it is retried: a client_id's retry (app/core/chat.py)."""
+    _once.key = key
+    try:
+        yield
+    finally:
+        _once.key = None
+
+
+def _message_with_id(args: list):
+    """The sender's copy of a payload that asks for its log id (`stream_id: None`)."""
+    first = args[0] if args else None
+    if isinstance(first, dict) and "stream_id" in first and first["stream_id"] is None:
+        return first
+    return None
+
+
+class LoggedDelivery:
+    """Delivery of logged events to this worker's sockets (both managers).
+
+    A socket with recovery (`offset_sids`) gets each logged event with its offset as
+    the last argument; one being restored (`replaying`) has them held until its
+    replay is sent (app/core/recovery.py). The packets are encoded once per emit,
+    each variant shared by its recipients.
+    """
+
+    log: EventLog | None = None
+    recovery = None  # app.core.recovery.Recovery, set by the server
+
+    def _init_delivery(self) -> None:
+        self.offset_sids: set[str] = set()
+        self.replaying: dict[str, list] = {}
+        self.preset_sid: str | None = None
+
+    def logged_key(self, namespace: str, room, callback, kwargs) -> str | None:
+        if self.log is None or callback is not None or kwargs.get("ignore_queue"):
+            return None
+        return self.log.key_for(namespace, room)
+
+    def deliver_logged(self, event: str, data: list, namespace: str, room, skip_sid,
+                       offset: str | None) -> None:
+        message = _message_with_id(data)
+        if message is not None and offset:
+            message["stream_id"] = offset
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        packets: dict[bool, list] = {}
+        key = parse_id(offset) if offset else None
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            held = self.replaying.get(sid)
+            if held is not None and key is not None:
+                held.append((key, event, data, offset))
+                continue
+            marked = key is not None and sid in self.offset_sids
+            if marked not in packets:
+                packets[marked] = self._eio_packets(namespace, [event, *data] + [offset] * marked)
+            for pkt in packets[marked]:
+                self.server._send_eio_packet(eio_sid, pkt)
+
+    def send_logged(self, eio_sid: str, namespace: str, event: str, data: list,
+                    offset: str) -> None:
+        """One logged event to one socket, with its offset (a replay)."""
+        message = _message_with_id(data)
+        if message is not None:
+            data = [{**message, "stream_id": offset}, *data[1:]]
+        for pkt in self._eio_packets(namespace, [event, *data, offset]):
+            self.server._send_eio_packet(eio_sid, pkt)
+
+    def _eio_packets(self, namespace: str, data: list) -> list:
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                           data=data).encode()
+        encoded = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+
+    # A restored socket gets its old sid back (python-socketio's pre_connect, with
+    # the sid chosen by app/core/recovery.py when there is one).
+    def pre_connect(self, eio_sid, namespace):
+        sid, self.preset_sid = self.preset_sid, None
+        if sid is None:
+            return super().pre_connect(eio_sid, namespace)
+        try:
+            self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        except Exception:  # that sid is taken here: a new one
+            return super().pre_connect(eio_sid, namespace)
+        self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        self.pending_connect.setdefault(namespace, []).append(sid)
+        return sid
+
+    # A recovering socket's record follows its rooms.
+    def enter_room(self, sid, namespace, room, eio_sid=None):
+        result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self.recovery is not None:
+            self.recovery.rooms_changed(sid, namespace)
+        return result
+
+    def leave_room(self, sid, namespace, room):
+        result = super().leave_room(sid, namespace, room)
+        if self.recovery is not None:
+            self.recovery.rooms_changed(sid, namespace)
+        return result
+
+
 def first_delivery(seen: SeenMessages | None, data) -> bool:
     """False for a payload with a `client_id` whose id this worker delivered already
     (a retried send, app/core/idempotency.py)."""
@@ -86,17 +246,27 @@ def first_delivery(seen: SeenMessages | None, data) -> bool:
     return seen.first_time(str(data.get("id")))
 
 
-class LocalManager(socketio.Manager):
+class LocalManager(LoggedDelivery, socketio.Manager):
     """In-memory manager: every client is in this process."""
 
     def __init__(self, seen: SeenMessages | None = None) -> None:
         super().__init__()
         self.control = LocalControlBus()
         self.seen = seen
+        self._init_delivery()
 
-    def emit(self, event, data, *args, **kwargs):
-        if first_delivery(self.seen, data):
-            return super().emit(event, data, *args, **kwargs)
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
+             to=None, **kwargs):
+        if not first_delivery(self.seen, data):
+            return None
+        room = to or room
+        key = self.logged_key(namespace, room, callback, kwargs)
+        if key is None:
+            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                                callback=callback, **kwargs)
+        args = list(data) if isinstance(data, tuple) else [data]
+        offset = self.log.append_memory(key, event, args, skip_sid)
+        self.deliver_logged(event, args, namespace, room, skip_sid, offset)
         return None
 
     def check(self) -> str | None:
@@ -175,22 +345,26 @@ def publish_now():
 
 
 class _Pending:
-    __slots__ = ("error", "event", "payload", "receivers")
+    __slots__ = ("error", "event", "log", "payload", "receivers", "seq")
 
-    def __init__(self, payload: str, event) -> None:
+    def __init__(self, payload: str, event, seq: int, log: LogWrite | None = None) -> None:
         self.payload = payload
         self.event = event
+        self.seq = seq
+        self.log = log
         self.error: QueueUnavailable | None = None
         self.receivers = 0
 
 
-class RedisQueueManager(socketio.RedisManager):
+class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
     def __init__(self, settings: Settings, *, write_only: bool = False,
                  logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
         self.seen = seen
+        self._init_delivery()
+        self._append_script = None
         self.members_key = settings.message_queue_channel + ":workers"
         self.membership = Membership()
         self._seq = 0
@@ -341,15 +515,40 @@ class RedisQueueManager(socketio.RedisManager):
         return self.membership.expected()
 
     # --- publishing -------------------------------------------------------
-    def _publish(self, data):
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
+             to=None, **kwargs):
+        room = to or room
+        namespace = namespace or "/"
+        key = self.logged_key(namespace, room, callback, kwargs)
+        args = list(data) if isinstance(data, tuple) else [data]
+        if key is None or sio_packet.Packet.data_is_binary(args):
+            return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                                callback=callback, **kwargs)
+        # Logged: stored and published in one step; this worker's sockets get it back
+        # through the subscription, in log order with every other worker's events.
+        message = _message_with_id(args)
+        on_id = None if message is None else (lambda id, m=message: m.__setitem__("stream_id", id))
+        entry = Entry.fields(event, args, skip_sid)
+        once = getattr(_once, "key", None)
+        self._publish({"method": "emit", "event": event, "data": args, "binary": False,
+                       "namespace": namespace, "room": room, "skip_sid": skip_sid,
+                       # no host_id: python-socketio's listener skips its own host's
+                       "callback": None},
+                      LogWrite(key, entry, on_id, once))
+        return None
+
+    def _publish(self, data, log: LogWrite | None = None):
         self._seq += 1
         # "pub", not python-socketio's "host_id": a callback's host_id is its recipient
-        payload = self.json.dumps({**data, "pub": self.host_id, "seq": self._seq})
+        payload = self.json.dumps({**data, "pub": self.host_id, "seq": self._seq,
+                                   **({"logged": True} if log is not None else {})})
+        if log is not None:  # the offset goes last (APPEND_SCRIPT): head, id, tail
+            payload = payload[:-1] + OFFSET_FIELD
         if self._wakeup is None:  # write-only: one caller, in order by itself
-            item = _Pending(payload, None)
+            item = _Pending(payload, None, self._seq, log)
             self._publish_batch([item])
         else:
-            item = _Pending(payload, self.server.eio.create_event())
+            item = _Pending(payload, self.server.eio.create_event(), self._seq, log)
             self._pending.append(item)
             self._wakeup.set()
             deferred = getattr(_acks, "pending", None)
@@ -380,7 +579,10 @@ class RedisQueueManager(socketio.RedisManager):
             try:
                 pipe = self.publisher().pipeline(transaction=False)
                 for item in batch:
-                    pipe.publish(self.channel, item.payload)
+                    if item.log is None:
+                        pipe.publish(self.channel, item.payload)
+                    else:
+                        self._append(pipe, item)
                 counts = pipe.execute()
                 self._queue_works()
                 expected = self._expected()
@@ -400,6 +602,11 @@ class RedisQueueManager(socketio.RedisManager):
                 metrics.queue_published("failed")
             return
         for item, receivers in zip(batch, counts, strict=True):
+            if item.log is not None:
+                stream_id, receivers = receivers
+                stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+                if stream_id and item.log.on_id is not None:
+                    item.log.on_id(stream_id)
             item.receivers = receivers
             if receivers < expected:
                 self._publishing.refused += 1
@@ -410,12 +617,26 @@ class RedisQueueManager(socketio.RedisManager):
             else:
                 metrics.queue_published("ok")
 
+    def _append(self, pipe, item: _Pending) -> None:
+        if self._append_script is None:
+            self._append_script = self.publisher().register_script(APPEND_SCRIPT)
+        log, s = item.log, self._settings
+        keys = [log.key, self.log.last_key] + ([log.once] if log.once else [])
+        self._append_script(keys=keys, client=pipe, args=[
+            self.channel, item.payload, '"}', log.entry, self.log.max_length,
+            int(self.log.max_age * 1000), self.host_id, item.seq,
+            int(s.idempotency_window_seconds * 1000)])
+
     # --- receiving --------------------------------------------------------
     def _handle_emit(self, message):
         # every local delivery, of this worker's emits and of other workers'
         data = message.get("data")
         if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
             return None
+        if message.get("logged"):
+            return self.deliver_logged(message["event"], data, message.get("namespace") or "/",
+                                       message.get("room"), message.get("skip_sid"),
+                                       message.get("offset"))
         return super()._handle_emit(message)
 
     def _redis_listen_with_retries(self):
@@ -445,13 +666,13 @@ class RedisQueueManager(socketio.RedisManager):
                 host, seq = data.get("pub"), data.get("seq")
             except (ValueError, AttributeError):
                 continue  # not ours: python-socketio would ignore it too
-            if host == self.host_id:
-                continue
+            if host == self.host_id and not data.get("logged"):
+                continue  # delivered here when emitted (logged ones come back in order)
             if isinstance(seq, int):
                 last, _ = self._last_seq.get(host, (None, 0.0))
                 if last is not None and seq <= last:
                     continue  # a publish retried after a broken connection
-                if last is not None and seq > last + 1:
+                if last is not None and seq > last + 1 and host != self.host_id:
                     log.info("missed %d message(s) from worker %s (published while this worker "
                              "was not subscribed: their senders were told)", seq - last - 1, host)
                 self._last_seq[host] = (seq, time.monotonic())
@@ -463,11 +684,22 @@ class RedisQueueManager(socketio.RedisManager):
             yield data
 
 
-def create_manager(settings: Settings, *, write_only: bool = False):
+def create_manager(settings: Settings, *, write_only: bool = False,
+                   logged: dict[str, str] | None = None):
+    """The manager for MESSAGE_QUEUE_URL, with its event log (app/core/history.py):
+    `logged` maps a namespace to the prefix of its rooms whose broadcasts are logged."""
+    prefix = settings.message_queue_channel
     if not settings.uses_redis:
         if write_only:
             raise RuntimeError("an external emitter needs MESSAGE_QUEUE_URL: with the "
                                "in-memory manager only the server process reaches clients")
-        return LocalManager(SeenMessages(settings.idempotency_window_seconds))
-    seen = None if write_only else SeenMessages(settings.idempotency_window_seconds)
-    return RedisQueueManager(settings, write_only=write_only, seen=seen)
+        manager = LocalManager(SeenMessages(settings.idempotency_window_seconds))
+        manager.log = EventLog(None, prefix, settings.history_max_length,
+                               settings.history_max_age_seconds)
+    else:
+        seen = None if write_only else SeenMessages(settings.idempotency_window_seconds)
+        manager = RedisQueueManager(settings, write_only=write_only, seen=seen)
+        manager.log = EventLog(manager.publisher, prefix, settings.history_max_length,
+                               settings.history_max_age_seconds)
+    manager.log.logged.update(logged or {})
+    return manager

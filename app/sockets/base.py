@@ -98,6 +98,10 @@ class BaseNamespace(socketio.Namespace):
     path: ClassVar[str]
     # None: any authenticated user; "admin": only tokens with that role.
     required_role: ClassVar[str | None] = None
+    # The prefix of the rooms whose broadcasts (and the namespace's own) are logged:
+    # history, `since` and connection-state recovery (app/core/history.py,
+    # app/core/recovery.py). None: nothing logged, no recovery.
+    logged_rooms: ClassVar[str | None] = None
     # For the AsyncAPI document (/api/asyncapi.json), merged along the class hierarchy:
     # events this namespace emits ({name: pydantic model of the payload}) and the ack
     # error codes its handlers raise ({code: when}); the common ones are in
@@ -154,6 +158,11 @@ class BaseNamespace(socketio.Namespace):
             self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
             self.enter_room(sid, user_room(identity.id))
             self.on_connected(sid, identity)
+            # a reconnect within the recovery window: its rooms back, its missed events
+            # sent after the CONNECT (app/core/recovery.py)
+            rooms = self.server.recovery.restore(sid, self.path, identity.id)
+            if rooms is not None:
+                self.on_recovered(sid, identity, rooms)
         except AppError as exc:
             self._forget(sid)
             self.metrics.refused(exc.code)
@@ -212,6 +221,10 @@ class BaseNamespace(socketio.Namespace):
 
     def on_connected(self, sid: str, identity: Identity) -> None:
         """Hook: the socket is authenticated (raise AppError to refuse it)."""
+
+    def on_recovered(self, sid: str, identity: Identity, rooms: list[str]) -> None:
+        """Hook: the socket came back within the recovery window and is in `rooms`
+        again (python-socketio's rooms: rebuild what the namespace keeps about them)."""
 
     def on_disconnected(self, sid: str, identity: Identity, reason: Any) -> None:
         """Hook: the socket is gone; python-socketio already removed it from its rooms."""

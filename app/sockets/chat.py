@@ -21,12 +21,14 @@ from app.core.chat import (
     CHAT_NAMESPACE,
     MESSAGE_EVENT,
     PRESENCE_EVENT,
+    ROOM_PREFIX,
     ClientId,
     Room,
     RoomPayload,
     StreamId,
     Text,
     presence_event,
+    room_from_key,
     room_key,
 )
 from app.core.errors import AppError, QueueUnavailable
@@ -66,6 +68,7 @@ def recent_history(services, room: str, since: str | None) -> dict:
 
 class ChatNamespace(BaseNamespace):
     path = CHAT_NAMESPACE
+    logged_rooms = ROOM_PREFIX  # room messages, presence and announcements
     server_events = {MESSAGE_EVENT: ChatMessage, ANNOUNCEMENT_EVENT: ChatMessage,
                      PRESENCE_EVENT: PresenceChange}
     error_codes = {"not_in_room": "join the room first (leave, message)",
@@ -102,6 +105,14 @@ class ChatNamespace(BaseNamespace):
         self.leave_room(ctx.sid, room_key(payload["room"]))
         self._left(ctx.sid, payload["room"], ctx.user.id, ctx.user.name)
         return {"room": payload["room"]}
+
+    def on_recovered(self, sid, identity, rooms) -> None:
+        for key in rooms:
+            room = room_from_key(key)
+            if room is not None:
+                self.joined.setdefault(sid, set()).add(room)
+                if self.services.presence.add(room, identity.id, identity.name):
+                    self._announce(room, identity.id, identity.name, "join", skip_sid=sid)
 
     def on_disconnected(self, sid, identity, reason) -> None:
         for room in list(self.joined.get(sid, ())):

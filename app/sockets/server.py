@@ -14,6 +14,7 @@ from app.core.lifecycle import Lifecycle
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
+from app.core.recovery import Recovery, Sessions
 from app.transport import engine_server_class
 from config.settings import Settings
 
@@ -45,6 +46,14 @@ class RealtimeServer(socketio.Server):
                                              shared)
         self.user_limit = ConnectionLimit(settings.max_connections_per_user, "user", shared)
         self.lifecycle = lifecycle
+        # connection-state recovery (app/core/recovery.py)
+        manager = self.manager
+        sessions = Sessions(getattr(manager, "publisher", None), settings.message_queue_channel,
+                            getattr(manager, "host_id", "local"),
+                            settings.recovery_window_seconds)
+        self.recovery = manager.recovery = Recovery(self, manager.log, sessions)
+        if hasattr(manager, "heartbeat_hooks"):
+            manager.heartbeat_hooks.append(lambda alive: sessions.refresh())
 
     def _engineio_server_class(self):
         return engine_server_class()  # app/transport: the Engine.IO transport layer
@@ -65,7 +74,30 @@ class RealtimeServer(socketio.Server):
         if self.lifecycle.draining:
             self.end_session(eio_sid)
             return None
-        return super()._handle_connect(eio_sid, namespace, data)
+        state = self.recovery.begin(namespace or "/", data)
+        if state is None:
+            return super()._handle_connect(eio_sid, namespace, data)
+        if state.record is not None:
+            self.manager.preset_sid = state.record["sid"]
+        try:
+            return super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            self.manager.preset_sid = None
+            self.recovery.end(state, eio_sid)
+
+    def _send_packet(self, eio_sid, pkt):
+        # The CONNECT of a socket with recovery carries its private session id.
+        if pkt.packet_type == socketio.packet.CONNECT and isinstance(pkt.data, dict):
+            state = self.recovery.current
+            if state is not None and state.pid is not None:
+                pkt.data = {**pkt.data, "pid": state.pid}
+        return super()._send_packet(eio_sid, pkt)
+
+    def _handle_disconnect(self, eio_sid, namespace, reason=None):
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if sid is not None:
+            self.recovery.disconnected(sid, reason)
+        return super()._handle_disconnect(eio_sid, namespace, reason)
 
     def _send_eio_packet(self, eio_sid, eio_pkt):
         # python-socketio's emit hands each local recipient its event here (and only
@@ -165,7 +197,8 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str],
-                           lifecycle: Lifecycle) -> RealtimeServer:
+                           lifecycle: Lifecycle,
+                           logged: dict[str, str] | None = None) -> RealtimeServer:
     sio = RealtimeServer(
         settings=settings,
         lifecycle=lifecycle,
@@ -175,7 +208,7 @@ def create_socketio_server(settings: Settings, namespaces: list[str],
         # instead of piling up green threads. (Server.call() needs the default.)
         async_handlers=False,
         async_mode=settings.async_mode,
-        client_manager=create_manager(settings),
+        client_manager=create_manager(settings, logged=logged),
         # Only the registered namespaces: a connect to "/" (accepted by default)
         # or any other namespace is refused instead of accepted without a token.
         namespaces=namespaces,

@@ -13,30 +13,16 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
 import time
 
-import pytest
+from tests.helpers import NODE_MODULES, ROOT, Client, Nginx, wait_for
 
-from tests.helpers import ROOT, Client, Nginx, wait_for
-
-NODE_MODULES = ROOT / "bench" / "node_modules"
 CLIENTS, ROOMS, SENDERS = 40, 5, 10
 REDIS_DOWN = 3.0  # the fault's length, not a wait
 BACK_WITHIN_MS = 5000
-
-
-@pytest.fixture(scope="module")
-def node_modules():
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_MODULES / "socket.io-client").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
-                       check=True, timeout=600)
-    return NODE_MODULES
 
 
 class FaultClients:

@@ -1,0 +1,312 @@
+"""Socket.IO connection-state recovery, for the official client unchanged, across
+workers, instances and restarts (the protocol: socket.io's `connectionStateRecovery`).
+
+- Every socket of a namespace that logs its rooms gets a private session id, `pid`,
+  in its CONNECT packet; every logged event (app/core/history.py) is sent to it with
+  one more, last argument: the event's log id, its offset. The official client keeps
+  both and sends `{pid, offset}` with its auth when it reconnects.
+- The socket's record (sid, user, rooms) lives in Redis, not in the worker: in its
+  worker's hash while it is connected (refreshed by the heartbeat, so a SIGKILLed
+  worker's records outlive it by the window), under its own key for
+  RECOVERY_WINDOW_SECONDS once it has disconnected. A reconnect claims it (once).
+- A claimed record is restored when the client authenticates as the same user, and
+  the log still holds everything after its offset in each of its rooms: same sid,
+  same rooms, the missed events sent after CONNECT in log order, then what arrived
+  meanwhile, each once (`socket.recovered === true`). Otherwise the socket starts
+  fresh (`recovered` false, a new pid) and the client resyncs (`join` with `since`).
+
+A client that cannot take the trailing offset argument (python-socketio's client
+passes it to one-argument handlers) sends `"recovery": false` in its auth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.core.history import EventLog, format_id, parse_id
+
+# python-engineio's reasons for a connection that ended without either side meaning
+# it (a server's kick and a client's disconnect() are final).
+RECOVERABLE_REASONS = {"transport close", "transport error", "ping timeout"}
+
+# Take a socket's record once: parked under its own key, or (its worker died) in the
+# worker's hash. KEYS: own key, worker hash; ARGV: pid. Returns {record, source}.
+_CLAIM_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('DEL', KEYS[1])
+  return {v, 'parked'}
+end
+v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return {v, 'live'}
+end
+return false
+"""
+
+# A socket is gone: park its record under its own key for the window, unless a
+# reconnect claimed it meanwhile (then the hash no longer has it, and nothing is
+# written). KEYS: worker hash, own key; ARGV: pid, [record, window ms].
+_PARK_SCRIPT = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[2] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+return true
+"""
+
+
+class Sessions:
+    """The records of sockets that may come back, in Redis (or this process's memory)."""
+
+    def __init__(self, redis: Callable[[], Any] | None, prefix: str, host: str,
+                 window: float) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.host = host
+        self.window = window
+        self._live: dict[str, str] = {}  # memory: pid -> record
+        self._parked: dict[str, tuple[str, float]] = {}  # memory: pid -> (record, until)
+        self._claim = None
+        self._park = None
+
+    def new_pid(self) -> str:
+        return f"{self.host}.{secrets.token_urlsafe(12)}"
+
+    def _own(self, pid: str) -> str:
+        return f"{self._prefix}:recovery:{pid}"
+
+    def _hash(self, host: str) -> str:
+        return f"{self._prefix}:recovery:w:{host}"
+
+    def save(self, pid: str, record: dict) -> None:
+        """The socket's current rooms (connected)."""
+        value = json.dumps(record)
+        if self._redis is None:
+            self._live[pid] = value
+            return
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.hset(self._hash(self.host), pid, value)
+        pipe.pexpire(self._hash(self.host), int(self.window * 1000))
+        pipe.execute()
+
+    def park(self, pid: str, record: dict | None) -> None:
+        """The socket is gone: keep (record) or forget (None) it for the window."""
+        if self._redis is None:
+            if self._live.pop(pid, None) is not None and record is not None:
+                self._parked[pid] = (json.dumps(record), time.monotonic() + self.window)
+            return
+        if self._park is None:
+            self._park = self._redis().register_script(_PARK_SCRIPT)
+        args = [pid] + ([json.dumps(record), int(self.window * 1000)] if record else [])
+        self._park(keys=[self._hash(self.host), self._own(pid)], args=args)
+
+    def claim(self, pid: str) -> tuple[dict, str] | None:
+        """The record of `pid` and where it was ("parked", "live"), taken once."""
+        host = pid.partition(".")[0]
+        if self._redis is None:
+            now = time.monotonic()
+            self._parked = {p: v for p, v in self._parked.items() if v[1] > now}
+            if pid in self._parked:
+                return json.loads(self._parked.pop(pid)[0]), "parked"
+            if pid in self._live:
+                return json.loads(self._live.pop(pid)), "live"
+            return None
+        if self._claim is None:
+            self._claim = self._redis().register_script(_CLAIM_SCRIPT)
+        found = self._claim(keys=[self._own(pid), self._hash(host)], args=[pid])
+        if not found:
+            return None
+        value, source = (v.decode() if isinstance(v, bytes) else v for v in found)
+        return json.loads(value), source
+
+    def refresh(self) -> None:
+        """Heartbeat: this worker's live records outlive it by the window."""
+        if self._redis is not None:
+            self._redis().pexpire(self._hash(self.host), int(self.window * 1000))
+
+
+class Connecting:
+    """One socket's connect, from the CONNECT packet to the replay."""
+
+    __slots__ = ("buffer", "namespace", "offset", "pid", "record", "restored", "sid", "user")
+
+    def __init__(self, namespace: str, pid: str | None) -> None:
+        self.namespace = namespace
+        self.pid = pid  # None: no recovery for this socket
+        self.record: dict | None = None  # the claimed record, while it may be restored
+        self.offset: str | None = None
+        self.sid: str | None = None
+        self.restored: list = []  # the missed entries, to send after CONNECT
+        self.buffer: list | None = None
+        self.user: str | None = None  # who authenticated (records are restored to them only)
+
+
+class Recovery:
+    """The server side of recovery: records, restore, replay (used by
+    app/sockets/server.py and BaseNamespace._connect)."""
+
+    def __init__(self, server, log: EventLog, sessions: Sessions) -> None:
+        self.server = server
+        self.log = log
+        self.sessions = sessions
+        self.pids: dict[str, str] = {}  # sid -> pid of this worker's recovering sockets
+        self.records: dict[str, dict] = {}  # sid -> record
+        self._local = threading.local()  # the connect being handled (green-thread local)
+
+    def offers(self, namespace: str) -> bool:
+        return self.sessions.window > 0 and self.log.key_for(namespace, None) is not None
+
+    @property
+    def current(self) -> Connecting | None:
+        return getattr(self._local, "state", None)
+
+    # --- connect ------------------------------------------------------------
+    def begin(self, namespace: str, auth: Any) -> Connecting | None:
+        """Before python-socketio handles a CONNECT: claim the record the client names."""
+        if not self.offers(namespace) or (isinstance(auth, dict) and auth.get("recovery") is False):
+            return None
+        state = Connecting(namespace, self.sessions.new_pid())
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        if isinstance(pid, str) and 0 < len(pid) <= 128:
+            try:
+                claimed = self.sessions.claim(pid)
+            except RedisError:
+                claimed = None
+            if claimed is not None:
+                record, source = claimed
+                if source == "live":  # its worker died, or its old connection is not
+                    self._end_twin(record["sid"], namespace)  # closed yet: end that
+                if record.get("ns") == namespace and not self._connected_here(record["sid"], namespace):
+                    state.record, state.pid = record, pid
+                    state.offset = _valid_offset(auth.get("offset"), record)
+        self._local.state = state
+        return state
+
+    def _end_twin(self, sid: str, namespace: str) -> None:
+        # (its client has the pid, so it is this client's: the new connection wins)
+        manager = self.server.manager
+        eio_sid = manager.rooms.get(namespace, {}).get(None, {}).get(sid)
+        if eio_sid is not None:  # here: at once (its record was claimed: not parked)
+            self.server.end_session(eio_sid)
+        elif hasattr(manager, "membership"):  # on another worker: through the queue
+            with contextlib.suppress(Exception):
+                manager.disconnect(sid, namespace)
+
+    def _connected_here(self, sid: str, namespace: str) -> bool:
+        return sid in self.server.manager.rooms.get(namespace, {}).get(None, {})
+
+    def restore(self, sid: str, namespace: str, user_id: str) -> list[str] | None:
+        """In the connect handler, once authenticated: the socket's rooms back and what
+        it missed read, or None (a fresh socket). Events arriving meanwhile wait."""
+        state = self.current
+        if state is None or state.namespace != namespace:
+            return None
+        state.user = user_id
+        if state.record is None:
+            return None
+        record, state.record = state.record, None
+        if record.get("user") != user_id or state.offset is None or record["sid"] != sid:
+            state.pid = self.sessions.new_pid()
+            return None
+        manager = self.server.manager
+        state.buffer = manager.replaying[sid] = []
+        rooms = [r for r in record.get("rooms", ()) if isinstance(r, str)]
+        for room in rooms:
+            manager.basic_enter_room(sid, namespace, room)
+        keys = [self.log.key(namespace, None)]
+        keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
+        try:
+            entries, complete = self.log.after(keys, state.offset)
+        except Exception:  # the log unreadable: start fresh rather than miss events
+            entries, complete = [], False
+        if not complete:
+            for room in rooms:
+                manager.basic_leave_room(sid, namespace, room)
+            manager.replaying.pop(sid, None)
+            state.buffer = None
+            state.pid = self.sessions.new_pid()
+            return None
+        state.restored = [e for e in entries if not _skips(e.skip_sid, sid)]
+        state.sid = sid
+        return rooms
+
+    def end(self, state: Connecting, eio_sid: str) -> None:
+        """After python-socketio handled the CONNECT: the replay (sent after the CONNECT
+        packet), then the socket's record saved."""
+        self._local.state = None
+        manager = self.server.manager
+        sid = manager.sid_from_eio_sid(eio_sid, state.namespace)
+        if sid is None or not manager.is_connected(sid, state.namespace):
+            if state.sid is not None:
+                manager.replaying.pop(state.sid, None)
+            return
+        if state.buffer is not None:
+            last = parse_id(state.offset)
+            for entry in state.restored:
+                manager.send_logged(eio_sid, state.namespace, entry.event, entry.data, entry.id)
+                last = entry.key
+            # what came live meanwhile, unless the log read had it already
+            while state.buffer:
+                key, event, data, offset = state.buffer.pop(0)
+                if key > last:
+                    manager.send_logged(eio_sid, state.namespace, event, data, offset)
+                    last = key
+            manager.replaying.pop(sid, None)
+        rooms = sorted(r for r in manager.rooms.get(state.namespace, {})
+                       if isinstance(r, str) and r != sid and sid in manager.rooms[state.namespace][r])
+        self.pids[sid] = state.pid
+        manager.offset_sids.add(sid)
+        self.records[sid] = {"sid": sid, "ns": state.namespace, "user": state.user,
+                             "rooms": rooms, "at": int(time.time() * 1000)}
+        self._save(sid)
+
+    # --- while connected ------------------------------------------------------
+    def rooms_changed(self, sid: str, namespace: str) -> None:
+        record = self.records.get(sid)
+        if record is None:
+            return
+        manager = self.server.manager
+        record["rooms"] = sorted(r for r, members in manager.rooms.get(namespace, {}).items()
+                                 if isinstance(r, str) and r != sid and sid in members)
+        self._save(sid)
+
+    def _save(self, sid: str) -> None:
+        # (Redis down: not recoverable until the next change; the outage is logged)
+        with contextlib.suppress(RedisError):
+            self.sessions.save(self.pids[sid], self.records[sid])
+
+    def disconnected(self, sid: str, reason: Any) -> None:
+        pid = self.pids.pop(sid, None)
+        record = self.records.pop(sid, None)
+        self.server.manager.offset_sids.discard(sid)
+        if pid is None:
+            return
+        keep = record if reason in RECOVERABLE_REASONS and record.get("user") else None
+        with contextlib.suppress(RedisError):  # else its worker's hash still has it
+            self.sessions.park(pid, keep)
+
+
+def _valid_offset(offset: Any, record: dict) -> str | None:
+    """The client's offset; without one (it got no event yet), its connect time."""
+    if offset is None:
+        return format_id((max(int(record.get("at", 0)) - 1000, 0), 0))
+    if not isinstance(offset, str) or len(offset) > 40:
+        return None
+    try:
+        parse_id(offset)
+    except ValueError:
+        return None
+    return offset
+
+
+def _skips(skip_sid: Any, sid: str) -> bool:
+    return skip_sid == sid or (isinstance(skip_sid, list) and sid in skip_sid)
