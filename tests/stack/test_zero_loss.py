@@ -37,7 +37,9 @@ async def run_burst(url: str, tokens: list[str], admin_token: str) -> dict:
         client.on("message", lambda data, i=i: record(i, data), namespace="/chat")
 
     async def join(i: int) -> None:
-        await clients[i].connect(url, namespaces=["/chat"], auth={"token": tokens[i]},
+        # python-socketio's client: no recovery offsets (they would be `i` below)
+        await clients[i].connect(url, namespaces=["/chat"],
+                                 auth={"token": tokens[i], "recovery": False},
                                  transports=["websocket"], wait_timeout=30)
         ack = await clients[i].call("join", {"room": f"burst-{i % ROOMS}"}, namespace="/chat",
                                     timeout=30)
