@@ -39,7 +39,9 @@ import redis
 import redis.sentinel
 import socketio
 from engineio import packet as eio_packet
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from socketio import packet as sio_packet
 from socketio.redis_manager import parse_redis_sentinel_url
 
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 0.5
 # A worker missing from that set this long (of time with a working queue) is gone.
 MEMBER_TTL = 2.0
+# After an outage, every worker must resubscribe and register again before absence
+# means anything: a worker whose Redis connections were still backing off would
+# otherwise be dropped, and the messages it misses acked ok.
+RESTORE_GRACE = 5.0
 # Longest pause between two resubscribe attempts (python-socketio's grows to 60 s).
 MAX_RESUBSCRIBE_DELAY = 1.0
 # Seconds a leaving worker stays subscribed after saying so, while the others hear it.
@@ -280,11 +286,13 @@ class LocalManager(LoggedDelivery, socketio.Manager):
 class Membership:
     """The workers this one knows to be alive, remembered across Redis outages."""
 
-    def __init__(self, ttl: float = MEMBER_TTL) -> None:
+    def __init__(self, ttl: float = MEMBER_TTL, grace: float = RESTORE_GRACE) -> None:
         self.ttl = ttl
+        self.grace = grace
         self.alive: set[str] = set()  # host_ids
         self.left: set[str] = set()
         self.healthy_since = time.monotonic()
+        self.restored = False  # healthy_since is the end of an outage
 
     def update(self, members, now: float | None = None) -> None:
         """The set as Redis has it now: new workers added; missing ones dropped, but
@@ -306,6 +314,7 @@ class Membership:
     def queue_restored(self, now: float | None = None) -> None:
         """The queue works again: absences are counted from now, not from the outage."""
         self.healthy_since = time.monotonic() if now is None else now
+        self.restored = True
 
     def expected(self) -> int:
         return len(self.alive)
@@ -313,7 +322,7 @@ class Membership:
     def fresh(self, now: float | None = None) -> bool:
         """Is the set complete (the queue has worked for `ttl`)?"""
         now = time.monotonic() if now is None else now
-        return now - self.healthy_since > self.ttl
+        return now - self.healthy_since > (max(self.ttl, self.grace) if self.restored else self.ttl)
 
 
 # Within an event handler (app/sockets/server.py, `deferred_acks`): publishes are
@@ -399,8 +408,13 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
 
     def _client(self, *, for_publishing: bool) -> redis.Redis:
         s = self._settings
+        # One immediate reconnect (a pooled connection the restart broke), never
+        # redis-py's default of 10 with backoff: the loops here retry on their own
+        # schedule, and a heartbeat or resubscribe asleep in a backoff after Redis is
+        # back would make its worker look gone (RESTORE_GRACE).
         options: dict = {"socket_keepalive": True, "health_check_interval": 30,
-                         "socket_connect_timeout": s.redis_socket_timeout}
+                         "socket_connect_timeout": s.redis_socket_timeout,
+                         "retry": Retry(NoBackoff(), 1)}
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
@@ -502,6 +516,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         for hook in self.heartbeat_hooks:
             try:
                 hook(set(self.membership.alive))
+            except (RedisError, QueueUnavailable) as exc:  # an outage: logged once by it
+                self._publishing.failed(exc)
             except Exception:  # a hook must not stop the heartbeat
                 log.exception("heartbeat hook failed")
 

@@ -121,7 +121,12 @@ class ChatNamespace(BaseNamespace):
 
     def _left(self, sid: str, room: str, user_id: str, name: str) -> None:
         self.joined.get(sid, set()).discard(room)
-        if self.services.presence.remove(room, user_id):
+        try:
+            last = self.services.presence.remove(room, user_id)
+        except QueueUnavailable as exc:  # Redis down: this worker's share expires with it
+            log.info("presence: leave of %s in %s not recorded: %s", user_id, room, exc.message)
+            return
+        if last:
             self._announce(room, user_id, name, "leave")
 
     def _announce(self, room: str, user_id: str, name: str, action: str,

@@ -78,17 +78,18 @@ def test_publish_failure_is_raised_not_dropped(settings):
 
 
 def test_membership_outlives_an_outage_and_drops_the_missing_once_fresh():
-    members = Membership(ttl=2.0)
-    members.queue_restored(now=0.0)
-    members.update([b"a", b"b", b"c"], now=3.0)
+    members = Membership(ttl=2.0, grace=5.0)
+    members.update([b"a", b"b", b"c"], now=time.monotonic())
     assert members.expected() == 3
     # Redis restarted (empty set) and the queue works again at t=10: the set refills
-    # within a heartbeat or two; until it has been up for ttl nobody looks gone
+    # as workers resubscribe and register; until it has been up for the grace (not
+    # just ttl: a worker may still be reconnecting) nobody looks gone
     members.queue_restored(now=10.0)
     members.update([b"a"], now=10.5)
+    members.update([b"a", b"b"], now=14.0)  # b back after 4 s
     assert members.expected() == 3
-    members.update([b"a", b"b"], now=12.5)  # c never came back (killed meanwhile)
+    members.update([b"a", b"b"], now=15.5)  # c never came back (killed meanwhile)
     assert members.expected() == 2
     members.forget("b")  # a drained worker said it leaves
-    members.update([b"a", b"b"], now=13.0)  # and its last registration is ignored
+    members.update([b"a", b"b"], now=16.0)  # and its last registration is ignored
     assert members.expected() == 1
