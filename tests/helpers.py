@@ -153,10 +153,13 @@ def process_environment(**overrides: str) -> dict[str, str]:
 
 
 class RedisServer:
-    """A private redis-server on a free port; stop() and start() keep the port."""
+    """A private redis-server on a free port; stop() and start() keep the port (and, when
+    `persistent`, the data: an append-only file fsynced at every write, so even a SIGKILL
+    loses nothing that Redis answered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
         self.port = free_port()
+        self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="test-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -170,7 +173,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+             "--dir", self.dir, "--logfile", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, STARTUP_TIMEOUT, message=f"redis-server on {self.port}")
         return self
@@ -311,6 +315,54 @@ class Nginx:
             self.process.wait(10)
             self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NodeClients:
+    """A Node script of Socket.IO clients (tests/stack/*_clients.js, the official
+    socket.io-client from `node_modules`) that takes JSON options and commands on stdin,
+    and writes JSON lines: {"progress": {...}} while it runs, {"result": {...}} at the end."""
+
+    def __init__(self, script: Path, options: dict, node_modules: Path) -> None:
+        self.process = subprocess.Popen(
+            ["node", str(script), json.dumps(options)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "NODE_PATH": str(node_modules)})
+        self.progress: dict = {}
+        self.result: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "progress" in message:
+                self.progress = message["progress"]
+            else:
+                self.result.put(message["result"])
+
+    def until(self, condition, message: str, timeout: float = 30) -> dict:
+        try:
+            return wait_for(lambda: self.progress and condition(self.progress) and self.progress,
+                            timeout=timeout, message=message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; clients: {self.progress}") from None
+
+    def more_delivered(self, timeout: float = 30) -> None:
+        ok = self.progress["ok"] + 100
+        self.until(lambda p: p["ok"] > ok, "publishes to go on", timeout)
+
+    def command(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> dict:
+        self.command("stop")
+        result = self.result.get(timeout=90)
+        self.process.wait(30)
+        return result
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
 
 class ServerGroup:

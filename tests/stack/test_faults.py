@@ -12,58 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import threading
 import time
 
-from tests.helpers import NODE_MODULES, ROOT, Client, Nginx, wait_for
+from tests.helpers import ROOT, Client, Nginx, NodeClients, wait_for
 
 CLIENTS, ROOMS, SENDERS = 40, 5, 10
 REDIS_DOWN = 3.0  # the fault's length, not a wait
 BACK_WITHIN_MS = 5000
 
 
-class FaultClients:
-    """The Node clients, their progress lines read in the background."""
-
-    def __init__(self, url: str, tokens: list[str]) -> None:
-        options = {"url": url, "tokens": tokens, "rooms": ROOMS, "senders": SENDERS,
-                   "burst": 5, "every": 250}
-        self.process = subprocess.Popen(
-            ["node", str(ROOT / "tests" / "stack" / "fault_clients.js"), json.dumps(options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "NODE_PATH": str(NODE_MODULES)})
-        self.progress: dict = {}
-        self.result: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            message = json.loads(line)
-            if "progress" in message:
-                self.progress = message["progress"]
-            else:
-                self.result.put(message["result"])
-
-    def until(self, condition, message: str, timeout: float = 30) -> dict:
-        try:
-            return wait_for(lambda: self.progress and condition(self.progress) and self.progress,
-                            timeout=timeout, message=message)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; clients: {self.progress}") from None
-
-    def more_delivered(self, timeout: float = 30) -> None:
-        ok = self.progress["ok"] + 100
-        self.until(lambda p: p["ok"] > ok, "publishes to go on", timeout)
-
-    def stop(self) -> dict:
-        self.process.stdin.write("stop\n")
-        self.process.stdin.flush()
-        result = self.result.get(timeout=90)
-        self.process.wait(30)
-        return result
+def fault_clients(url: str, tokens: list[str], node_modules) -> NodeClients:
+    options = {"url": url, "tokens": tokens, "rooms": ROOMS, "senders": SENDERS,
+               "burst": 5, "every": 250}
+    return NodeClients(ROOT / "tests" / "stack" / "fault_clients.js", options, node_modules)
 
 
 def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
@@ -73,8 +35,8 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
            "MAX_CONNECTIONS_PER_ADDRESS": "1000", "GRACEFUL_TIMEOUT": "10"}
     first, second = start_own_server(**env), start_own_server(**env)
     nginx = Nginx([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]).start()
-    clients = FaultClients(nginx.url, [tokens.issue(f"f{i}", f"f{i}", "user")
-                                       for i in range(CLIENTS)])
+    clients = fault_clients(nginx.url, [tokens.issue(f"f{i}", f"f{i}", "user")
+                                        for i in range(CLIENTS)], node_modules)
     try:
         clients.until(lambda p: p["joined"] == CLIENTS, "every client to join")
         clients.more_delivered()
@@ -119,8 +81,7 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
 
         result = clients.stop()
     finally:
-        if clients.process.poll() is None:
-            clients.process.kill()
+        clients.kill()
         nginx.stop()
     print(f"\nfaults: {json.dumps(result)}; a new client reached the restarted instance "
           f"after {reached_after:.1f}s ({len(newcomers)} tried)")
