@@ -151,6 +151,36 @@ class EventLog:
         merged = list(heapq.merge(*streams, key=lambda e: e.key))
         return (merged if limit is None else merged[:limit]), complete
 
+    def snapshot_after(self, keys: list[str], after: str) -> tuple[list[Entry], bool]:
+        """Every entry of `keys` after id `after`, merged, read at one instant (a
+        transaction): any entry not in it was appended later, with a greater id than all
+        of it. And whether nothing after `after` is missing. (Recovery: the live events
+        that arrive meanwhile are kept only if newer than the snapshot.)"""
+        if self._redis is None:
+            return self.after(keys, after)
+        start = parse_id(after)
+
+        def read(r):
+            pipe = r.pipeline(transaction=True)
+            for key in keys:
+                pipe.xrange(key, min=f"({after}")
+                pipe.xinfo_stream(key)  # an error when the stream does not exist
+            return pipe.execute(raise_on_error=False)
+
+        replies = self._raw(read)
+        oldest = self._oldest_kept()
+        complete = start >= oldest
+        streams = []
+        for rows, info in zip(replies[::2], replies[1::2], strict=True):
+            if isinstance(rows, Exception):
+                raise QueueUnavailable(f"the event log could not be read: {rows}")
+            if isinstance(info, dict):
+                value = info.get("max-deleted-entry-id", b"0-0")
+                deleted = parse_id(value.decode() if isinstance(value, bytes) else str(value))
+                complete = complete and deleted <= start
+            streams.append([e for e in self._decode(rows) if e.key >= oldest])
+        return list(heapq.merge(*streams, key=lambda e: e.key)), complete
+
     def recent(self, key: str, limit: int, events: str | None = None) -> list[Entry]:
         """The last `limit` entries (of event `events`), oldest first."""
         if limit <= 0:

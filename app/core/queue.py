@@ -172,7 +172,9 @@ class LoggedDelivery:
 
     def _init_delivery(self) -> None:
         self.offset_sids: set[str] = set()
-        self.replaying: dict[str, list] = {}
+        # sid -> events held while its replay is read (a list), then the id its replay
+        # went up to (a floor: a later delivery of those is a repeat)
+        self.replaying: dict[str, list | tuple[int, int]] = {}
         self.preset_sid: str | None = None
 
     def logged_key(self, namespace: str, room, callback, kwargs) -> str | None:
@@ -193,8 +195,12 @@ class LoggedDelivery:
                 continue
             held = self.replaying.get(sid)
             if held is not None and key is not None:
-                held.append((key, event, data, offset))
-                continue
+                if isinstance(held, list):  # its replay is being read: after it
+                    held.append((key, event, data, offset))
+                    continue
+                if key <= held:  # replayed already (the floor of its snapshot)
+                    continue
+                del self.replaying[sid]  # in id order from here on
             marked = key is not None and sid in self.offset_sids
             if marked not in packets:
                 packets[marked] = self._eio_packets(namespace, [event, *data] + [offset] * marked)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -32,6 +33,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.history import EventLog, format_id, parse_id
+
+log = logging.getLogger(__name__)
 
 # python-engineio's reasons for a connection that ended without either side meaning
 # it (a server's kick and a client's disconnect() are final).
@@ -74,6 +77,10 @@ class Sessions:
         self.host = host
         self.window = window
         self._live: dict[str, str] = {}  # memory: pid -> record
+        # Live records go to the hash of the worker that issued their pid (its prefix,
+        # so a reconnect finds them), which may be another, dead one after a recovery:
+        # this worker keeps alive every hash it holds records in (pid host -> pids).
+        self._holding: dict[str, set[str]] = {}
         self._parked: dict[str, tuple[str, float]] = {}  # memory: pid -> (record, until)
         self._claim = None
         self._park = None
@@ -93,9 +100,11 @@ class Sessions:
         if self._redis is None:
             self._live[pid] = value
             return
+        host = pid.partition(".")[0]
+        self._holding.setdefault(host, set()).add(pid)
         pipe = self._redis().pipeline(transaction=False)
-        pipe.hset(self._hash(self.host), pid, value)
-        pipe.pexpire(self._hash(self.host), int(self.window * 1000))
+        pipe.hset(self._hash(host), pid, value)
+        pipe.pexpire(self._hash(host), int(self.window * 1000))
         pipe.execute()
 
     def park(self, pid: str, record: dict | None) -> None:
@@ -106,8 +115,14 @@ class Sessions:
             return
         if self._park is None:
             self._park = self._redis().register_script(_PARK_SCRIPT)
+        host = pid.partition(".")[0]
+        held = self._holding.get(host)
+        if held is not None:
+            held.discard(pid)
+            if not held:
+                del self._holding[host]
         args = [pid] + ([json.dumps(record), int(self.window * 1000)] if record else [])
-        self._park(keys=[self._hash(self.host), self._own(pid)], args=args)
+        self._park(keys=[self._hash(host), self._own(pid)], args=args)
 
     def claim(self, pid: str) -> tuple[dict, str] | None:
         """The record of `pid` and where it was ("parked", "live"), taken once."""
@@ -131,7 +146,10 @@ class Sessions:
     def refresh(self) -> None:
         """Heartbeat: this worker's live records outlive it by the window."""
         if self._redis is not None:
-            self._redis().pexpire(self._hash(self.host), int(self.window * 1000))
+            pipe = self._redis().pipeline(transaction=False)
+            for host in list(self._holding):
+                pipe.pexpire(self._hash(host), int(self.window * 1000))
+            pipe.execute()
 
 
 class Connecting:
@@ -181,7 +199,10 @@ class Recovery:
                 claimed = self.sessions.claim(pid)
             except RedisError:
                 claimed = None
-            if claimed is not None:
+            if claimed is None:
+                log.info("recovery: no session %s (expired, used, or Redis lost it)",
+                         pid.partition(".")[0])
+            else:
                 record, source = claimed
                 if source == "live":  # its worker died, or its old connection is not
                     self._end_twin(record["sid"], namespace)  # closed yet: end that
@@ -215,6 +236,9 @@ class Recovery:
             return None
         record, state.record = state.record, None
         if record.get("user") != user_id or state.offset is None or record["sid"] != sid:
+            log.info("recovery of %s refused: %s", record.get("sid"),
+                     "another user" if record.get("user") != user_id else
+                     "invalid offset" if state.offset is None else "its sid is taken")
             state.pid = self.sessions.new_pid()
             return None
         manager = self.server.manager
@@ -225,10 +249,12 @@ class Recovery:
         keys = [self.log.key(namespace, None)]
         keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
         try:
-            entries, complete = self.log.after(keys, state.offset)
+            entries, complete = self.log.snapshot_after(keys, state.offset)
         except Exception:  # the log unreadable: start fresh rather than miss events
+            log.info("recovery of %s: the event log could not be read", sid, exc_info=True)
             entries, complete = [], False
         if not complete:
+            log.info("recovery of %s: the log no longer holds all after %s", sid, state.offset)
             for room in rooms:
                 manager.basic_leave_room(sid, namespace, room)
             manager.replaying.pop(sid, None)
@@ -260,7 +286,8 @@ class Recovery:
                 if key > last:
                     manager.send_logged(eio_sid, state.namespace, event, data, offset)
                     last = key
-            manager.replaying.pop(sid, None)
+            # events delivered here later that the snapshot had: dropped by id
+            manager.replaying[sid] = last
         rooms = sorted(r for r in manager.rooms.get(state.namespace, {})
                        if isinstance(r, str) and r != sid and sid in manager.rooms[state.namespace][r])
         self.pids[sid] = state.pid
@@ -288,6 +315,7 @@ class Recovery:
         pid = self.pids.pop(sid, None)
         record = self.records.pop(sid, None)
         self.server.manager.offset_sids.discard(sid)
+        self.server.manager.replaying.pop(sid, None)
         if pid is None:
             return
         keep = record if reason in RECOVERABLE_REASONS and record.get("user") else None

@@ -239,6 +239,9 @@ def test_node_clients_recover_what_they_missed(node_modules, stack, tokens):
         p = phases[name]
         if p["recovered"] != p["reconnects"]:
             problems.append(f"({name}) recovered {p['recovered']}/{p['reconnects']}")
+    if problems:  # the servers' account of each recovery that did not happen
+        problems += [line for server in (stack.first, stack.second)
+                     for line in server.log().splitlines() if "recovery" in line]
     assert not problems, "\n".join(problems)
 
 
