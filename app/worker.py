@@ -74,7 +74,12 @@ def drop_connections_after_close(worker) -> None:
 
 def on_worker_exit(worker) -> None:
     """gunicorn `worker_exit`, in the worker, after its last connection closed."""
-    services: Services = worker.wsgi.extensions[EXTENSION_KEY]
+    wsgi = getattr(worker, "wsgi", None)
+    if wsgi is None:
+        # the app refused to load (a SettingsError at start): nothing joined the queue,
+        # and an error here would bury that refusal under the master's traceback
+        return
+    services: Services = wsgi.extensions[EXTENSION_KEY]
     services.manager.leave()  # waits for the drain's, or does it (any other exit)
 
 

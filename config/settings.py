@@ -20,6 +20,7 @@ ENVIRONMENTS = ("development", "testing", "production")
 ASYNC_MODES = ("eventlet", "gevent")
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 TRANSPORTS = ("websocket", "polling")
+ENGINEIO_TRANSPORTS = ("template", "stock")
 LOG_FORMATS = ("text", "json")
 
 # Values that are fine on a laptop and fatal on the internet: production refuses them.
@@ -111,6 +112,12 @@ class Settings:
     # and about 4x less fanout throughput with it on; chat payloads are small. On,
     # clients that offer it are served by the async library's WebSocket server.
     websocket_compression: bool = False
+    # template: the template's Engine.IO transport (app/transport: batched writes, one
+    # pinger per worker, protocol fixes), refused at start with python-engineio or
+    # python-socketio versions it was not tested with. stock: python-engineio's own,
+    # for a library upgrade the template's transport does not support yet
+    # (docs/architecture.md, "The transport layer": what stock mode lacks).
+    engineio_transport: str = "template"
     max_message_length: int = 2000
     gather_timeout: float = 2.0
 
@@ -196,6 +203,8 @@ class Settings:
             problems.append(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.reuse_port not in ("auto", "true", "false"):
             problems.append("REUSE_PORT must be auto, true or false")
+        if self.engineio_transport not in ENGINEIO_TRANSPORTS:
+            problems.append(f"ENGINEIO_TRANSPORT must be one of {', '.join(ENGINEIO_TRANSPORTS)}")
         if not self.transports or set(self.transports) - set(TRANSPORTS):
             problems.append("TRANSPORTS must be a non-empty list of websocket, polling")
         if self.message_queue_url and (problem := queue_url_problem(self.message_queue_url)):

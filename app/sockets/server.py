@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import sys
 from urllib.parse import parse_qs
 
@@ -15,7 +17,7 @@ from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
 from app.core.recovery import Recovery, Sessions
-from app.transport import engine_server_class
+from app.transport import backlog, engine_server_class
 from config.settings import Settings
 
 SOCKETIO_PATH = "/socket.io/"
@@ -33,6 +35,8 @@ class RealtimeServer(socketio.Server):
     limit, and sending a draining worker's new clients elsewhere."""
 
     def __init__(self, *args, settings: Settings, lifecycle: Lifecycle, **kwargs) -> None:
+        # (before super().__init__, which asks for it)
+        self.engineio_class = engine_server_class(settings)
         super().__init__(*args, **kwargs)
         self.proxy_hops = settings.proxy_hops
         # with Redis, counted across workers and instances (app/core/limits.py)
@@ -54,9 +58,17 @@ class RealtimeServer(socketio.Server):
         self.recovery = manager.recovery = Recovery(self, manager.log, sessions)
         if hasattr(manager, "heartbeat_hooks"):
             manager.heartbeat_hooks.append(lambda alive: sessions.refresh())
+        # Under python-engineio's own transport (ENGINEIO_TRANSPORT=stock), an ended
+        # session's WebSocket could stay open: while its writer waits on a client that
+        # does not read (a slow consumer kept its connection and queue), and on gevent
+        # after a ping timeout (simple-websocket keeps reading a silent client). The
+        # server cuts those, as the template's transport does by itself.
+        # {eio sid: TCP socket}
+        self.stock_websockets: dict[str, socket.socket] | None = (
+            {} if settings.engineio_transport == "stock" else None)
 
     def _engineio_server_class(self):
-        return engine_server_class()  # app/transport: the Engine.IO transport layer
+        return self.engineio_class  # app/transport: the Engine.IO transport layer
 
     # A draining worker refuses at the Engine.IO level (handshake refused, or the
     # connection cut), never with a namespace refusal: socket.io clients retry the
@@ -68,7 +80,17 @@ class RealtimeServer(socketio.Server):
         if refusal is not None:
             log.info("connection refused code=%s reason=%s", refusal.code, refusal.message)
             return refusal.to_dict()  # Engine.IO answers 401 with this JSON
+        if self.stock_websockets is not None and "gunicorn.socket" in environ \
+                and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            self.stock_websockets[eio_sid] = environ["gunicorn.socket"]
         return super()._handle_eio_connect(eio_sid, environ)
+
+    def stock_upgrade(self, environ, sock) -> None:
+        """A polling session upgrading to this WebSocket (stock transport): see
+        `stock_websockets`."""
+        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
+        if sid in self.eio.sockets:
+            self.stock_websockets[sid] = sock
 
     def _handle_connect(self, eio_sid, namespace, data):
         if self.lifecycle.draining:
@@ -138,6 +160,10 @@ class RealtimeServer(socketio.Server):
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
         self.address_limit.release(eio_sid)
+        if self.stock_websockets is not None:
+            sock = self.stock_websockets.pop(eio_sid, None)
+            if sock is not None and reason == self.eio.reason.PING_TIMEOUT:
+                _cut(sock)
         return super()._handle_eio_disconnect(eio_sid, reason)
 
     # A client that sends what the protocol does not allow is disconnected with one
@@ -170,26 +196,37 @@ class RealtimeServer(socketio.Server):
         callers here run inside that client's own POST (polling), or for a client
         that does not read: the wait would be for a poll or a read that never comes.
         """
+        sock = self.stock_websockets.pop(eio_sid, None) if self.stock_websockets else None
         session = self.eio.sockets.get(eio_sid)
         if session is not None:
             session.close(wait=False, abort=True)
+        if sock is not None:
+            _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a TCP connection whoever waits on it: python-engineio's writer and reader
+    wake up (an error, or EOF) and end."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float = 1.0) -> None:
     """Disconnect clients that stop reading (background task, one per worker).
 
     Once the kernel's buffer for such a client is full, every emit to it waits in
-    its backlog (app/transport/engine.py; the queue, for long-polling); past
-    `max_queued` packets the session is ended and its connection cut, so its memory
-    is freed.
+    its backlog (app/transport/engine.py; the queue, for long-polling and under
+    ENGINEIO_TRANSPORT=stock); past `max_queued` packets the session is ended and its
+    connection cut, so its memory is freed.
     """
     while True:
         sio.sleep(interval)
         for eio_sid, session in list(sio.eio.sockets.items()):
             try:
-                if not session.closed and session.backlog > max_queued:
+                queued = backlog(session)
+                if not session.closed and queued > max_queued:
                     log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
-                                session.backlog)
+                                queued)
                     SLOW_CONSUMER_DISCONNECTS.inc()
                     sio.end_session(eio_sid)
             except Exception:  # one session's failure must not spare the others
@@ -199,6 +236,10 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
 def create_socketio_server(settings: Settings, namespaces: list[str],
                            lifecycle: Lifecycle,
                            logged: dict[str, str] | None = None) -> RealtimeServer:
+    # the template's transport's byte bound (app/transport/engine.py); python-engineio's
+    # own has none (ENGINEIO_TRANSPORT=stock: MAX_QUEUED_PACKETS bounds a slow client)
+    transport_options = ({} if settings.engineio_transport == "stock"
+                         else {"max_queued_bytes": settings.max_queued_bytes})
     sio = RealtimeServer(
         settings=settings,
         lifecycle=lifecycle,
@@ -216,11 +257,11 @@ def create_socketio_server(settings: Settings, namespaces: list[str],
         cors_allowed_origins=list(settings.cors_allowed_origins) or None,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
-        max_queued_bytes=settings.max_queued_bytes,  # the WebSocket transport (EngineServer)
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_http_buffer_size,
         logger=library_log,
         engineio_logger=False,
+        **transport_options,
     )
     return sio
 
@@ -259,6 +300,7 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
     handle_request = sio.handle_request
     max_body = settings.max_http_buffer_size
     compression = settings.websocket_compression
+    stock = sio.stock_websockets is not None
 
     def too_large(environ, start_response):
         # python-engineio would answer 400 after closing the session with wait=True,
@@ -284,6 +326,8 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
             # (here, not in a helper: this frame stays on the connection's stack)
             environ["eventlet.input"] = _EventletInput(sock)
             lifecycle.websockets.add(sock)
+            if stock and "sid=" in environ.get("QUERY_STRING", ""):
+                sio.stock_upgrade(environ, sock)
             try:
                 return handle_request(environ, start_response)
             finally:

@@ -25,6 +25,7 @@ import logging
 
 from app.core.lifecycle import wait_until
 from app.services import Services
+from app.transport import backlog
 
 log = logging.getLogger("app.shutdown")
 
@@ -50,7 +51,7 @@ def drain(services: Services, handler_timeout: float) -> int:
         for sid in list(getattr(handler, "identities", ())):
             sio.emit(SHUTDOWN_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
     sessions = dict(sio.eio.sockets)
-    wait_until(lambda: all(session.backlog == 0 for session in sessions.values()),
+    wait_until(lambda: all(backlog(session) == 0 for session in sessions.values()),
                CLOSE_GRACE, sio.sleep)
     for eio_sid, session in sessions.items():
         if not session.upgraded:

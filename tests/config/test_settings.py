@@ -42,6 +42,7 @@ def test_environment_values_are_typed():
     ("JWT_ALGORITHM", "none", "JWT_ALGORITHM"),
     ("MESSAGE_QUEUE_URL", "amqp://x", "MESSAGE_QUEUE_URL"),
     ("TRANSPORTS", "carrier-pigeon", "TRANSPORTS"),
+    ("ENGINEIO_TRANSPORT", "bespoke", "ENGINEIO_TRANSPORT must be one of template, stock"),
     ("WORKERS", "0", "WORKERS"),
 ])
 def test_bad_values_are_refused_with_their_name(name, value, fragment):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,7 +13,19 @@ import requests
 import socketio
 import websocket
 
-from tests.helpers import connected_raw, metric, raw_websocket, scrape_metrics, wait_for
+from tests.helpers import (
+    connected_raw,
+    metric,
+    raw_websocket,
+    scrape_metrics,
+    template_transport_only,
+    wait_for,
+    worker_sockets,
+)
+
+# python-engineio's reader never yields while a client keeps data coming (one such
+# client stalls its whole worker), and queues a reply to every ping frame
+FAIRNESS = "the reader's fair share, and PONGs bounded by the client's reading"
 
 
 def test_connection_flood_from_one_address_is_limited(start_own_server, connect, refused,
@@ -62,18 +75,40 @@ def test_event_flood_is_rate_limited_and_others_are_unaffected(start_own_server,
     assert flooder.call("join", {"room": "flood"})["ok"] is True
 
 
+def upgraded_raw(server, token: str, sockopt=()) -> websocket.WebSocket:
+    """A raw WebSocket of a session opened over long-polling, connected to /chat, then
+    upgraded (its HTTP connection closed)."""
+    with requests.Session() as http:
+        opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+        sid = json.loads(opened.text[1:])["sid"]
+        url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        assert http.post(url, data="40/chat," + json.dumps({"token": token}), timeout=10).ok
+        assert http.get(url, timeout=10).text.startswith("40/chat,")
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        timeout=10, sockopt=sockopt)
+    ws.send("2probe")
+    assert ws.recv() == "3probe"
+    ws.send("5")
+    return ws
+
+
+@pytest.mark.parametrize("opened", [connected_raw, upgraded_raw], ids=["websocket", "upgraded"])
 def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, make_token,
-                                                      auth_header):
+                                                      auth_header, opened):
     server = start_own_server(MAX_QUEUED_PACKETS="20", MAX_MESSAGE_LENGTH="60000",
                               EVENT_RATE="100000")  # REST posts as fast as they go
     watcher = connect(server.url, ["/admin"], user="root", role="admin")
-    # A raw client with a tiny receive buffer that joins a room, then never reads again.
-    slow = connected_raw(server, make_token("slow"),
-                         sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    slow.send('42/chat,1["join",{"room":"firehose"}]')
-    assert slow.recv().startswith("43/chat,1")
     reader = connect(server.url, user="reader")
     reader.call("join", {"room": "firehose"})
+    baseline = worker_sockets(server)
+    # A raw client with a tiny receive buffer that joins a room, then never reads again.
+    slow = opened(server, make_token("slow"),
+                  sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    slow.send('42/chat,1["join",{"room":"firehose"}]')
+    while (frame := slow.recv()) == "6":  # a NOOP, which ended the poll of an upgrade
+        pass
+    assert frame.startswith("43/chat,1")
 
     def chat_connections():
         return watcher.call("stats", {}, namespace="/admin")["connections"]["/chat"]
@@ -89,11 +124,15 @@ def test_a_client_that_stops_reading_is_disconnected(start_own_server, connect, 
     wait_for(lambda: chat_connections() == 1, message="the slow client to be disconnected")
     assert "slow consumer" in server.log()
     assert metric(scrape_metrics(server), "realtime_slow_consumer_disconnects_total") == 1
+    # ...and its connection is cut, with what was waiting for it (the client, which
+    # reads nothing, cannot be what ends it)
+    wait_for(lambda: worker_sockets(server) <= baseline, message="the slow client's socket to close")
     # the reading client got everything that was sent
     wait_for(lambda: len(reader.of("message")) == n + 1, message="the reader's messages")
     slow.close()
 
 
+@template_transport_only(FAIRNESS)
 def test_a_client_sending_nonstop_does_not_starve_the_others(start_own_server, connect,
                                                             make_token):
     server = start_own_server()
@@ -148,6 +187,7 @@ FRAME_FLOODS = {
 }
 
 
+@template_transport_only(FAIRNESS)
 @pytest.mark.parametrize("flood", FRAME_FLOODS, ids=list(FRAME_FLOODS))
 def test_a_flood_of_frames_that_make_no_message_does_not_stall_the_worker(
         start_own_server, make_token, flood):

@@ -9,13 +9,27 @@ import pytest
 import requests
 import websocket
 
-from tests.helpers import assert_closed, close_code, connected_raw, raw_websocket, wait_for
+from tests.helpers import (
+    STOCK,
+    assert_closed,
+    close_code,
+    connected_raw,
+    raw_websocket,
+    stock_deviation,
+    wait_for,
+)
 
+# python-engineio decodes a WebSocket message outside its error handling: the WSGI
+# server then writes an HTTP 500 response into the open WebSocket
+NOT_ENGINE_IO = stock_deviation("a message that is not an Engine.IO packet gets an HTTP 500 "
+                                "written into the WebSocket")
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
-    "xyz", "4not-a-socketio-packet", "42/chat,", '42/chat,{"not": "a list"}', "42/chat,[]",
+    pytest.param("xyz", marks=NOT_ENGINE_IO, id="xyz"),
+    "4not-a-socketio-packet", "42/chat,", '42/chat,{"not": "a list"}', "42/chat,[]",
     '42/chat,[["list-as-name"], {}]', '42/chat,[5, {}]', "40/chat,{bad json", "49",
-    '452-/chat,["x",{"_placeholder":true,"num":0}]' + "garbage", "",
+    '452-/chat,["x",{"_placeholder":true,"num":0}]' + "garbage",
+    pytest.param("", marks=NOT_ENGINE_IO, id="empty"),
     # reserved names: python-socketio would hand them to the namespace as the real events
     '42/chat,1["connect",{"HTTP_AUTHORIZATION":"Bearer x"},{"token":"x"}]',
     '42/chat,2["disconnect","forget me"]',
@@ -99,7 +113,8 @@ def test_unsupported_engineio_version_and_transport_are_400(server):
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
     ws = connected_raw(server, make_token("big"))
     ws.send('42/chat,["message",{"room":"x","text":"' + "x" * settings.max_http_buffer_size + '"}]')
-    assert close_code(ws) == 1009  # RFC 6455: message too big
+    # RFC 6455's "message too big": the template's (python-engineio's gives no code)
+    assert close_code(ws) == 1009 or STOCK
     assert_closed(ws)
     still_serving(server, connect)
 
@@ -129,6 +144,8 @@ def polling_session(server, token: str) -> tuple[requests.Session, str]:
     return http, url
 
 
+@stock_deviation("a polling POST of more than 16 packets is answered 200 and dropped",
+                 run=False)  # (its polls would wait for their timeout)
 def test_a_polling_post_of_many_packets_is_not_dropped(start_own_server, make_token):
     server = start_own_server(EVENT_BURST="100")
     http, url = polling_session(server, make_token("poller"))
@@ -146,12 +163,14 @@ def test_a_polling_post_of_many_packets_is_not_dropped(start_own_server, make_to
     wait_for(poll, message="an ack for each of the packets")
 
 
+@stock_deviation("a polling payload that cannot be decoded is answered 200")
 def test_a_malformed_polling_payload_is_400_and_ends_the_session(server, make_token):
     http, url = polling_session(server, make_token("poller"))
     assert http.post(url, data="42/chat,[]\x1e\xff\x1e9garbage", timeout=10).status_code == 400
     assert http.get(url, timeout=10).status_code == 400  # the session is gone
 
 
+@stock_deviation("pingInterval is announced in whole seconds (0.5 s as 0)")
 def test_a_sub_second_ping_interval_is_announced_as_it_is(start_own_server):
     server = start_own_server(PING_INTERVAL="0.5")
     opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)

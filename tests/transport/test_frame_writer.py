@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ASYNC_MODE, process_environment
+from tests.helpers import ASYNC_MODE, process_environment, template_transport_only
+
+pytestmark = template_transport_only("FrameWriter is its writer")
 
 
 def test_frames_written_directly_and_from_the_backlog_arrive_whole_and_in_order():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 
@@ -13,9 +12,19 @@ import websocket
 from engineio.socket import Socket
 
 from app.transport.engine import EngineServer, Session
-from tests.helpers import close_code, connected_raw, wait_for
+from tests.helpers import (
+    close_code,
+    connected_raw,
+    stock_deviation,
+    template_transport_only,
+    wait_for,
+    worker_sockets,
+)
 
 
+@stock_deviation("its gevent WebSocket (simple-websocket) writes with send(), not sendall(): "
+                 "a partial write to a client that reads slowly loses the rest of the frame",
+                 async_mode="gevent")
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
                                                           auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
@@ -58,13 +67,9 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
     def chat_connections() -> int:
         return admin.call("stats", {}, namespace="/admin")["connections"].get("/chat", 0)
 
-    def worker_sockets() -> int:
-        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-                   for pid in server.worker_pids() for fd in os.listdir(f"/proc/{pid}/fd"))
-
-    baseline = worker_sockets()
+    baseline = worker_sockets(server)
     ws = connected_raw(server, make_token("pinged"))
-    assert chat_connections() == 1 and worker_sockets() == baseline + 1
+    assert chat_connections() == 1 and worker_sockets(server) == baseline + 1
     assert ws.engineio_open["pingInterval"] == 1000 and ws.engineio_open["pingTimeout"] == 1000
     started = time.monotonic()
     for _ in range(3):  # answered pings: the session lives on past several intervals
@@ -78,7 +83,7 @@ def test_pings_keep_a_client_and_a_silent_one_is_dropped(start_own_server, make_
     # ...its socket closed too (the connection's green thread is not left parked on a
     # read waiting for a close handshake this client will never answer). Polled from
     # /proc, not /admin: polling an event would hit the per-socket rate limit.
-    wait_for(lambda: worker_sockets() == baseline, timeout=10,
+    wait_for(lambda: worker_sockets(server) == baseline, timeout=10,
              message="the session's socket to end on the server")
     # ended by the ping timeout (interval + timeout = 2 s), not by anything slower
     assert time.monotonic() - silent_since < 8
@@ -138,6 +143,8 @@ def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
     return frames
 
 
+@template_transport_only("one ordered writer: a close is answered after the backlog "
+                         "(python-engineio's closes at once, dropping what waits)")
 def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server, make_token,
                                                                auth_header):
     server = start_own_server(MAX_QUEUED_PACKETS="100000", MAX_MESSAGE_LENGTH="70000",
@@ -162,6 +169,7 @@ def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server,
     ws.sock.close()
 
 
+@template_transport_only("an upgrade's deadline and one upgrade at a time per session")
 def test_an_upgrade_without_its_probe_ends_and_a_session_upgrades_once_at_a_time(
         start_own_server):
     server = start_own_server(PING_TIMEOUT="2")
@@ -186,6 +194,7 @@ def test_an_upgrade_without_its_probe_ends_and_a_session_upgrades_once_at_a_time
     upgrade.close()
 
 
+@template_transport_only("EngineServer's sessions")
 def test_sessions_stay_the_templates_whatever_dict_engineio_assigns():
     server = EngineServer(async_mode="threading")
     server.sockets = {}  # as python-engineio's disconnect() does
@@ -193,6 +202,7 @@ def test_sessions_stay_the_templates_whatever_dict_engineio_assigns():
     assert type(server.sockets["sid"]) is Session
 
 
+@template_transport_only("EngineServer's pinger")
 def test_the_pinger_outlives_a_failing_session():
     server = EngineServer(async_mode="threading", ping_interval=0.2)
     pinged = []
