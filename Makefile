@@ -27,7 +27,7 @@ run: $(VENV)/.runtime
 # transport (ENGINEIO_TRANSPORT=stock, the fallback for an untested library version;
 # about a minute per mode).
 STOCK_TESTS := tests/transport tests/security/test_protocol.py tests/security/test_floods.py \
-               tests/sockets/test_chat.py tests/sockets/test_connect_auth.py
+               tests/sockets/test_chat.py tests/sockets/test_connect_auth.py tests/recovery
 test: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
 	$(BIN)/ruff check .
