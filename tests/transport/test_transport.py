@@ -13,7 +13,7 @@ import websocket
 from engineio.socket import Socket
 
 from app.transport.engine import EngineServer, Session
-from tests.helpers import close_code, connected_raw, wait_for
+from tests.helpers import close_code, connected_raw, read_server_frames, wait_for
 
 
 def test_a_reader_that_pauses_gets_every_message_in_order(start_own_server, make_token,
@@ -114,27 +114,6 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
     finally:
         client.disconnect()
-
-
-def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Every frame the server writes until it closes the TCP connection, parsed strictly."""
-    data = bytearray()
-    sock.settimeout(10)
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    frames, at = [], 0
-    while at < len(data):
-        first, length = data[at], data[at + 1]
-        assert first & 0x70 == 0 and length & 0x80 == 0, f"not a server frame at byte {at}"
-        at += 2
-        if length == 126:
-            length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
-        elif length == 127:
-            length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
-        assert at + length <= len(data), "the last frame is cut"
-        frames.append((first & 0x0F, bytes(data[at:at + length])))
-        at += length
-    return frames
 
 
 def test_a_close_from_the_client_is_answered_after_the_backlog(start_own_server, make_token,
