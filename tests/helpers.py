@@ -6,6 +6,7 @@ fixture that started it; nothing here touches the shared Redis on 6379.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import multiprocessing
@@ -68,6 +69,23 @@ def raw_websocket(server, query: str = "", sockopt=()) -> websocket.WebSocket:
     assert opened.startswith("0{")  # Engine.IO open packet
     ws.engineio_open = json.loads(opened[1:])
     return ws
+
+
+def upgrade_by_hand(server, query: str = "EIO=4&transport=websocket") -> tuple[socket.socket, bytes, bytes]:
+    """A WebSocket upgrade request written by hand: the socket, the server's status
+    line, and what the server sent after its headers (the first frames, if any)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /socket.io/?{query} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, f"no answer to the upgrade: {response!r}"
+        response += chunk
+    head, rest = response.split(b"\r\n\r\n", 1)
+    return sock, head.split(b"\r\n", 1)[0], rest
 
 
 def connected_raw(server, token: str, sockopt=()) -> websocket.WebSocket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from tests.helpers import (
     raw_websocket,
     read_server_frames,
     scrape_metrics,
+    upgrade_by_hand,
     wait_for,
     worker_rss_kb,
 )
@@ -186,6 +188,84 @@ def frame_flood(opening: bytes, frame: bytes, cut: bool):
     return attack
 
 
+def readable(sock: socket.socket) -> bool:
+    """Data or an end of stream waits on `sock` (now: no waiting)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def polling_session(server, http: requests.Session) -> str:
+    opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    assert opened.status_code == 200, opened.text
+    return json.loads(opened.text[1:])["sid"]
+
+
+def upgrade(server, sid: str) -> tuple[socket.socket, bytes]:
+    """An upgrade of polling session `sid` to WebSocket, never followed by its probe:
+    the socket, and the server's status line."""
+    sock, status, _ = upgrade_by_hand(server, f"EIO=4&transport=websocket&sid={sid}")
+    return sock, status
+
+
+def stalled_upgrades_from_one_session(server, make_token, sample) -> None:
+    """One polling session, 600 upgrades without a probe: one at a time is held (each
+    held one is a connection and a green thread that its address limit never counts)."""
+    http = requests.Session()
+    sid = polling_session(server, http)
+    first, status = upgrade(server, sid)
+    assert status == b"HTTP/1.1 101 Switching Protocols"
+    accepted = []  # refused after accept() (a race with the first): closed with 1008
+    for n in range(600):
+        sock, status = upgrade(server, sid)
+        if status.startswith(b"HTTP/1.1 101"):
+            accepted.append(sock)
+        else:
+            assert status.startswith(b"HTTP/1.1 400"), status
+            sock.close()
+        if n % 25 == 0:
+            sample()
+    try:
+        wait_for(lambda: all(readable(sock) for sock in accepted),
+                 message=f"the server to close the {len(accepted)} extra upgrades")
+        assert not readable(first)  # still waiting for its probe
+        # the session ends (an Engine.IO close): its upgrade ends with it
+        http.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}", data="1",
+                  timeout=10)
+        wait_for(lambda: readable(first), message="the upgrade to end with its session")
+    finally:
+        for sock in (first, *accepted):
+            sock.close()
+
+
+def stalled_upgrades_from_many_sessions(server, make_token, sample) -> None:
+    """1500 polling sessions each start an upgrade and never send its probe, then end:
+    MAX_CONNECTIONS_PER_ADDRESS counts sessions, so an upgrade must not outlive its own
+    (it did, until its deadline: PING_TIMEOUT, 20 s here), and the deadline's task must
+    not outlive the upgrade (it slept out the 20 s, holding the connection's objects)."""
+    http = requests.Session()
+    held = []  # the upgrades the server has not cut yet
+    try:
+        for n in range(1500):
+            sid = polling_session(server, http)
+            sock, status = upgrade(server, sid)
+            assert status == b"HTTP/1.1 101 Switching Protocols"
+            held.append(sock)
+            ended = http.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                              data="1", timeout=10)  # an Engine.IO close
+            assert ended.status_code == 200
+            if n % 25 == 0:
+                sample()
+                for cut in [sock for sock in held if readable(sock)]:
+                    cut.close()
+                    held.remove(cut)
+        wait_for(lambda: all(readable(sock) for sock in held),
+                 message="every upgrade to end with its session")
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def close_while_a_backlog_is_written(server, make_token, sample) -> None:
     """A client with a small receive buffer joins a room, ~4 MB is posted to it (more
     than the kernel's buffers take: ~2.8 MB on loopback), and its Close arrives while
@@ -231,6 +311,8 @@ ATTACKS = {
     "fragmented-message-flood": (
         {}, frame_flood(b"", masked_frame(0x01, b"6") + masked_frame(0x00) * 1022
                         + masked_frame(0x80), cut=False)),
+    "stalled-upgrades-one-session": ({}, stalled_upgrades_from_one_session),
+    "stalled-upgrades-many-sessions": ({}, stalled_upgrades_from_many_sessions),
     "close-during-backlog": (
         # no history: the posted messages would stay in the worker's memory
         {"MAX_MESSAGE_LENGTH": "70000", "EVENT_RATE": "100000", "HISTORY_MAX_LENGTH": "0",
