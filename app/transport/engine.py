@@ -513,6 +513,7 @@ class Session(Socket):
                 # every FAIR_SHARE frames; the library's does not.)
                 self.server.sleep(0)
         self._end(ws, writer, error)
+        error = None  # it holds this frame (its traceback): freed now, not by the cyclic GC
         return []
 
     def _end(self, ws: Connection, writer: FrameWriter, error: Exception | None) -> None:
@@ -533,6 +534,8 @@ class Session(Socket):
         else:
             writer.abort()
         self.server.sockets.pop(self.sid, None)
+        if ws.raw is not None:  # our WebSocket's output is the writer, which points back
+            ws.ws.write = ws.ws.reply = None  # to it: freed now, not by the cyclic GC
 
     def _upgrade_deadline(self, ws: Connection) -> None:
         """An upgrade gets the ping timeout to finish: a probe that never comes would
