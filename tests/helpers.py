@@ -6,8 +6,10 @@ fixture that started it; nothing here touches the shared Redis on 6379.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import multiprocessing
 import os
 import queue
 import re
@@ -19,8 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import engineio
@@ -88,6 +92,23 @@ def raw_websocket(server, query: str = "", sockopt=()) -> websocket.WebSocket:
     return ws
 
 
+def upgrade_by_hand(server, query: str = "EIO=4&transport=websocket") -> tuple[socket.socket, bytes, bytes]:
+    """A WebSocket upgrade request written by hand: the socket, the server's status
+    line, and what the server sent after its headers (the first frames, if any)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /socket.io/?{query} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, f"no answer to the upgrade: {response!r}"
+        response += chunk
+    head, rest = response.split(b"\r\n\r\n", 1)
+    return sock, head.split(b"\r\n", 1)[0], rest
+
+
 def connected_raw(server, token: str, sockopt=()) -> websocket.WebSocket:
     """A raw Engine.IO WebSocket connected to /chat with `token`."""
     ws = raw_websocket(server, sockopt=sockopt)
@@ -116,6 +137,135 @@ def close_code(ws: websocket.WebSocket) -> int | None:
             return None
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             return int.from_bytes(frame.data[:2], "big") if frame.data else None
+
+
+def worker_rss_kb(server) -> int:
+    """The resident memory of the server's workers, summed (kB, from /proc)."""
+    total = 0
+    for pid in server.worker_pids():
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(status.split("VmRSS:")[1].split()[0])
+    return total
+
+
+def _ack_loop(port: int, token: str, room: str, pipe) -> None:
+    """AckProbe's process: join `room` on /chat again and again, timing each ack."""
+    latencies: list[float] = []
+    try:
+        ws = connected_raw(SimpleNamespace(port=port), token)
+        ws.settimeout(AckProbe.STALL)
+        n = 0
+        while not pipe.poll():
+            if n == 1:
+                pipe.send("ready")  # connected, and one ack answered
+            n += 1
+            started = time.perf_counter()
+            ws.send(f'42/chat,{n}["join",{{"room":"{room}"}}]')
+            while not (frame := ws.recv()).startswith(f"43/chat,{n}["):
+                if frame == "2":  # an Engine.IO ping: answered, or the session ends
+                    ws.send("3")
+            latencies.append(time.perf_counter() - started)
+        pipe.send(latencies)
+    except websocket.WebSocketTimeoutException:
+        pipe.send(f"no ack for {AckProbe.STALL}s after {len(latencies)}: the worker is stuck")
+    except BaseException:  # the parent reports it
+        pipe.send(traceback.format_exc())
+
+
+class AckProbe:
+    """A second client that keeps sending an event with an ack (`join`) and times
+    each answer, while a test attacks the same worker:
+
+        with AckProbe(server, token) as probe:
+            ...  # the attack
+        probe.assert_fast()
+
+    It runs in a process of its own: the test's threads (a flood, hypothesis, a
+    reference parser) must not delay it through the GIL, or the measure would be the
+    test's, not the server's.
+    """
+
+    STALL = 5.0  # no ack for this long: the worker is stuck, the probe gives up
+
+    def __init__(self, server, token: str, room: str = "calm") -> None:
+        context = multiprocessing.get_context("spawn")  # no copy of the test's threads
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=_ack_loop, args=(server.port, token, room, child),
+                                       daemon=True)
+        self.latencies: list[float] = []
+
+    def _receive(self, timeout: float, what: str):
+        if not self.pipe.poll(timeout):
+            raise AssertionError(f"the ack probe did not report {what} within {timeout}s")
+        message = self.pipe.recv()
+        if isinstance(message, str) and message != "ready":
+            raise AssertionError(f"the ack probe failed:\n{message}")
+        return message
+
+    def __enter__(self) -> AckProbe:
+        self.process.start()
+        self._receive(STARTUP_TIMEOUT, "its first ack")
+        return self
+
+    def __exit__(self, error_type, *exc_info) -> None:
+        try:
+            self.pipe.send("stop")
+            self.latencies = self._receive(self.STALL + WAIT, "its acks")
+        except AssertionError:
+            if error_type is None:  # else the test's own failure says more
+                raise
+        finally:
+            self.process.join(WAIT)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(WAIT)
+
+    def assert_fast(self, p99: float = 0.05, longest: float = 1.0, at_least: int = 100) -> str:
+        """p99 of the acks under `p99` seconds and none over `longest`; a summary."""
+        latencies = sorted(self.latencies)
+        assert latencies, "no ack measured"
+        measured = latencies[int(len(latencies) * 0.99)]
+        summary = (f"ack p99 {measured * 1000:.1f} ms, max {latencies[-1] * 1000:.0f} ms "
+                   f"over {len(latencies)} acks")
+        assert len(latencies) >= at_least and measured < p99 and latencies[-1] < longest, summary
+        return summary
+
+
+SERVER_OPCODES = (0x1, 0x2, 0x8, 0x9, 0xA)  # text, binary, close, ping, pong
+
+
+def parse_server_frames(data: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole frames at the start of what a server wrote: [(opcode, payload)] and
+    the bytes they take. Strict: anything but a whole, unmasked frame without reserved
+    bits (an HTTP response written into the WebSocket, a frame cut into by another)
+    fails here. (The template's server never fragments, so FIN is always set.)"""
+    frames, at = [], 0
+    while len(data) - at >= 2:
+        first, second = data[at], data[at + 1]
+        assert first & 0xF0 == 0x80 and first & 0x0F in SERVER_OPCODES and not second & 0x80, \
+            f"not a server frame at byte {at}: {bytes(data[at:at + 40])!r}"
+        length, header = second, 2
+        if length == 126:
+            length, header = int.from_bytes(data[at + 2:at + 4], "big"), 4
+        elif length == 127:
+            length, header = int.from_bytes(data[at + 2:at + 10], "big"), 10
+        if len(data) - at < header or len(data) - at < header + length:
+            break  # the rest has not arrived yet
+        assert first & 0x08 == 0 or length <= 125, f"a control frame of {length} bytes"
+        frames.append((first & 0x0F, bytes(data[at + header:at + header + length])))
+        at += header + length
+    return frames, at
+
+
+def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every frame the server writes until it closes the TCP connection, parsed strictly."""
+    data = bytearray()
+    sock.settimeout(10)
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    frames, used = parse_server_frames(data)
+    assert used == len(data), f"the last frame is cut: {bytes(data[used:used + 40])!r}"
+    return frames
 
 
 def child_pids(pid: int) -> set[int]:

@@ -340,6 +340,7 @@ class Session(Socket):
 
     writer: FrameWriter | None = None
     ping_due: float | None = None
+    upgrade: Connection | None = None  # the WebSocket this session is upgrading to
 
     @property
     def backlog(self) -> int:
@@ -381,6 +382,10 @@ class Session(Socket):
 
     def close(self, wait=True, abort=False, reason=None):
         if self.writer is None:
+            if self.upgrade is not None:
+                # its upgrade ends with it: that connection outlived the session,
+                # uncounted by MAX_CONNECTIONS_PER_ADDRESS (tests/security/test_floods.py)
+                self._cut(self.upgrade)
             return super().close(wait=wait, abort=abort, reason=reason)
         if not self._disconnected(reason or self.server.reason.SERVER_DISCONNECT):
             return
@@ -447,6 +452,8 @@ class Session(Socket):
                 ws.drain()
                 return []
             self.upgrading = ws.upgrading = True
+            self.upgrade = ws
+            ws.upgrade_ended = self.server.create_event()
             self.server.start_background_task(self._upgrade_deadline, ws)
             try:
                 upgraded = self._upgrade_handshake(ws)
@@ -456,6 +463,8 @@ class Session(Socket):
                 upgraded = False
             finally:
                 self.upgrading = ws.upgrading = False
+                self.upgrade = None
+                ws.upgrade_ended.set()  # its deadline's task ends now, not at the ping timeout
             if not upgraded:
                 ws.closed_by_reader(None)
                 ws.close()  # nothing else writes to it yet
@@ -504,6 +513,7 @@ class Session(Socket):
                 # every FAIR_SHARE frames; the library's does not.)
                 self.server.sleep(0)
         self._end(ws, writer, error)
+        error = None  # it holds this frame (its traceback): freed now, not by the cyclic GC
         return []
 
     def _end(self, ws: Connection, writer: FrameWriter, error: Exception | None) -> None:
@@ -524,18 +534,25 @@ class Session(Socket):
         else:
             writer.abort()
         self.server.sockets.pop(self.sid, None)
+        if ws.raw is not None:  # our WebSocket's output is the writer, which points back
+            ws.ws.write = ws.ws.reply = None  # to it: freed now, not by the cyclic GC
 
     def _upgrade_deadline(self, ws: Connection) -> None:
         """An upgrade gets the ping timeout to finish: a probe that never comes would
         keep the connection (and its green thread) forever."""
-        self.server.sleep(self.server.ping_timeout)
+        ws.upgrade_ended.wait(self.server.ping_timeout)
         if ws.upgrading:
             log.info("%s: websocket upgrade not finished in time", self.sid)
-            with contextlib.suppress(OSError):
-                if ws.green is not None:
-                    ws.green.shutdown(socket.SHUT_RDWR)
-                else:
-                    ws.close()
+            self._cut(ws)
+
+    @staticmethod
+    def _cut(ws: Connection) -> None:
+        """End an upgrade's connection: its reader wakes up and the upgrade fails."""
+        with contextlib.suppress(OSError):
+            if ws.green is not None:
+                ws.green.shutdown(socket.SHUT_RDWR)
+            else:
+                ws.close()
 
     def _upgrade_handshake(self, ws) -> bool:
         """PING "probe" -> PONG "probe", end the pending poll, then UPGRADE."""

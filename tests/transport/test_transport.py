@@ -15,6 +15,7 @@ from app.transport.engine import EngineServer, Session
 from tests.helpers import (
     close_code,
     connected_raw,
+    read_server_frames,
     stock_deviation,
     template_transport_only,
     wait_for,
@@ -120,27 +121,6 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
     finally:
         client.disconnect()
-
-
-def read_server_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Every frame the server writes until it closes the TCP connection, parsed strictly."""
-    data = bytearray()
-    sock.settimeout(10)
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    frames, at = [], 0
-    while at < len(data):
-        first, length = data[at], data[at + 1]
-        assert first & 0x70 == 0 and length & 0x80 == 0, f"not a server frame at byte {at}"
-        at += 2
-        if length == 126:
-            length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
-        elif length == 127:
-            length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
-        assert at + length <= len(data), "the last frame is cut"
-        frames.append((first & 0x0F, bytes(data[at:at + length])))
-        at += length
-    return frames
 
 
 @template_transport_only("one ordered writer: a close is answered after the backlog "
