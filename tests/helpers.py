@@ -75,6 +75,36 @@ def connected_raw(server, token: str, sockopt=()) -> websocket.WebSocket:
     return ws
 
 
+def send_poll(server, url: str) -> socket.socket:
+    """A long-polling GET on `url` (a session's), waiting on the server when this
+    returns: the server has read it (its side of the connection has nothing unread, in
+    /proc/net/tcp), and a green thread handles a poll without a pause until it waits.
+    `poll_answer` reads its (status, body)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(f"GET {url[len(server.url):]} HTTP/1.0\r\n\r\n".encode())
+    client_port = sock.getsockname()[1]
+
+    def unread() -> int | None:  # the server side's receive queue
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (
+                    server.port, client_port):
+                return int(fields[4].split(":")[1], 16)
+        return None
+
+    wait_for(lambda: unread() == 0, message="the server to read the poll")
+    return sock
+
+
+def poll_answer(sock: socket.socket) -> tuple[int, str]:
+    response = b""
+    with sock:
+        while chunk := sock.recv(4096):
+            response += chunk
+    head, body = response.decode().split("\r\n\r\n", 1)
+    return int(head.split(" ", 2)[1]), body
+
+
 def assert_closed(ws: websocket.WebSocket, timeout: float = 5) -> None:
     """The server ends the connection: an empty read or a closed error, not a timeout."""
     ws.settimeout(timeout)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import requests
 import websocket
 
-from tests.helpers import assert_closed, close_code, connected_raw, raw_websocket, wait_for
+from tests.helpers import (
+    assert_closed,
+    close_code,
+    connected_raw,
+    poll_answer,
+    raw_websocket,
+    send_poll,
+    wait_for,
+)
 
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
@@ -92,8 +101,11 @@ def test_a_websocket_sid_cannot_be_used_over_polling(server, connect):
 def test_unsupported_engineio_version_and_transport_are_400(server):
     assert requests.get(f"{server.url}/socket.io/?EIO=3&transport=polling",
                         timeout=10).status_code == 400
-    assert requests.get(f"{server.url}/socket.io/?EIO=4&transport=carrier-pigeon",
-                        timeout=10).status_code == 400
+    # a missing transport too: it was served as polling (Engine.IO v4: mandatory)
+    for query in ("EIO=4&transport=carrier-pigeon", "EIO=4"):
+        response = requests.get(f"{server.url}/socket.io/?{query}", timeout=10)
+        assert response.status_code == 400
+        assert response.json() == {"code": 0, "message": "Transport unknown"}  # as Node
 
 
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
@@ -156,3 +168,59 @@ def test_a_sub_second_ping_interval_is_announced_as_it_is(start_own_server):
     server = start_own_server(PING_INTERVAL="0.5")
     opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
     assert json.loads(opened.text[1:])["pingInterval"] == 500
+
+
+def open_polling(server) -> str:
+    """A new long-polling Engine.IO session (its OPEN read): its URL."""
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    return f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+
+
+def test_a_polling_post_is_answered_ok(server):
+    response = requests.post(open_polling(server), data="3", timeout=10)
+    # Engine.IO v4 "Sending data": `ok` (python-engineio said `OK`), text/html as Node
+    assert (response.status_code, response.text) == (200, "ok")
+    assert response.headers["Content-Type"] == "text/html"
+
+
+def test_an_unknown_packet_type_in_a_polling_post_is_400_and_ends_the_session(server):
+    url = open_polling(server)
+    # well-formed, but Engine.IO has no packet type 7: python-engineio answered only
+    # after waiting, forever, for a poll to take the session's CLOSE
+    assert requests.post(url, data="7", timeout=10).status_code == 400
+    assert requests.get(url, timeout=10).status_code == 400  # the session is gone
+
+
+def test_a_second_poll_at_once_is_400_and_ends_the_session(server):
+    url = open_polling(server)
+    waiting = send_poll(server, url)  # no packet is due for 25 s: it waits
+    second = requests.get(url, timeout=10)
+    # Engine.IO v4 "Receiving data": 400 to the overlapping GET, and the session is
+    # closed: the waiting one learns it (CLOSE), as Node's
+    assert second.status_code == 400
+    assert poll_answer(waiting) == (200, "1")
+    assert requests.get(url, timeout=10).status_code == 400
+
+
+def test_a_waiting_poll_learns_how_its_session_ended(server):
+    # ended by the server (a packet that is not Socket.IO): CLOSE, not an empty 200
+    url = open_polling(server)
+    waiting = send_poll(server, url)
+    assert requests.post(url, data="4not-socket-io", timeout=10).status_code == 200
+    assert poll_answer(waiting) == (200, "1")
+    # closed by the client (its CLOSE packet): NOOP, as Node (Engine.IO test suite)
+    url = open_polling(server)
+    waiting = send_poll(server, url)
+    assert requests.post(url, data="1", timeout=10).status_code == 200
+    assert poll_answer(waiting) == (200, "6")
+    assert requests.get(url, timeout=10).status_code == 400
+
+
+def test_a_poll_waiting_at_a_ping_timeout_gets_close(start_own_server):
+    server = start_own_server(PING_INTERVAL="1", PING_TIMEOUT="1")
+    url = open_polling(server)
+    assert requests.get(url, timeout=10).text == "2"  # a ping, left unanswered
+    started = time.monotonic()
+    response = requests.get(url, timeout=10)
+    assert (response.status_code, response.text) == (200, "1")  # was empty: no CLOSE
+    assert time.monotonic() - started < 5
