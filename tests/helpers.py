@@ -223,9 +223,11 @@ class RedisServer:
 
 
 class AppServer:
-    """The template served by gunicorn with config/gunicorn.conf.py, as in production."""
+    """The template served by gunicorn with config/gunicorn.conf.py, as in production
+    (`app`: another WSGI application than wsgi:application, "module:name")."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, app: str | None = None, **env: str) -> None:
+        self.app = app
         self.port = free_port()
         self.env = process_environment(BIND=f"127.0.0.1:{self.port}", **env)
         self.log_path = Path(tempfile.mkstemp(prefix="test-app-", suffix=".log")[1])
@@ -238,7 +240,8 @@ class AppServer:
     def start(self) -> AppServer:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py"],
+                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
+                 *([self.app] if self.app else [])],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         wait_for(self._healthy, STARTUP_TIMEOUT, interval=0.1, message=f"server {self.url}")

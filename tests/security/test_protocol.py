@@ -19,6 +19,7 @@ from tests.helpers import (
     send_poll,
     wait_for,
 )
+from tests.security.greeting_app import REFUSED_USER
 
 # Each closes the sender's connection (and only it)...
 MALFORMED = [
@@ -224,3 +225,33 @@ def test_a_poll_waiting_at_a_ping_timeout_gets_close(start_own_server):
     response = requests.get(url, timeout=10)
     assert (response.status_code, response.text) == (200, "1")  # was empty: no CLOSE
     assert time.monotonic() - started < 5
+
+
+def test_an_unknown_namespace_is_refused_as_the_protocol_says(server):
+    ws = raw_websocket(server)
+    for namespace in ("/random", "/"):
+        ws.send("40" + ("" if namespace == "/" else namespace + ","))
+        prefix = "44" + ("" if namespace == "/" else namespace + ",")
+        # socket.io-protocol v5 (its test suite); python-socketio: "Unable to connect"
+        assert ws.recv() == prefix + '{"message":"Invalid namespace"}'
+    ws.close()
+
+
+def test_the_connect_packet_comes_before_what_the_connect_handler_emits(start_own_server,
+                                                                       make_token):
+    server = start_own_server(app="tests.security.greeting_app:application")
+    ws = raw_websocket(server)
+    ws.send("40/greet," + json.dumps({"token": make_token("greeted")}))
+    frames = [ws.recv() for _ in range(3)]
+    # python-socketio sent CONNECT after the handler, so its emits went first
+    assert frames[0].startswith("40/greet,{")
+    assert sorted(frames[1:]) == ['42/greet,["welcome",{"to":"sid"}]',
+                                  '42/greet,["welcome",{"to":"user"}]']
+    ws.close()
+    # refused after emitting: only the refusal (the socket never existed)
+    ws = raw_websocket(server)
+    ws.send("40/greet," + json.dumps({"token": make_token(REFUSED_USER)}))
+    ws.send("40/chat," + json.dumps({"token": make_token("barrier")}))
+    assert ws.recv().startswith('44/greet,{"message":"greeted, then refused"')
+    assert ws.recv().startswith("40/chat,{")
+    ws.close()
