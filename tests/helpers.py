@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import engineio
+import pytest
 import requests
 import socketio
 import websocket
@@ -54,6 +55,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def node_modules() -> Path:
+    """bench/node_modules, with the official socket.io-client (npm ci on first use);
+    skips the test when Node.js is not installed."""
+    modules = ROOT / "bench" / "node_modules"
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (modules / "socket.io-client").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
+                       check=True, timeout=600)
+    return modules
 
 
 def raw_websocket(server, query: str = "", sockopt=()) -> websocket.WebSocket:

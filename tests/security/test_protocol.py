@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import socket
+import subprocess
+import threading
 import time
 
 import pytest
@@ -11,9 +15,11 @@ import requests
 import websocket
 
 from tests.helpers import (
+    ROOT,
     assert_closed,
     close_code,
     connected_raw,
+    node_modules,
     poll_answer,
     raw_websocket,
     send_poll,
@@ -255,3 +261,67 @@ def test_the_connect_packet_comes_before_what_the_connect_handler_emits(start_ow
     assert ws.recv().startswith('44/greet,{"message":"greeted, then refused"')
     assert ws.recv().startswith("40/chat,{")
     ws.close()
+
+
+def node_client(server_url: str, token: str, **options) -> subprocess.Popen:
+    """protocol_clients.js: the official socket.io-client, one JSON line per report."""
+    return subprocess.Popen(
+        ["node", str(ROOT / "tests" / "security" / "protocol_clients.js"),
+         json.dumps({"url": server_url + "/chat", "token": token, **options})],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "NODE_PATH": str(node_modules())})
+
+
+def next_report(client: subprocess.Popen, key: str) -> dict:
+    """The client's next report of `key` (others before it are skipped)."""
+    reports: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in client.stdout:
+            report = json.loads(line)
+            if key in report:
+                reports.put(report[key])
+                return
+        reports.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    report = reports.get(timeout=20)
+    assert report is not None, f"the client exited without a {key!r} report"
+    return report
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_an_engineio_refusal_reaches_the_official_client_which_retries(
+        start_own_server, make_token, connect, transport):
+    # Refused at the Engine.IO handshake (python-engineio: 401 and the refusal's JSON),
+    # as a draining worker refuses: socket.io-client retries that, unlike a namespace's
+    # CONNECT_ERROR. The code is readable over polling only: a browser WebSocket (and
+    # socket.io-client over Node's `ws`) exposes no body of a refused upgrade.
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="1")
+    holder = connect(server.url, user="holder")
+    client = node_client(server.url, make_token("refused"), transports=[transport],
+                         scenario="connect")
+    try:
+        error = next_report(client, "connect_error")
+        assert error["active"] is True  # it retries by itself
+        if transport == "polling":
+            assert error["message"] == "xhr poll error" and error["description"] == 401
+            assert json.loads(error["responseText"])["code"] == "too_many_connections"
+        else:
+            assert error["message"] == "websocket error"
+            assert error["description"] == "Unexpected server response: 401"
+        next_report(client, "reconnect_attempt")
+        holder.close()  # the address's slot is free: the next attempt connects
+        assert next_report(client, "connected") is True
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_a_burst_of_acks_over_polling_comes_back_whole(start_own_server, make_token):
+    server = start_own_server(EVENT_BURST="100")
+    # socket.io-client packs the 60 emits of one turn into one POST (python-engineio
+    # dropped a POST of more than 16 packets, answering 200)
+    client = node_client(server.url, make_token("acker"), transports=["polling"],
+                         scenario="acks", count=60)
+    out, _ = client.communicate(timeout=60)
+    assert json.loads(out.splitlines()[-1]) == {"acks": 60}, out

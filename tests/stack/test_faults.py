@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -22,6 +21,7 @@ import time
 import pytest
 
 from tests.helpers import ROOT, Client, Nginx, wait_for
+from tests.helpers import node_modules as node_client_modules
 
 NODE_MODULES = ROOT / "bench" / "node_modules"
 CLIENTS, ROOMS, SENDERS = 40, 5, 10
@@ -31,12 +31,7 @@ BACK_WITHIN_MS = 5000
 
 @pytest.fixture(scope="module")
 def node_modules():
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_MODULES / "socket.io-client").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
-                       check=True, timeout=600)
-    return NODE_MODULES
+    return node_client_modules()
 
 
 class FaultClients:
