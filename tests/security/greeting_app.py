@@ -1,7 +1,7 @@
 """The template with one more namespace, /greet, whose connect handler emits to the
 connecting socket (tests/security/test_protocol.py):
 
-    start_own_server(app="tests.security.greeting_app:application")
+    start_own_server(app="tests.security.greeting_app:create()")
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ class GreetNamespace(BaseNamespace):
             raise ForbiddenError("greeted, then refused")
 
 
-app = create_app()
-services = app.extensions[EXTENSION_KEY]
-services.sio.namespaces.append(GreetNamespace.path)
-services.sio.register_namespace(GreetNamespace(services))
-application = app.wsgi_app
+def create():
+    """The WSGI application (a factory: importing this module builds nothing)."""
+    app = create_app()
+    services = app.extensions[EXTENSION_KEY]
+    services.sio.namespaces.append(GreetNamespace.path)
+    services.sio.register_namespace(GreetNamespace(services))
+    return app.wsgi_app

@@ -245,7 +245,7 @@ def test_an_unknown_namespace_is_refused_as_the_protocol_says(server):
 
 def test_the_connect_packet_comes_before_what_the_connect_handler_emits(start_own_server,
                                                                        make_token):
-    server = start_own_server(app="tests.security.greeting_app:application")
+    server = start_own_server(app="tests.security.greeting_app:create()")
     ws = raw_websocket(server)
     ws.send("40/greet," + json.dumps({"token": make_token("greeted")}))
     frames = [ws.recv() for _ in range(3)]
