@@ -5,7 +5,11 @@
 //              n are back (or the connect fails: {"connect_error": ...})
 //   "connect": connect and report, one JSON line each, every connect_error
 //              {message, description, responseText, data, active}, every
-//              {"reconnect_attempt": n}, and {"connected": true} (then exit)
+//              {"reconnect_attempt": n}, and {"connected": true} (then exit, unless
+//              `stay`: then go on reporting, {"disconnect": reason} too)
+// keepAlive: polling requests reuse their connections, as a browser's do (Node's
+// default client opens one per request).
+const http = require("http");
 const { io } = require("socket.io-client");
 
 const opts = JSON.parse(process.argv[2]);
@@ -13,6 +17,7 @@ const print = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const socket = io(opts.url, {
   transports: opts.transports, auth: { token: opts.token },
   reconnectionDelay: 100, reconnectionDelayMax: 500, timeout: 5000,
+  agent: opts.keepAlive ? new http.Agent({ keepAlive: true }) : false,
 });
 
 socket.on("connect_error", (err) => {
@@ -28,10 +33,13 @@ socket.on("connect_error", (err) => {
 });
 socket.io.on("reconnect_attempt", (n) => print({ reconnect_attempt: n }));
 
+socket.on("disconnect", (reason) => print({ disconnect: reason }));
+
 socket.on("connect", () => {
   if (opts.scenario === "connect") {
     print({ connected: true });
-    process.exit(0);
+    if (!opts.stay) process.exit(0);
+    return;
   }
   let acks = 0;
   for (let n = 0; n < opts.count; n++) {  // all in one turn: one polling POST

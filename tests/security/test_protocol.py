@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import threading
@@ -325,3 +326,24 @@ def test_a_burst_of_acks_over_polling_comes_back_whole(start_own_server, make_to
                          scenario="acks", count=60)
     out, _ = client.communicate(timeout=60)
     assert json.loads(out.splitlines()[-1]) == {"acks": 60}, out
+
+
+def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
+        start_own_server, make_token):
+    server = start_own_server(GRACEFUL_TIMEOUT="10")
+    client = node_client(server.url, make_token("drained"), transports=["polling"],
+                         scenario="connect", stay=True, keepAlive=True)
+    try:
+        assert next_report(client, "connected") is True
+        os.killpg(server.process.pid, signal.SIGTERM)  # as a deploy: app/sockets/shutdown.py
+        # The drain ends the session (the waiting poll gets CLOSE) and the client shakes
+        # hands again, on a kept-alive connection to the draining worker (the port
+        # itself is closed at once): refused at the Engine.IO level, and retried.
+        assert next_report(client, "disconnect") == "transport close"
+        error = next_report(client, "connect_error")
+        assert error["active"] is True
+        assert json.loads(error["responseText"])["code"] == "shutting_down"
+        next_report(client, "reconnect_attempt")
+    finally:
+        client.kill()
+        client.wait()
