@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import socket
 import time
 
@@ -306,7 +307,11 @@ def library_websocket(websocket_class):
 
 
 class _DetachedQueue:
-    """Stands in for python-engineio's queue once a session writes through FrameWriter."""
+    """Stands in for python-engineio's queue once a session writes through FrameWriter.
+
+    (A poll still waiting then, released by Session._hand_queue_to, finishes against
+    it: python-engineio's poll looks the queue up again after its first get.)
+    """
 
     def qsize(self) -> int:
         return 0
@@ -315,6 +320,12 @@ class _DetachedQueue:
         return True
 
     def put(self, item) -> None:
+        pass
+
+    def get(self, block=True, timeout=None):
+        raise queue.Empty  # python-engineio's queue_empty, in every async mode
+
+    def task_done(self) -> None:
         pass
 
     def join(self) -> None:
@@ -527,15 +538,15 @@ class Session(ConformantSocket, Socket):
         UPGRADE without waiting for that poll's answer raced: the poll gets another, on
         the queue it waits on (it would have ended the session at its timeout).
         """
-        queue, queued = self.queue, []
-        while not queue.empty():
-            pkt = queue.get_nowait()
-            queue.task_done()
+        polled, queued = self.queue, []
+        while not polled.empty():
+            pkt = polled.get_nowait()
+            polled.task_done()
             if pkt is not None and pkt.packet_type != packet.NOOP:
                 queued.append(pkt)
         self.writer = writer
         self.queue = DETACHED_QUEUE  # its memory is freed: ~1.5 KB per connection
-        self.end_poll(queue)
+        self.end_poll(polled)
         for pkt in queued:
             writer.write(pkt)
 

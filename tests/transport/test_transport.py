@@ -142,6 +142,18 @@ def test_the_upgrade_noop_goes_to_a_waiting_poll_only(server, make_token):
     poll = send_poll(server, url)
     ws = upgrade(sid)
     assert poll_answer(poll) == (200, "6")
+    ws.close()
+    # ...even when UPGRADE comes before that poll had its answer (in the same read as
+    # the probe): the queue went to the WebSocket with the poll's NOOP
+    sid, url = open_session()
+    poll = send_poll(server, url)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        timeout=10)
+    ws.sock.sendall(websocket.ABNF.create_frame("2probe", websocket.ABNF.OPCODE_TEXT).format()
+                    + websocket.ABNF.create_frame("5", websocket.ABNF.OPCODE_TEXT).format())
+    assert ws.recv() == "3probe"
+    assert poll_answer(poll) == (200, "6")
     ws.send("40/chat," + json.dumps({"token": make_token("upgraded")}))
     assert ws.recv().startswith("40/chat,{")
     ws.close()
