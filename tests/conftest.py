@@ -12,8 +12,6 @@ the test's own).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 
 import jwt
@@ -22,7 +20,13 @@ import pytest
 from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
-from tests.helpers import NODE_MODULES, Client, RedisServer, ServerGroup, process_environment
+from tests.helpers import (
+    Client,
+    RedisServer,
+    ServerGroup,
+    install_node_modules,
+    process_environment,
+)
 
 
 @pytest.fixture(scope="session")
@@ -146,12 +150,7 @@ def cluster(start_server, redis_server):
 @pytest.fixture(scope="session")
 def node_modules():
     """bench/node_modules (official socket.io-client), installed on first use."""
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_MODULES / "socket.io-client").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"],
-                       cwd=NODE_MODULES.parent, check=True, timeout=600)
-    return NODE_MODULES
+    return install_node_modules()
 
 
 # --- clients -------------------------------------------------------------

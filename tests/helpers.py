@@ -81,6 +81,17 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         time.sleep(interval)
 
 
+def install_node_modules() -> Path:
+    """bench/node_modules, with the official socket.io-client (npm ci on first use);
+    skips the test when Node.js is not installed."""
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (NODE_MODULES / "socket.io-client").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
+                       check=True, timeout=600)
+    return NODE_MODULES
+
+
 def raw_websocket(server, query: str = "", sockopt=()) -> websocket.WebSocket:
     """A raw Engine.IO WebSocket, its OPEN packet read (as `ws.engineio_open`)."""
     ws = websocket.create_connection(
@@ -115,6 +126,36 @@ def connected_raw(server, token: str, sockopt=()) -> websocket.WebSocket:
     ws.send("40/chat," + json.dumps({"token": token}))
     assert ws.recv().startswith("40/chat,")
     return ws
+
+
+def send_poll(server, url: str) -> socket.socket:
+    """A long-polling GET on `url` (a session's), waiting on the server when this
+    returns: the server has read it (its side of the connection has nothing unread, in
+    /proc/net/tcp), and a green thread handles a poll without a pause until it waits.
+    `poll_answer` reads its (status, body)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(f"GET {url[len(server.url):]} HTTP/1.0\r\n\r\n".encode())
+    client_port = sock.getsockname()[1]
+
+    def unread() -> int | None:  # the server side's receive queue
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (
+                    server.port, client_port):
+                return int(fields[4].split(":")[1], 16)
+        return None
+
+    wait_for(lambda: unread() == 0, message="the server to read the poll")
+    return sock
+
+
+def poll_answer(sock: socket.socket) -> tuple[int, str]:
+    response = b""
+    with sock:
+        while chunk := sock.recv(4096):
+            response += chunk
+    head, body = response.decode().split("\r\n\r\n", 1)
+    return int(head.split(" ", 2)[1]), body
 
 
 def assert_closed(ws: websocket.WebSocket, timeout: float = 5) -> None:
@@ -376,9 +417,11 @@ class RedisServer:
 
 
 class AppServer:
-    """The template served by gunicorn with config/gunicorn.conf.py, as in production."""
+    """The template served by gunicorn with config/gunicorn.conf.py, as in production
+    (`app`: another WSGI application than wsgi:application, "module:name")."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, app: str | None = None, **env: str) -> None:
+        self.app = app
         self.port = free_port()
         self.env = process_environment(BIND=f"127.0.0.1:{self.port}", **env)
         self.log_path = Path(tempfile.mkstemp(prefix="test-app-", suffix=".log")[1])
@@ -391,7 +434,8 @@ class AppServer:
     def start(self) -> AppServer:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py"],
+                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
+                 *([self.app] if self.app else [])],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         wait_for(self._healthy, STARTUP_TIMEOUT, interval=0.1, message=f"server {self.url}")

@@ -30,6 +30,28 @@ library_log.setLevel(logging.WARNING)
 log = logging.getLogger("app.sockets")
 
 
+class _Connecting:
+    """A client's namespace connect in progress: the packets for that namespace, held
+    until its CONNECT is sent."""
+
+    __slots__ = ("attachments_held", "held", "namespace")
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.held: list = []
+        self.attachments_held = False
+
+    def holds(self, data) -> bool:
+        """Whether an event python-socketio's emit encoded (`2/chat,[...]`, `51-/chat,[...]`,
+        then its attachments as bytes) is for this namespace."""
+        if not isinstance(data, str):  # an attachment: where its event went
+            return self.attachments_held
+        rest = data[1:].lstrip("0123456789-")  # type, attachment count, ack id
+        namespace = rest[:rest.find(",")] if rest.startswith("/") else "/"
+        self.attachments_held = namespace == self.namespace
+        return self.attachments_held
+
+
 class RealtimeServer(socketio.Server):
     """python-socketio's server, refusing Engine.IO connections over the per-address
     limit, and sending a draining worker's new clients elsewhere."""
@@ -66,6 +88,8 @@ class RealtimeServer(socketio.Server):
         # {eio sid: TCP socket}
         self.stock_websockets: dict[str, socket.socket] | None = (
             {} if settings.engineio_transport == "stock" else None)
+        # eio_sid -> its namespace connect in progress (see _handle_connect)
+        self._connecting: dict[str, _Connecting] = {}
 
     def _engineio_server_class(self):
         return self.engineio_class  # app/transport: the Engine.IO transport layer
@@ -96,16 +120,34 @@ class RealtimeServer(socketio.Server):
         if self.lifecycle.draining:
             self.end_session(eio_sid)
             return None
-        state = self.recovery.begin(namespace or "/", data)
-        if state is None:
-            return super()._handle_connect(eio_sid, namespace, data)
-        if state.record is not None:
+        namespace = namespace or "/"
+        if not (namespace in self.namespace_handlers or namespace in self.handlers
+                or self.namespaces == "*" or namespace in self.namespaces):
+            # socket.io-protocol v5 (test suite): `44/nsp,{"message":"Invalid namespace"}`;
+            # python-socketio sent the string "Unable to connect", which socket.io-client
+            # reads as an error without a message
+            return self._send_packet(eio_sid, self.packet_class(
+                socketio.packet.CONNECT_ERROR, data={"message": "Invalid namespace"},
+                namespace=namespace))
+        # The server MUST answer a CONNECT with CONNECT (socket.io-protocol v5,
+        # "Connection to a namespace"): python-socketio sends it after the connect
+        # handler, so what the handler (or anyone, to the rooms it joined) emitted to
+        # the socket went out first. Those packets wait here for the CONNECT, and are
+        # dropped with a refusal: the socket never existed. (One connect at a time per
+        # client: its packets are handled in order.)
+        self._connecting[eio_sid] = _Connecting(namespace)
+        # connection-state recovery (app/core/recovery.py): the record the client names
+        # is claimed, and its sid given back; its replay goes after the CONNECT
+        state = self.recovery.begin(namespace, data)
+        if state is not None and state.record is not None:
             self.manager.preset_sid = state.record["sid"]
         try:
             return super()._handle_connect(eio_sid, namespace, data)
         finally:
-            self.manager.preset_sid = None
-            self.recovery.end(state, eio_sid)
+            self._connecting.pop(eio_sid, None)  # no CONNECT: what waited is dropped
+            if state is not None:
+                self.manager.preset_sid = None
+                self.recovery.end(state, eio_sid)
 
     def _send_packet(self, eio_sid, pkt):
         # The CONNECT of a socket with recovery carries its private session id.
@@ -113,7 +155,18 @@ class RealtimeServer(socketio.Server):
             state = self.recovery.current
             if state is not None and state.pid is not None:
                 pkt.data = {**pkt.data, "pid": state.pid}
-        return super()._send_packet(eio_sid, pkt)
+        connecting = self._connecting.get(eio_sid) if self._connecting else None
+        if connecting is not None and (pkt.namespace or "/") == connecting.namespace:
+            if pkt.packet_type not in (socketio.packet.CONNECT, socketio.packet.CONNECT_ERROR):
+                connecting.held.append((self._send_packet, pkt))
+                return
+            del self._connecting[eio_sid]
+            super()._send_packet(eio_sid, pkt)
+            if pkt.packet_type == socketio.packet.CONNECT:
+                for send, held in connecting.held:
+                    send(eio_sid, held)
+            return
+        super()._send_packet(eio_sid, pkt)
 
     def _handle_disconnect(self, eio_sid, namespace, reason=None):
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
@@ -122,10 +175,14 @@ class RealtimeServer(socketio.Server):
         return super()._handle_disconnect(eio_sid, namespace, reason)
 
     def _send_eio_packet(self, eio_sid, eio_pkt):
+        connecting = self._connecting.get(eio_sid) if self._connecting else None
+        if connecting is not None and connecting.holds(eio_pkt.data):
+            connecting.held.append((self._send_eio_packet, eio_pkt))
+            return
         # python-socketio's emit hands each local recipient its event here (and only
         # emits do: acks and connects take _send_packet): counted for /metrics.
         deliveries.pending += 1
-        return super()._send_eio_packet(eio_sid, eio_pkt)
+        super()._send_eio_packet(eio_sid, eio_pkt)
 
     def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         # python-socketio's, with the ack sent once the handler's publishes are done

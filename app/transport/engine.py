@@ -30,15 +30,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import socket
-import sys
 import time
 
 import engineio
-from engineio import exceptions, packet, payload
+from engineio import exceptions, packet
 from engineio.socket import Socket
 
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
+from app.transport.protocol import ConformantServer, ConformantSocket
 from app.transport.websocket import (
     FAIR_SHARE,
     POLICY_VIOLATION,
@@ -306,7 +307,11 @@ def library_websocket(websocket_class):
 
 
 class _DetachedQueue:
-    """Stands in for python-engineio's queue once a session writes through FrameWriter."""
+    """Stands in for python-engineio's queue once a session writes through FrameWriter.
+
+    (A poll still waiting then, released by Session._hand_queue_to, finishes against
+    it: python-engineio's poll looks the queue up again after its first get.)
+    """
 
     def qsize(self) -> int:
         return 0
@@ -317,6 +322,12 @@ class _DetachedQueue:
     def put(self, item) -> None:
         pass
 
+    def get(self, block=True, timeout=None):
+        raise queue.Empty  # python-engineio's queue_empty, in every async mode
+
+    def task_done(self) -> None:
+        pass
+
     def join(self) -> None:
         pass
 
@@ -324,19 +335,17 @@ class _DetachedQueue:
 DETACHED_QUEUE = _DetachedQueue()
 
 
-class _Payload(payload.Payload):
-    max_decode_packets = sys.maxsize  # bounded by the body's size (MAX_HTTP_BUFFER_SIZE)
-
-
-def _refusal(code: str, message: str) -> dict:
+def _refusal(code: str, message: str, headers=()) -> dict:
     """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
     list would be taken for packets to poll)."""
-    return {"status": "400 BAD REQUEST", "headers": [("Content-Type", "application/json")],
+    return {"status": "400 BAD REQUEST",
+            "headers": [("Content-Type", "application/json"), *headers],
             "response": json.dumps({"code": code, "message": message}).encode()}
 
 
-class Session(Socket):
-    """An Engine.IO session: python-engineio's, with the transport above."""
+class Session(ConformantSocket, Socket):
+    """An Engine.IO session: python-engineio's, with the transport above and the
+    protocol fixes of app/transport/protocol.py."""
 
     writer: FrameWriter | None = None
     ping_due: float | None = None
@@ -349,36 +358,9 @@ class Session(Socket):
 
     def send(self, pkt):
         if self.writer is None:
-            if pkt.packet_type == packet.OPEN:
-                # python-engineio truncates to whole seconds: a pingInterval of 0.5 s
-                # was announced as 0, and clients pinged by it timed out
-                server = self.server
-                interval = server.ping_interval + server.ping_interval_grace_period
-                pkt.data["pingInterval"] = round(interval * 1000)
             return super().send(pkt)
         if self.check_ping_timeout():
             self.writer.write(pkt)
-
-    def handle_post_request(self, environ):
-        """A long-polling POST: its packets, as many as MAX_HTTP_BUFFER_SIZE holds.
-
-        python-engineio refused a payload of more than 16 packets with an exception it
-        then answered 200 to: every packet of the POST was dropped silently (60 acks
-        emitted at once by socket.io-client lost 59). A payload that cannot be decoded
-        ends the session with 400.
-        """
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > self.server.max_http_buffer_size:
-            raise exceptions.ContentTooLongError()
-        try:
-            body = environ["wsgi.input"].read(length).decode("utf-8")
-            packets = _Payload(encoded_payload=body).packets
-        except Exception as exc:  # hostile input: any decoding error
-            log.info("%s: malformed polling payload (%s)", self.sid, exc)
-            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
-            raise exceptions.EngineIOError("malformed payload") from None  # -> 400
-        for pkt in packets:
-            self.receive(pkt)
 
     def close(self, wait=True, abort=False, reason=None):
         if self.writer is None:
@@ -434,7 +416,9 @@ class Session(Socket):
         if not accept(environ, green):
             if not self.connected:  # a new session: it ends here, its address slot freed
                 self.close(wait=False, abort=True)
-            return _refusal("bad_handshake", "not a WebSocket upgrade")
+            # RFC 6455 4.2.2: a refused handshake names the version(s) the server speaks
+            return _refusal("bad_handshake", "not a WebSocket upgrade",
+                            [("Sec-WebSocket-Version", "13")])
         server = self.server
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
@@ -484,8 +468,9 @@ class Session(Socket):
         while not self.closed:
             try:
                 data = ws.wait()
-                if isinstance(data, str) and (not data or data[0] not in "0123456789"):
-                    # python-engineio would fail to decode it outside its error handling
+                if isinstance(data, str) and (not data or data[0] not in "0123456"):
+                    # python-engineio would fail to decode it outside its error handling;
+                    # a type the protocol does not have (7-9) is a parse error to Node too
                     raise ProtocolError("malformed Engine.IO packet", POLICY_VIOLATION)
                 if data and len(data) > max_size:
                     raise ProtocolError("packet is too large", TOO_BIG)
@@ -560,19 +545,25 @@ class Session(Socket):
         if pkt.packet_type != packet.PING or pkt.data != "probe":
             return False
         ws.send(packet.Packet(packet.PONG, data="probe").encode())
-        self.queue.put(packet.Packet(packet.NOOP))  # ends the poll
+        self.end_poll()
         return packet.Packet(encoded_packet=ws.wait()).packet_type == packet.UPGRADE
 
     def _hand_queue_to(self, writer: FrameWriter) -> None:
-        """Packets queued before the WebSocket (OPEN, CONNECT, ...) go first, in order."""
-        queued = []
-        while not self.queue.empty():
-            pkt = self.queue.get_nowait()
-            self.queue.task_done()
-            if pkt is not None:
+        """Packets queued before the WebSocket (OPEN, CONNECT, ...) go first, in order.
+
+        A NOOP left there was the waiting poll's (end_poll), which a client sending
+        UPGRADE without waiting for that poll's answer raced: the poll gets another, on
+        the queue it waits on (it would have ended the session at its timeout).
+        """
+        polled, queued = self.queue, []
+        while not polled.empty():
+            pkt = polled.get_nowait()
+            polled.task_done()
+            if pkt is not None and pkt.packet_type != packet.NOOP:
                 queued.append(pkt)
         self.writer = writer
         self.queue = DETACHED_QUEUE  # its memory is freed: ~1.5 KB per connection
+        self.end_poll(polled)
         for pkt in queued:
             writer.write(pkt)
 
@@ -586,8 +577,9 @@ class _Sessions(dict):
         super().__setitem__(sid, session)
 
 
-class EngineServer(engineio.Server):
-    """python-engineio's server with the sessions above and one pinger per worker."""
+class EngineServer(ConformantServer, engineio.Server):
+    """python-engineio's server with the sessions above, one pinger per worker and the
+    protocol fixes of app/transport/protocol.py."""
 
     def __init__(self, *args, max_queued_bytes: int = MAX_QUEUED_BYTES, **kwargs) -> None:
         super().__init__(*args, **kwargs)

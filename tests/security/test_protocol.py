@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
 import socket
+import subprocess
+import threading
+import time
 
 import pytest
 import requests
 import websocket
 
 from tests.helpers import (
+    ROOT,
     STOCK,
     assert_closed,
     close_code,
     connected_raw,
+    install_node_modules,
+    poll_answer,
     raw_websocket,
+    send_poll,
     stock_deviation,
     wait_for,
 )
+from tests.security.greeting_app import REFUSED_USER
 
 # python-engineio decodes a WebSocket message outside its error handling: the WSGI
 # server then writes an HTTP 500 response into the open WebSocket
@@ -106,8 +117,11 @@ def test_a_websocket_sid_cannot_be_used_over_polling(server, connect):
 def test_unsupported_engineio_version_and_transport_are_400(server):
     assert requests.get(f"{server.url}/socket.io/?EIO=3&transport=polling",
                         timeout=10).status_code == 400
-    assert requests.get(f"{server.url}/socket.io/?EIO=4&transport=carrier-pigeon",
-                        timeout=10).status_code == 400
+    # a missing transport too: it was served as polling (Engine.IO v4: mandatory)
+    for query in ("EIO=4&transport=carrier-pigeon", "EIO=4"):
+        response = requests.get(f"{server.url}/socket.io/?{query}", timeout=10)
+        assert response.status_code == 400
+        assert response.json() == {"code": 0, "message": "Transport unknown"}  # as Node
 
 
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
@@ -175,3 +189,174 @@ def test_a_sub_second_ping_interval_is_announced_as_it_is(start_own_server):
     server = start_own_server(PING_INTERVAL="0.5")
     opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
     assert json.loads(opened.text[1:])["pingInterval"] == 500
+
+
+def open_polling(server) -> str:
+    """A new long-polling Engine.IO session (its OPEN read): its URL."""
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    return f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+
+
+def test_a_polling_post_is_answered_ok(server):
+    response = requests.post(open_polling(server), data="3", timeout=10)
+    # Engine.IO v4 "Sending data": `ok` (python-engineio said `OK`), text/html as Node
+    assert (response.status_code, response.text) == (200, "ok")
+    assert response.headers["Content-Type"] == "text/html"
+
+
+def test_an_unknown_packet_type_in_a_polling_post_is_400_and_ends_the_session(server):
+    url = open_polling(server)
+    # well-formed, but Engine.IO has no packet type 7: python-engineio answered only
+    # after waiting, forever, for a poll to take the session's CLOSE
+    assert requests.post(url, data="7", timeout=10).status_code == 400
+    assert requests.get(url, timeout=10).status_code == 400  # the session is gone
+
+
+def test_a_second_poll_at_once_is_400_and_ends_the_session(server):
+    url = open_polling(server)
+    waiting = send_poll(server, url)  # no packet is due for 25 s: it waits
+    second = requests.get(url, timeout=10)
+    # Engine.IO v4 "Receiving data": 400 to the overlapping GET, and the session is
+    # closed: the waiting one learns it (CLOSE), as Node's
+    assert second.status_code == 400
+    assert poll_answer(waiting) == (200, "1")
+    assert requests.get(url, timeout=10).status_code == 400
+
+
+def test_a_waiting_poll_learns_how_its_session_ended(server):
+    # ended by the server (a packet that is not Socket.IO): CLOSE, not an empty 200
+    url = open_polling(server)
+    waiting = send_poll(server, url)
+    assert requests.post(url, data="4not-socket-io", timeout=10).status_code == 200
+    assert poll_answer(waiting) == (200, "1")
+    # closed by the client (its CLOSE packet): NOOP, as Node (Engine.IO test suite)
+    url = open_polling(server)
+    waiting = send_poll(server, url)
+    assert requests.post(url, data="1", timeout=10).status_code == 200
+    assert poll_answer(waiting) == (200, "6")
+    assert requests.get(url, timeout=10).status_code == 400
+
+
+def test_a_poll_waiting_at_a_ping_timeout_gets_close(start_own_server):
+    server = start_own_server(PING_INTERVAL="1", PING_TIMEOUT="1")
+    url = open_polling(server)
+    assert requests.get(url, timeout=10).text == "2"  # a ping, left unanswered
+    started = time.monotonic()
+    response = requests.get(url, timeout=10)
+    assert (response.status_code, response.text) == (200, "1")  # was empty: no CLOSE
+    assert time.monotonic() - started < 5
+
+
+def test_an_unknown_namespace_is_refused_as_the_protocol_says(server):
+    ws = raw_websocket(server)
+    for namespace in ("/random", "/"):
+        ws.send("40" + ("" if namespace == "/" else namespace + ","))
+        prefix = "44" + ("" if namespace == "/" else namespace + ",")
+        # socket.io-protocol v5 (its test suite); python-socketio: "Unable to connect"
+        assert ws.recv() == prefix + '{"message":"Invalid namespace"}'
+    ws.close()
+
+
+def test_the_connect_packet_comes_before_what_the_connect_handler_emits(start_own_server,
+                                                                       make_token):
+    server = start_own_server(app="tests.security.greeting_app:create()")
+    ws = raw_websocket(server)
+    ws.send("40/greet," + json.dumps({"token": make_token("greeted")}))
+    frames = [ws.recv() for _ in range(3)]
+    # python-socketio sent CONNECT after the handler, so its emits went first
+    assert frames[0].startswith("40/greet,{")
+    assert sorted(frames[1:]) == ['42/greet,["welcome",{"to":"sid"}]',
+                                  '42/greet,["welcome",{"to":"user"}]']
+    ws.close()
+    # refused after emitting: only the refusal (the socket never existed)
+    ws = raw_websocket(server)
+    ws.send("40/greet," + json.dumps({"token": make_token(REFUSED_USER)}))
+    ws.send("40/chat," + json.dumps({"token": make_token("barrier")}))
+    assert ws.recv().startswith('44/greet,{"message":"greeted, then refused"')
+    assert ws.recv().startswith("40/chat,{")
+    ws.close()
+
+
+def node_client(server_url: str, token: str, **options) -> subprocess.Popen:
+    """protocol_clients.js: the official socket.io-client, one JSON line per report."""
+    return subprocess.Popen(
+        ["node", str(ROOT / "tests" / "security" / "protocol_clients.js"),
+         json.dumps({"url": server_url + "/chat", "token": token, **options})],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "NODE_PATH": str(install_node_modules())})
+
+
+def next_report(client: subprocess.Popen, key: str) -> dict:
+    """The client's next report of `key` (others before it are skipped)."""
+    reports: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in client.stdout:
+            report = json.loads(line)
+            if key in report:
+                reports.put(report[key])
+                return
+        reports.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    report = reports.get(timeout=20)
+    assert report is not None, f"the client exited without a {key!r} report"
+    return report
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_an_engineio_refusal_reaches_the_official_client_which_retries(
+        start_own_server, make_token, connect, transport):
+    # Refused at the Engine.IO handshake (python-engineio: 401 and the refusal's JSON),
+    # as a draining worker refuses: socket.io-client retries that, unlike a namespace's
+    # CONNECT_ERROR. The code is readable over polling only: a browser WebSocket (and
+    # socket.io-client over Node's `ws`) exposes no body of a refused upgrade.
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="1")
+    holder = connect(server.url, user="holder")
+    client = node_client(server.url, make_token("refused"), transports=[transport],
+                         scenario="connect")
+    try:
+        error = next_report(client, "connect_error")
+        assert error["active"] is True  # it retries by itself
+        if transport == "polling":
+            assert error["message"] == "xhr poll error" and error["description"] == 401
+            assert json.loads(error["responseText"])["code"] == "too_many_connections"
+        else:
+            assert error["message"] == "websocket error"
+            assert error["description"] == "Unexpected server response: 401"
+        next_report(client, "reconnect_attempt")
+        holder.close()  # the address's slot is free: the next attempt connects
+        assert next_report(client, "connected") is True
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_a_burst_of_acks_over_polling_comes_back_whole(start_own_server, make_token):
+    server = start_own_server(EVENT_BURST="100")
+    # socket.io-client packs the 60 emits of one turn into one POST (python-engineio
+    # dropped a POST of more than 16 packets, answering 200)
+    client = node_client(server.url, make_token("acker"), transports=["polling"],
+                         scenario="acks", count=60)
+    out, _ = client.communicate(timeout=60)
+    assert json.loads(out.splitlines()[-1]) == {"acks": 60}, out
+
+
+def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
+        start_own_server, make_token):
+    server = start_own_server(GRACEFUL_TIMEOUT="10")
+    client = node_client(server.url, make_token("drained"), transports=["polling"],
+                         scenario="connect", stay=True, keepAlive=True)
+    try:
+        assert next_report(client, "connected") is True
+        os.killpg(server.process.pid, signal.SIGTERM)  # as a deploy: app/sockets/shutdown.py
+        # The drain ends the session (the waiting poll gets CLOSE) and the client shakes
+        # hands again, on a kept-alive connection to the draining worker (the port
+        # itself is closed at once): refused at the Engine.IO level, and retried.
+        assert next_report(client, "disconnect") == "transport close"
+        error = next_report(client, "connect_error")
+        assert error["active"] is True
+        assert json.loads(error["responseText"])["code"] == "shutting_down"
+        next_report(client, "reconnect_attempt")
+    finally:
+        client.kill()
+        client.wait()

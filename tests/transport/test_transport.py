@@ -15,7 +15,9 @@ from app.transport.engine import EngineServer, Session
 from tests.helpers import (
     close_code,
     connected_raw,
+    poll_answer,
     read_server_frames,
+    send_poll,
     stock_deviation,
     template_transport_only,
     wait_for,
@@ -121,6 +123,49 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
     finally:
         client.disconnect()
+
+
+def test_the_upgrade_noop_goes_to_a_waiting_poll_only(server, make_token):
+    def upgrade(sid: str) -> websocket.WebSocket:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+            timeout=10)
+        ws.send("2probe")
+        assert ws.recv() == "3probe"
+        ws.send("5")
+        return ws
+
+    def open_session() -> tuple[str, str]:
+        opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+        sid = json.loads(opened.text[1:])["sid"]
+        return sid, f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+
+    # no poll waiting: the NOOP that ends one was written on the new WebSocket
+    sid, _ = open_session()
+    ws = upgrade(sid)
+    ws.send("40/chat," + json.dumps({"token": make_token("upgraded")}))
+    assert ws.recv().startswith("40/chat,{")
+    ws.close()
+    # a poll waiting gets it: Engine.IO v4 "Upgrade"
+    sid, url = open_session()
+    poll = send_poll(server, url)
+    ws = upgrade(sid)
+    assert poll_answer(poll) == (200, "6")
+    ws.close()
+    # ...even when UPGRADE comes before that poll had its answer (in the same read as
+    # the probe): the queue went to the WebSocket with the poll's NOOP
+    sid, url = open_session()
+    poll = send_poll(server, url)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        timeout=10)
+    ws.sock.sendall(websocket.ABNF.create_frame("2probe", websocket.ABNF.OPCODE_TEXT).format()
+                    + websocket.ABNF.create_frame("5", websocket.ABNF.OPCODE_TEXT).format())
+    assert ws.recv() == "3probe"
+    assert poll_answer(poll) == (200, "6")
+    ws.send("40/chat," + json.dumps({"token": make_token("upgraded")}))
+    assert ws.recv().startswith("40/chat,{")
+    ws.close()
 
 
 @template_transport_only("one ordered writer: a close is answered after the backlog "

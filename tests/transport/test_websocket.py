@@ -80,6 +80,7 @@ def raw_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
     pytest.param(raw_frame(0x01, b"4x") + raw_frame(0x81, b"4"), 1002,
                  id="message-inside-a-fragmented-one"),
     pytest.param(raw_frame(0x81, b"xyz"), 1008, id="not-engine-io"),
+    pytest.param(raw_frame(0x81, b"9"), 1008, id="unknown-engine-io-packet-type"),
 ])
 def test_a_frame_the_rfc_forbids_closes_that_connection_only(server, connect, make_token,
                                                               frame, code):
@@ -131,20 +132,34 @@ def test_a_close_frame_is_answered_and_the_session_ends(server, connect, make_to
              == before, message="the session to end")
 
 
-def invalid_handshake(server, key: str) -> str:
-    """A WebSocket upgrade request with `key`: the server's status line."""
+def upgrade_head(server, key: str, version: str = "13") -> list[str]:
+    """A WebSocket upgrade request with `key` and `version`: the head of the answer
+    (status line, then headers)."""
     request = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
                f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request.encode())
-        return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+        return sock.recv(4096).decode(errors="replace").split("\r\n\r\n", 1)[0].split("\r\n")
+
+
+def invalid_handshake(server, key: str) -> str:
+    """A WebSocket upgrade request with `key`: the server's status line."""
+    return upgrade_head(server, key)[0]
 
 
 @template_transport_only(RFC_6455)
 @pytest.mark.parametrize("key", ["", "not base64!", base64.b64encode(b"short").decode()])
 def test_an_invalid_handshake_is_400(server, key):
     assert invalid_handshake(server, key).startswith("HTTP/1.1 400")
+
+
+@template_transport_only(RFC_6455)
+def test_a_handshake_of_another_version_is_told_which_one_is_spoken(server):
+    head = upgrade_head(server, base64.b64encode(os.urandom(16)).decode(), version="8")
+    assert head[0].startswith("HTTP/1.1 400")
+    # RFC 6455 4.2.2: the versions the server understands
+    assert "sec-websocket-version: 13" in [line.lower() for line in head[1:]]
 
 
 @template_transport_only(RFC_6455)

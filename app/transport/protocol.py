@@ -1,0 +1,139 @@
+"""Engine.IO v4 as the specification and Node's reference server have it, on python-engineio.
+
+Mixins, independent of the template's WebSocket transport (engine.py), so that any
+python-engineio server can use them:
+
+    class MyServer(ConformantServer, engineio.Server): ...
+    class MySocket(ConformantSocket, engineio.socket.Socket): ...
+
+Sections cited are those of the Engine.IO protocol v4 (socketio/engine.io-protocol,
+"Transports", "Upgrade"); the behaviour matched is Node's engine.io (server.ts,
+socket.ts, transports/polling.ts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from urllib.parse import parse_qs
+
+from engineio import exceptions, packet, payload
+
+log = logging.getLogger("app.transport")
+
+
+class _Payload(payload.Payload):
+    max_decode_packets = sys.maxsize  # bounded by the body's size (MAX_HTTP_BUFFER_SIZE)
+
+
+class ConformantServer:
+    """For an `engineio.Server` subclass: its answers to HTTP requests."""
+
+    def handle_request(self, environ, start_response):
+        # "Query parameters": `transport` is mandatory. python-engineio served a
+        # request without it as polling; Node answers 400 {"code": 0, ...}.
+        transport = parse_qs(environ.get("QUERY_STRING", "")).get("transport", [""])[0]
+        if transport not in self.transports:
+            body = json.dumps({"code": 0, "message": "Transport unknown"}).encode()
+            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
+            return [body]
+        return super().handle_request(environ, start_response)
+
+    def _ok(self, packets=None, headers=None, jsonp_index=None):
+        if packets is None:
+            # "Sending data": a POST is answered `ok` (python-engineio said `OK`); Node
+            # sends it as text/html
+            return {"status": "200 OK", "headers": [("Content-Type", "text/html")],
+                    "response": b"ok"}
+        return super()._ok(packets, headers=headers, jsonp_index=jsonp_index)
+
+
+class ConformantSocket:
+    """For an `engineio.socket.Socket` subclass: long-polling by the protocol."""
+
+    poll_pending = False  # a long-polling GET waits for packets
+
+    def send(self, pkt):
+        if pkt.packet_type == packet.OPEN:
+            # python-engineio truncates to whole seconds: a pingInterval of 0.5 s was
+            # announced as 0, and clients pinged by it timed out
+            server = self.server
+            interval = server.ping_interval + server.ping_interval_grace_period
+            pkt.data["pingInterval"] = round(interval * 1000)
+        return super().send(pkt)
+
+    def poll(self):
+        packets = super().poll()
+        if self.upgraded and not self.poll_pending and packets:
+            # python-engineio's own WebSocket handler queues the upgrade's NOOP even
+            # when no GET waits (see end_poll), and its writer polls the queue: not on
+            # the WebSocket
+            packets = [pkt for pkt in packets if pkt.packet_type != packet.NOOP] or self.poll()
+        return packets
+
+    def end_poll(self, queue=None) -> None:
+        """Upgrade: "send a noop packet to any pending GET request (if applicable)". Only
+        to one that waits: queued with none waiting, it went out on the new WebSocket.
+        (`queue`: the one the poll waits on, if no longer the session's.)"""
+        if self.poll_pending:
+            (queue or self.queue).put(packet.Packet(packet.NOOP))
+
+    def handle_get_request(self, environ, start_response):
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return super().handle_get_request(environ, start_response)
+        if self.poll_pending:
+            # "Receiving data": more than one GET at a time gets 400 and closes the
+            # session (the waiting one gets CLOSE: see close()). python-engineio let
+            # the two wait, and gave packets to either.
+            log.info("%s: overlapping polls, session closed", self.sid)
+            self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise exceptions.EngineIOError("overlapping poll")  # -> 400
+        self.poll_pending = True
+        try:
+            return super().handle_get_request(environ, start_response)
+        finally:
+            self.poll_pending = False
+
+    def handle_post_request(self, environ):
+        """A long-polling POST: its packets, as many as MAX_HTTP_BUFFER_SIZE holds.
+
+        python-engineio refused a payload of more than 16 packets with an exception it
+        then answered 200 to: every packet of the POST was dropped silently (60 acks
+        emitted at once by socket.io-client lost 59). A payload that cannot be decoded,
+        or with a packet type the protocol does not have, ends the session with 400
+        (as Node does: a parse error closes the session); python-engineio answered an
+        unknown type after waiting, forever, for a poll to take the session's CLOSE.
+        """
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.server.max_http_buffer_size:
+            raise exceptions.ContentTooLongError()
+        try:
+            body = environ["wsgi.input"].read(length).decode("utf-8")
+            packets = _Payload(encoded_payload=body).packets
+            if any(pkt.packet_type >= len(packet.packet_names) for pkt in packets):
+                raise ValueError("unknown packet type")
+        except Exception as exc:  # hostile input: any decoding error
+            log.info("%s: malformed polling payload (%s)", self.sid, exc)
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            raise exceptions.EngineIOError("malformed payload") from None  # -> 400
+        for pkt in packets:
+            if self.closed:  # after a CLOSE packet
+                break
+            # OPEN, PING or NOOP from the client: ignored, as on the WebSocket
+            with contextlib.suppress(exceptions.UnknownPacketError):
+                self.receive(pkt)
+
+    def close(self, wait=True, abort=False, reason=None):
+        if not (self.closed or self.closing or self.upgraded):
+            # Long-polling: the waiting GET (or the next one) learns why. Closed by the
+            # server (ping timeout, a disconnect, abort=True included): CLOSE, as Node's
+            # transport close writes; python-engineio sent an empty 200, and none at all
+            # at a ping timeout. Closed by the client (its CLOSE packet): NOOP, as Node.
+            by_client = reason == self.server.reason.CLIENT_DISCONNECT
+            self.queue.put(packet.Packet(packet.NOOP if by_client else packet.CLOSE))
+            # Not waiting: a poll may never come (and python-engineio's poll puts the
+            # end marker back when it takes it with the CLOSE: join() never returned).
+            return super().close(wait=False, abort=True, reason=reason)
+        return super().close(wait=wait, abort=abort, reason=reason)
