@@ -114,6 +114,7 @@ def test_a_websocket_sid_cannot_be_used_over_polling(server, connect):
     assert victim.sio.connected
 
 
+@stock_deviation("a missing transport is served as polling")
 def test_unsupported_engineio_version_and_transport_are_400(server):
     assert requests.get(f"{server.url}/socket.io/?EIO=3&transport=polling",
                         timeout=10).status_code == 400
@@ -197,6 +198,7 @@ def open_polling(server) -> str:
     return f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
 
 
+@stock_deviation("a POST is answered OK")
 def test_a_polling_post_is_answered_ok(server):
     response = requests.post(open_polling(server), data="3", timeout=10)
     # Engine.IO v4 "Sending data": `ok` (python-engineio said `OK`), text/html as Node
@@ -204,6 +206,7 @@ def test_a_polling_post_is_answered_ok(server):
     assert response.headers["Content-Type"] == "text/html"
 
 
+@stock_deviation("a POST with an unknown packet type hangs", run=False)
 def test_an_unknown_packet_type_in_a_polling_post_is_400_and_ends_the_session(server):
     url = open_polling(server)
     # well-formed, but Engine.IO has no packet type 7: python-engineio answered only
@@ -212,6 +215,7 @@ def test_an_unknown_packet_type_in_a_polling_post_is_400_and_ends_the_session(se
     assert requests.get(url, timeout=10).status_code == 400  # the session is gone
 
 
+@stock_deviation("a second poll at once does not end the session")
 def test_a_second_poll_at_once_is_400_and_ends_the_session(server):
     url = open_polling(server)
     waiting = send_poll(server, url)  # no packet is due for 25 s: it waits
@@ -223,6 +227,7 @@ def test_a_second_poll_at_once_is_400_and_ends_the_session(server):
     assert requests.get(url, timeout=10).status_code == 400
 
 
+@stock_deviation("a forced close answers the waiting poll with an empty body")
 def test_a_waiting_poll_learns_how_its_session_ended(server):
     # ended by the server (a packet that is not Socket.IO): CLOSE, not an empty 200
     url = open_polling(server)
@@ -237,6 +242,7 @@ def test_a_waiting_poll_learns_how_its_session_ended(server):
     assert requests.get(url, timeout=10).status_code == 400
 
 
+@stock_deviation("a forced close answers the waiting poll with an empty body")
 def test_a_poll_waiting_at_a_ping_timeout_gets_close(start_own_server):
     server = start_own_server(PING_INTERVAL="1", PING_TIMEOUT="1")
     url = open_polling(server)
@@ -331,6 +337,7 @@ def test_an_engineio_refusal_reaches_the_official_client_which_retries(
         client.wait()
 
 
+@stock_deviation("a POST of more than 16 packets is answered 200 and dropped", run=False)
 def test_a_burst_of_acks_over_polling_comes_back_whole(start_own_server, make_token):
     server = start_own_server(EVENT_BURST="100")
     # socket.io-client packs the 60 emits of one turn into one POST (python-engineio
@@ -341,6 +348,7 @@ def test_a_burst_of_acks_over_polling_comes_back_whole(start_own_server, make_to
     assert json.loads(out.splitlines()[-1]) == {"acks": 60}, out
 
 
+@stock_deviation("an ended polling session's waiting poll gets an empty body, not CLOSE")
 def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
         start_own_server, make_token):
     server = start_own_server(GRACEFUL_TIMEOUT="10")

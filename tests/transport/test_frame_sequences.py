@@ -40,7 +40,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.transport.websocket import MAX_FRAGMENTS
-from tests.helpers import AckProbe, parse_server_frames, upgrade_by_hand, worker_rss_kb
+from tests.helpers import (
+    AckProbe,
+    parse_server_frames,
+    template_transport_only,
+    upgrade_by_hand,
+    worker_rss_kb,
+)
 
 EXAMPLES = 150
 MAX_SIZE = 100_000  # the server's MAX_HTTP_BUFFER_SIZE: the largest frame and message
@@ -479,6 +485,7 @@ def sequences(draw, safe: list[str], connect: str) -> list[Piece]:
     return pieces
 
 
+@template_transport_only("the RFC 6455 reader and writer of app/transport/websocket.py")
 def test_arbitrary_frame_sequences_are_answered_by_the_rfc(start_own_server, make_token):
     server = start_own_server(EVENT_RATE="100000", EVENT_BURST="100000",
                               MAX_HTTP_BUFFER_SIZE=str(MAX_SIZE))

@@ -125,6 +125,7 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         client.disconnect()
 
 
+@stock_deviation("the upgrade's NOOP is also written on the new WebSocket")
 def test_the_upgrade_noop_goes_to_a_waiting_poll_only(server, make_token):
     def upgrade(sid: str) -> websocket.WebSocket:
         ws = websocket.create_connection(
