@@ -21,6 +21,9 @@ and replaces the moving parts:
 
 - `websocket.py`: RFC 6455 on a plain socket (handshake, frame reader, frame
   encoding, close codes), checked by Autobahn|Testsuite (docs/conformance.md).
+- `protocol.py`: Engine.IO v4 as its specification and Node's server have it (polling
+  answers, transport checks, one poll at a time, CLOSE to a waiting poll, the
+  upgrade's NOOP), as mixins on python-engineio's server and socket.
 - `engine.py`: the Engine.IO side. `FrameWriter` frames a packet once per emit and
   appends it to each recipient's byte-bounded backlog; `WriteBatch` writes every
   backlog with one send at the end of the event loop's turn; one pinger per worker
