@@ -84,9 +84,6 @@ TOKEN_EXPIRED = AuthError("the token has expired: send a fresh one (refresh) or 
 # Server -> client events about the socket's token (every namespace).
 TOKEN_EXPIRING_EVENT = "token_expiring"  # {expires_in, expires_at}: send `refresh` soon
 SESSION_ENDED_EVENT = "session_ended"  # {code, message}: then the server disconnects
-# Sockets checked by a sweep between two yields to the rest of the worker: a sweep of
-# 10,000 sockets took ~10 ms, a pause in every delivery that fell into it.
-SWEEP_SLICE = 256
 REFUSAL_MESSAGES = {BANNED: "this user is banned", REVOKED: "this token was revoked"}
 
 
@@ -299,9 +296,7 @@ class BaseNamespace(socketio.Namespace):
         """Warn sockets whose token expires within `warning` seconds (once per token);
         end those whose token expired, or that a ban or revocation covers."""
         revocations = self.services.revocations
-        for n, (sid, identity) in enumerate(list(self.identities.items()), 1):
-            if n % SWEEP_SLICE == 0:  # thousands of sockets: let deliveries through
-                self.server.sleep(0)
+        for sid, identity in list(self.identities.items()):
             left = identity.expires_at - now
             if left <= 0:
                 self.end_socket(sid, TOKEN_EXPIRED.code, TOKEN_EXPIRED.message)

@@ -17,7 +17,6 @@ from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
 from app.core.recovery import Recovery, Sessions
-from app.sockets.base import SWEEP_SLICE
 from app.transport import backlog, engine_server_class
 from config.settings import Settings
 
@@ -279,9 +278,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     """
     while True:
         sio.sleep(interval)
-        for n, (eio_sid, session) in enumerate(list(sio.eio.sockets.items()), 1):
-            if n % SWEEP_SLICE == 0:  # thousands of sessions: let deliveries through
-                sio.sleep(0)
+        for eio_sid, session in list(sio.eio.sockets.items()):
             try:
                 queued = backlog(session)
                 if not session.closed and queued > max_queued:

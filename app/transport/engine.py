@@ -56,8 +56,6 @@ from app.transport.websocket import (
 log = logging.getLogger("app.transport")
 # Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
 MAX_QUEUED_BYTES = 4_000_000
-# Sessions the pinger looks at between two yields to the rest of the worker.
-PING_SLICE = 256
 
 
 def packet_frame(pkt: packet.Packet) -> bytes:
@@ -622,9 +620,7 @@ class EngineServer(ConformantServer, engineio.Server):
             self._pinger = None
 
     def _ping_due(self, now: float) -> None:
-        for n, session in enumerate(list(self.sockets.values()), 1):
-            if n % PING_SLICE == 0:  # thousands of sessions: let deliveries through
-                self.sleep(0)
+        for session in list(self.sockets.values()):
             try:
                 due = session.ping_due
                 if due is not None and now >= due:
