@@ -240,13 +240,13 @@ class LoggedDelivery:
     def enter_room(self, sid, namespace, room, eio_sid=None):
         result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         if self.recovery is not None:
-            self.recovery.rooms_changed(sid, namespace)
+            self.recovery.room_changed(sid, room, entered=True)
         return result
 
     def leave_room(self, sid, namespace, room):
         result = super().leave_room(sid, namespace, room)
         if self.recovery is not None:
-            self.recovery.rooms_changed(sid, namespace)
+            self.recovery.room_changed(sid, room, entered=False)
         return result
 
 

@@ -155,7 +155,8 @@ class Sessions:
 class Connecting:
     """One socket's connect, from the CONNECT packet to the replay."""
 
-    __slots__ = ("buffer", "namespace", "offset", "pid", "record", "restored", "sid", "user")
+    __slots__ = ("buffer", "namespace", "offset", "pid", "record", "restored", "rooms", "sid",
+                 "user")
 
     def __init__(self, namespace: str, pid: str | None) -> None:
         self.namespace = namespace
@@ -166,6 +167,7 @@ class Connecting:
         self.restored: list = []  # the missed entries, to send after CONNECT
         self.buffer: list | None = None
         self.user: str | None = None  # who authenticated (records are restored to them only)
+        self.rooms: set[str] = set()  # entered while connecting (the record's first rooms)
 
 
 class Recovery:
@@ -215,7 +217,7 @@ class Recovery:
     def _end_twin(self, sid: str, namespace: str) -> None:
         # (its client has the pid, so it is this client's: the new connection wins)
         manager = self.server.manager
-        eio_sid = manager.rooms.get(namespace, {}).get(None, {}).get(sid)
+        eio_sid = manager.eio_sid_from_sid(sid, namespace)
         if eio_sid is not None:  # here: at once (its record was claimed: not parked)
             self.server.end_session(eio_sid)
         elif hasattr(manager, "membership"):  # on another worker: through the queue
@@ -223,7 +225,7 @@ class Recovery:
                 manager.disconnect(sid, namespace)
 
     def _connected_here(self, sid: str, namespace: str) -> bool:
-        return sid in self.server.manager.rooms.get(namespace, {}).get(None, {})
+        return self.server.manager.eio_sid_from_sid(sid, namespace) is not None
 
     def restore(self, sid: str, namespace: str, user_id: str) -> list[str] | None:
         """In the connect handler, once authenticated: the socket's rooms back and what
@@ -246,6 +248,7 @@ class Recovery:
         rooms = [r for r in record.get("rooms", ()) if isinstance(r, str)]
         for room in rooms:
             manager.basic_enter_room(sid, namespace, room)
+        state.rooms.update(rooms)
         keys = [self.log.key(namespace, None)]
         keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
         try:
@@ -257,6 +260,7 @@ class Recovery:
             log.info("recovery of %s: the log no longer holds all after %s", sid, state.offset)
             for room in rooms:
                 manager.basic_leave_room(sid, namespace, room)
+            state.rooms.difference_update(rooms)
             manager.replaying.pop(sid, None)
             state.buffer = None
             state.pid = self.sessions.new_pid()
@@ -288,22 +292,27 @@ class Recovery:
                     last = key
             # events delivered here later that the snapshot had: dropped by id
             manager.replaying[sid] = last
-        rooms = sorted(r for r in manager.rooms.get(state.namespace, {})
-                       if isinstance(r, str) and r != sid and sid in manager.rooms[state.namespace][r])
         self.pids[sid] = state.pid
         manager.offset_sids.add(sid)
         self.records[sid] = {"sid": sid, "ns": state.namespace, "user": state.user,
-                             "rooms": rooms, "at": int(time.time() * 1000)}
+                             "rooms": sorted(state.rooms), "at": int(time.time() * 1000)}
         self._save(sid)
 
     # --- while connected ------------------------------------------------------
-    def rooms_changed(self, sid: str, namespace: str) -> None:
-        record = self.records.get(sid)
-        if record is None:
+    def room_changed(self, sid: str, room: Any, entered: bool) -> None:
+        """The socket entered or left `room` (kept per socket: python-socketio can only
+        list a socket's rooms by scanning every room of the namespace)."""
+        if not isinstance(room, str) or room == sid:
             return
-        manager = self.server.manager
-        record["rooms"] = sorted(r for r, members in manager.rooms.get(namespace, {}).items()
-                                 if isinstance(r, str) and r != sid and sid in members)
+        record = self.records.get(sid)
+        if record is None:  # still connecting (its connect handler joins rooms)
+            state = self.current
+            if state is not None:
+                (state.rooms.add if entered else state.rooms.discard)(room)
+            return
+        rooms = set(record["rooms"])
+        (rooms.add if entered else rooms.discard)(room)
+        record["rooms"] = sorted(rooms)
         self._save(sid)
 
     def _save(self, sid: str) -> None:
