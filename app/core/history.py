@@ -50,6 +50,15 @@ def parse_id(stream_id: str) -> tuple[int, int]:
     return int(ms), int(n or 0)
 
 
+def _deleted(info) -> tuple[int, int]:
+    """The newest id trimmed from a stream (XINFO STREAM's reply; (0, 0) when the
+    stream does not exist: the reply is then an error)."""
+    if not isinstance(info, dict):
+        return 0, 0
+    value = info.get("max-deleted-entry-id", b"0-0")
+    return parse_id(value.decode() if isinstance(value, bytes) else str(value))
+
+
 def format_id(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
@@ -174,10 +183,7 @@ class EventLog:
         for rows, info in zip(replies[::2], replies[1::2], strict=True):
             if isinstance(rows, Exception):
                 raise QueueUnavailable(f"the event log could not be read: {rows}")
-            if isinstance(info, dict):
-                value = info.get("max-deleted-entry-id", b"0-0")
-                deleted = parse_id(value.decode() if isinstance(value, bytes) else str(value))
-                complete = complete and deleted <= start
+            complete = complete and _deleted(info) <= start
             streams.append([e for e in self._decode(rows) if e.key >= oldest])
         return list(heapq.merge(*streams, key=lambda e: e.key)), complete
 
@@ -210,10 +216,7 @@ class EventLog:
         start = after
         while True:
             rows, info = self._raw(lambda r, start=start: self._page(r, key, start, limit))
-            if isinstance(info, dict):
-                value = info.get("max-deleted-entry-id", b"0-0")
-                deleted = max(deleted, parse_id(value.decode() if isinstance(value, bytes)
-                                                else str(value)))
+            deleted = max(deleted, _deleted(info))
             found += [e for e in rows if events in (None, e.event)]
             if limit is None or len(found) >= limit or len(rows) < limit:
                 return found[:limit], deleted
