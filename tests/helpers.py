@@ -81,6 +81,20 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         time.sleep(interval)
 
 
+def chat_connections(url: str, admin_token: str, workers: int) -> dict[int, int]:
+    """{worker pid: /chat sockets} over the cluster, as /admin stats at `url` report them,
+    once `workers` workers answer (a respawned one too, after a Redis outage as well)."""
+    admin = Client().connect(url, ["/admin"], auth={"token": admin_token})
+    try:
+        def answered():
+            stats = admin.call("stats", {}, namespace="/admin")
+            return not stats["errors"] and len(stats["workers"]) == workers and stats
+        stats = wait_for(answered, interval=0.2, message="every worker's stats")
+    finally:
+        admin.close()
+    return {w["pid"]: w["connections"].get("/chat", 0) for w in stats["workers"]}
+
+
 def install_node_modules() -> Path:
     """bench/node_modules, with the official socket.io-client (npm ci on first use);
     skips the test when Node.js is not installed."""

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from tests.helpers import ROOT, Client, Nginx, NodeClients, wait_for
+from tests.helpers import ROOT, Client, Nginx, NodeClients, chat_connections, wait_for
 
 CLIENTS, ROOMS, SENDERS = 40, 5, 10
 REDIS_DOWN = 3.0  # the fault's length, not a wait
@@ -49,7 +49,10 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
         clients.until(lambda p: p["ok"] > ok + 100, "publishes to succeed again")
         clients.more_delivered()
 
-        os.kill(min(first.worker_pids()), signal.SIGKILL)
+        # the kernel spreads connections unevenly over a gunicorn's workers: killing the
+        # one holding fewer keeps members that stay connected through every fault
+        counts = chat_connections(first.url, tokens.issue("root", "root", "admin"), 4)
+        os.kill(min(first.worker_pids(), key=counts.__getitem__), signal.SIGKILL)
         clients.until(lambda p: p["joined"] == CLIENTS, "every client back after the kill")
         clients.more_delivered()
 
@@ -89,6 +92,7 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
     assert result["inversions"] == 0
     assert result["duplicates"] == 0
     assert result["notBack"] == 0 and result["slowestBackMs"] < BACK_WITHIN_MS, result
-    assert result["stayed"] > 0 and result["expected"] > 1000
+    # not vacuous: members stayed through every fault and were owed messages sent during them
+    assert result["stayed"] > 0 and result["expected"] >= 50 * result["stayed"], result
     assert set(result["codes"]) <= {"queue_unavailable", "shutting_down", "timeout"}, result
     assert "Traceback" not in first.log() + second.log()

@@ -46,7 +46,7 @@ import requests
 import socketio
 
 from app.core.history import parse_id
-from tests.helpers import ROOT, AppServer, Client, Nginx, NodeClients, RedisServer, wait_for
+from tests.helpers import ROOT, AppServer, Client, Nginx, NodeClients, RedisServer, chat_connections, wait_for
 
 CHAT = "/chat"
 ENV = {"WORKERS": "2", "TRANSPORTS": "websocket", "EVENT_RATE": "500", "EVENT_BURST": "500",
@@ -97,30 +97,20 @@ def stack(aof_redis, start_own_server):
     nginx.stop()
 
 
-def chat_connections(stack: Stack, tokens) -> dict[int, int]:
-    """{worker pid: /chat connections}, once every worker answers (a respawned one too)."""
-    admin = Client().connect(stack.first.url, ["/admin"],
-                             auth={"token": tokens.issue("root", "root", "admin")})
-    try:
-        def answered():
-            stats = admin.call("stats", {}, namespace="/admin")
-            return not stats["errors"] and len(stats["workers"]) == 4 and stats
-        stats = wait_for(answered, interval=0.2, message="every worker's stats")
-    finally:
-        admin.close()
-    return {w["pid"]: w["connections"].get(CHAT, 0) for w in stats["workers"]}
+def stack_connections(stack: Stack, tokens) -> dict[int, int]:
+    return chat_connections(stack.first.url, tokens.issue("root", "root", "admin"), 4)
 
 
 def busiest_worker(stack: Stack, tokens) -> tuple[int, int]:
     """The worker with the most /chat connections, and how many it has."""
-    pid, count = max(chat_connections(stack, tokens).items(), key=lambda item: item[1])
+    pid, count = max(stack_connections(stack, tokens).items(), key=lambda item: item[1])
     assert count > 0
     return pid, count
 
 
 def connections_of(stack: Stack, tokens, server) -> int:
     pids = server.worker_pids()
-    return sum(n for pid, n in chat_connections(stack, tokens).items() if pid in pids)
+    return sum(n for pid, n in stack_connections(stack, tokens).items() if pid in pids)
 
 
 def report(kind: str, phases: dict, faults: str) -> list[str]:
