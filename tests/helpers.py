@@ -339,8 +339,12 @@ def child_pids(pid: int) -> set[int]:
 def worker_sockets(server) -> int:
     """Open sockets of a server's workers (its connections, and its listeners), from
     Linux /proc: a connection the server cut is gone from here, whatever the peer does."""
-    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-               for pid in server.worker_pids() for fd in os.listdir(f"/proc/{pid}/fd"))
+    count = 0
+    for pid in server.worker_pids():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):  # closed since the listing
+                count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
 
 
 def chat_connections_per_worker(admin: Client) -> dict[int, int]:
