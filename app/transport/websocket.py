@@ -215,6 +215,11 @@ class WebSocket:
                 try:
                     data = self.raw.recv(_READ_SIZE)
                 except BlockingIOError:
+                    data = None
+                if data is None:
+                    # waits outside the except block: inside it, the exception and its
+                    # traceback would live as long as the wait (for an idle connection,
+                    # minutes), three more objects per connection for every GC pass
                     self.wait_readable(self.raw, read=True)
                     continue
                 if not data:
