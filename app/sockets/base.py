@@ -34,6 +34,7 @@ from pydantic import BaseModel, StringConstraints
 
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
+from app.core.lifecycle import sweep_paced
 from app.core.limits import TokenBucket, rate_limited
 from app.core.metrics import OK, NamespaceMetrics
 from app.core.revocation import BANNED, REVOKED
@@ -292,21 +293,19 @@ class BaseNamespace(socketio.Namespace):
         self.warned.discard(ctx.sid)
         return {"expires_at": fresh.expires_at, "expires_in": fresh.expires_at - int(time.time())}
 
-    def sweep(self, now: float, warning: float) -> None:
-        """Warn sockets whose token expires within `warning` seconds (once per token);
-        end those whose token expired, or that a ban or revocation covers."""
-        revocations = self.services.revocations
-        for sid, identity in list(self.identities.items()):
-            left = identity.expires_at - now
-            if left <= 0:
-                self.end_socket(sid, TOKEN_EXPIRED.code, TOKEN_EXPIRED.message)
-            elif (refusal := revocations.refusal(identity, now)) is not None:
-                self.end_socket(sid, refusal, REFUSAL_MESSAGES[refusal])
-            elif left <= warning and sid not in self.warned:
-                self.warned.add(sid)
-                self.emit(TOKEN_EXPIRING_EVENT, {"expires_in": int(left),
-                                                 "expires_at": identity.expires_at},
-                          to=sid, ignore_queue=True)
+    def check_token(self, sid: str, identity, now: float, warning: float) -> None:
+        """Warn a socket whose token expires within `warning` seconds (once per token);
+        end it if its token expired, or if a ban or revocation covers it."""
+        left = identity.expires_at - now
+        if left <= 0:
+            self.end_socket(sid, TOKEN_EXPIRED.code, TOKEN_EXPIRED.message)
+        elif (refusal := self.services.revocations.refusal(identity, now)) is not None:
+            self.end_socket(sid, refusal, REFUSAL_MESSAGES[refusal])
+        elif left <= warning and sid not in self.warned:
+            self.warned.add(sid)
+            self.emit(TOKEN_EXPIRING_EVENT, {"expires_in": int(left),
+                                             "expires_at": identity.expires_at},
+                      to=sid, ignore_queue=True)
 
     def end_socket(self, sid: str, code: str, message: str) -> None:
         """Tell the socket why (`session_ended` {code, message}), then disconnect it."""
@@ -321,14 +320,20 @@ class BaseNamespace(socketio.Namespace):
 
 
 def watch_tokens(sio: socketio.Server, warning: float, interval: float = 1.0) -> None:
-    """Per worker (background task): every second, each namespace's sockets are checked
-    for token expiry, bans and revocations (BaseNamespace.sweep)."""
-    while True:
-        sio.sleep(interval)
-        now = time.time()
-        for handler in list(sio.namespace_handlers.values()):
-            if isinstance(handler, BaseNamespace):
-                try:
-                    handler.sweep(now, warning)
-                except Exception:  # the sweep must go on for every other socket
-                    log.exception("token sweep failed ns=%s", handler.path)
+    """Per worker (background task): every second, each socket of every namespace is
+    checked for token expiry, bans and revocations (BaseNamespace.check_token)."""
+    def snapshot() -> list:
+        return [(handler, sid, identity) for handler in list(sio.namespace_handlers.values())
+                if isinstance(handler, BaseNamespace)
+                for sid, identity in list(handler.identities.items())]
+
+    def visit(item) -> None:
+        handler, sid, identity = item
+        if handler.identities.get(sid) is not identity:  # gone, or refreshed since
+            return
+        try:
+            handler.check_token(sid, identity, time.time(), warning)
+        except Exception:  # the sweep must go on for every other socket
+            log.exception("token check failed ns=%s sid=%s", handler.path, sid)
+
+    sweep_paced(sio.sleep, interval, snapshot, visit)

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import socketio
 
 from app.core.errors import AppError
-from app.core.lifecycle import Lifecycle
+from app.core.lifecycle import Lifecycle, sweep_paced
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
@@ -276,18 +276,19 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     ENGINEIO_TRANSPORT=stock); past `max_queued` packets the session is ended and its
     connection cut, so its memory is freed.
     """
-    while True:
-        sio.sleep(interval)
-        for eio_sid, session in list(sio.eio.sockets.items()):
-            try:
-                queued = backlog(session)
-                if not session.closed and queued > max_queued:
-                    log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
-                                queued)
-                    SLOW_CONSUMER_DISCONNECTS.inc()
-                    sio.end_session(eio_sid)
-            except Exception:  # one session's failure must not spare the others
-                log.exception("slow-consumer check failed for %s", eio_sid)
+    def visit(item) -> None:
+        eio_sid, session = item
+        try:
+            queued = backlog(session)
+            if not session.closed and queued > max_queued:
+                log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
+                            queued)
+                SLOW_CONSUMER_DISCONNECTS.inc()
+                sio.end_session(eio_sid)
+        except Exception:  # one session's failure must not spare the others
+            log.exception("slow-consumer check failed for %s", eio_sid)
+
+    sweep_paced(sio.sleep, interval, lambda: list(sio.eio.sockets.items()), visit)
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str],

@@ -38,6 +38,7 @@ import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
+from app.core.lifecycle import sweep_paced
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
 from app.transport.protocol import ConformantServer, ConformantSocket
 from app.transport.websocket import (
@@ -610,24 +611,19 @@ class EngineServer(ConformantServer, engineio.Server):
         # pingTimeout, and python-engineio's own grace period covers the rest.
         resolution = min(1.0, self.ping_interval / 4)
         try:
-            while True:
-                self.sleep(resolution)
-                try:
-                    self._ping_due(time.monotonic())
-                except Exception:  # whatever it was, the next round must still come
-                    log.exception("pinger round failed")
+            sweep_paced(self.sleep, resolution, lambda: list(self.sockets.values()),
+                        self._ping_if_due)
         finally:  # killed: the next session to schedule a ping starts another
             self._pinger = None
 
-    def _ping_due(self, now: float) -> None:
-        for session in list(self.sockets.values()):
-            try:
-                due = session.ping_due
-                if due is not None and now >= due:
-                    session.send_ping()
-            except Exception:  # one session's failure must not stop every ping
-                sid = getattr(session, "sid", None)
-                log.exception("%s: ping failed, session ended", sid)
-                with contextlib.suppress(Exception):
-                    session.close(wait=False, abort=True)
-                self.sockets.pop(sid, None)
+    def _ping_if_due(self, session) -> None:
+        try:
+            due = session.ping_due
+            if due is not None and time.monotonic() >= due:
+                session.send_ping()
+        except Exception:  # one session's failure must not stop every ping
+            sid = getattr(session, "sid", None)
+            log.exception("%s: ping failed, session ended", sid)
+            with contextlib.suppress(Exception):
+                session.close(wait=False, abort=True)
+            self.sockets.pop(sid, None)
