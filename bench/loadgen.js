@@ -5,7 +5,7 @@
 // fields), concurrency, timeout, procs (fanout: client processes, so that the load
 // generator is not the bottleneck; each holds every procs-th client).
 const { fork } = require("child_process");
-const { performance } = require("perf_hooks");
+const { monitorEventLoopDelay, performance } = require("perf_hooks");
 const { io } = require("socket.io-client");
 
 const opts = JSON.parse(process.argv[2]);
@@ -159,23 +159,31 @@ async function steadyRate(sockets) {
   const members = sockets.length / opts.rooms;
   const messagesPerSecond = opts.rate / members;
   const tickMs = 10;
-  const perTick = messagesPerSecond * tickMs / 1000;
   const latencies = [];
   let received = 0;
   listen(sockets, (s, id, latency) => { latencies.push(latency); received++; });
+  // this process's own lag: a busy load generator delays every latency it measures
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  const cpu = process.cpuUsage();
   let sent = 0;
-  let credit = 0;
   const start = now();
+  // the schedule follows the clock, not the ticks: a late tick sends what is due (with a
+  // count of ticks, a server that slowed the load generator was sent less)
   while (now() - start < opts.seconds * 1000) {
-    credit += perTick;
-    while (credit >= 1) { send(sockets, sent % opts.senders, sent); sent++; credit -= 1; }
+    const due = Math.floor(((now() - start) / 1000) * messagesPerSecond) + 1;
+    for (; sent < due; sent++) send(sockets, sent % opts.senders, sent);
     await sleep(tickMs);
   }
   await sleep(1000);
+  loop.disable();
   const elapsed = (now() - start) / 1000;
+  const used = process.cpuUsage(cpu);
   return summary(latencies, {
     target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / elapsed,
     expected: sent * members, received, lost: sent * members - received,
+    loadgen_steady_cpu_share: (used.user + used.system) / 1000 / (elapsed * 1000),
+    loadgen_lag_p99_ms: loop.percentile(99) / 1e6,
   });
 }
 
