@@ -183,7 +183,7 @@ async function steadyRate(sockets) {
     target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / elapsed,
     expected: sent * members, received, lost: sent * members - received,
     loadgen_steady_cpu_share: (used.user + used.system) / 1000 / (elapsed * 1000),
-    loadgen_lag_p99_ms: loop.percentile(99) / 1e6,
+    loadgen_lag_p99_ms: loop.percentile(99) / 1e6, loadgen_lag_max_ms: loop.max / 1e6,
   });
 }
 

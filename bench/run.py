@@ -383,6 +383,11 @@ def main() -> None:
                 f"Load generator CPU share (fanout, average per process of one core): "
                 + ", ".join(f"{k} {results[k]['fanout']['loadgen_cpu_share']:.0%}"
                             for k in results)
+                + "\n\nLoad generator's own event-loop lag in the 10k-client scenario, p99 / max "
+                "(a stall there delays every latency it measures): "
+                + ", ".join(f"{k} {results[k]['scale'].get('loadgen_lag_p99_ms', 0):.0f} / "
+                            f"{results[k]['scale'].get('loadgen_lag_max_ms', 0):.0f} ms"
+                            for k in results)
                 + "\n\n![ratios](../bench/results/results.png)")
     (out / "results.md").write_text(markdown + "\n")
     plot(results, out / "results.png")
