@@ -6,8 +6,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +29,24 @@ SWEEP_SLICES = 10
 
 
 def sweep_paced(sleep: Callable[[float], None], interval: float,
-                snapshot: Callable[[], list], visit: Callable[[Any], None],
+                keys: Callable[[], Iterable[str]], visit: Callable[[str], None],
                 slices: int = SWEEP_SLICES) -> None:
-    """Visit every item of `snapshot()` once per `interval`, forever, a slice at a time.
+    """Visit every key of `keys()` once per `interval`, forever, a slice at a time.
 
     One pass over thousands of sockets (token expiry, slow consumers, pings) held the
     worker for several milliseconds, a delay for every delivery that fell into it (the
-    10k-client bench's p99); in slices each pause is a tenth. An item may be gone by
-    its turn: `visit` checks.
+    10k-client bench's p99); in slices each pause is a tenth. A key keeps its slice
+    (by its hash) from one round to the next, so it is visited every `interval`,
+    whoever came or went. A key may be gone by its turn: `visit` looks it up.
     """
     while True:
-        items = snapshot()
-        for k in range(slices):
+        buckets: list[list[str]] = [[] for _ in range(slices)]
+        for key in keys():
+            buckets[hash(key) % slices].append(key)
+        for bucket in buckets:
             sleep(interval / slices)
-            for item in items[k::slices]:
-                visit(item)
+            for key in bucket:
+                visit(key)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float,

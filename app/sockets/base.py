@@ -322,18 +322,20 @@ class BaseNamespace(socketio.Namespace):
 def watch_tokens(sio: socketio.Server, warning: float, interval: float = 1.0) -> None:
     """Per worker (background task): every second, each socket of every namespace is
     checked for token expiry, bans and revocations (BaseNamespace.check_token)."""
-    def snapshot() -> list:
-        return [(handler, sid, identity) for handler in list(sio.namespace_handlers.values())
-                if isinstance(handler, BaseNamespace)
-                for sid, identity in list(handler.identities.items())]
+    def handlers() -> list[BaseNamespace]:
+        return [handler for handler in list(sio.namespace_handlers.values())
+                if isinstance(handler, BaseNamespace)]
 
-    def visit(item) -> None:
-        handler, sid, identity = item
-        if handler.identities.get(sid) is not identity:  # gone, or refreshed since
-            return
-        try:
-            handler.check_token(sid, identity, time.time(), warning)
-        except Exception:  # the sweep must go on for every other socket
-            log.exception("token check failed ns=%s sid=%s", handler.path, sid)
+    def sids() -> list[str]:
+        return [sid for handler in handlers() for sid in list(handler.identities)]
 
-    sweep_paced(sio.sleep, interval, snapshot, visit)
+    def visit(sid: str) -> None:
+        for handler in handlers():  # (a sid is one namespace's)
+            identity = handler.identities.get(sid)
+            if identity is not None:
+                try:
+                    handler.check_token(sid, identity, time.time(), warning)
+                except Exception:  # the sweep must go on for every other socket
+                    log.exception("token check failed ns=%s sid=%s", handler.path, sid)
+
+    sweep_paced(sio.sleep, interval, sids, visit)

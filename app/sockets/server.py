@@ -276,8 +276,10 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
     ENGINEIO_TRANSPORT=stock); past `max_queued` packets the session is ended and its
     connection cut, so its memory is freed.
     """
-    def visit(item) -> None:
-        eio_sid, session = item
+    def visit(eio_sid: str) -> None:
+        session = sio.eio.sockets.get(eio_sid)
+        if session is None:
+            return
         try:
             queued = backlog(session)
             if not session.closed and queued > max_queued:
@@ -288,7 +290,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
         except Exception:  # one session's failure must not spare the others
             log.exception("slow-consumer check failed for %s", eio_sid)
 
-    sweep_paced(sio.sleep, interval, lambda: list(sio.eio.sockets.items()), visit)
+    sweep_paced(sio.sleep, interval, lambda: list(sio.eio.sockets), visit)
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str],

@@ -611,18 +611,19 @@ class EngineServer(ConformantServer, engineio.Server):
         # pingTimeout, and python-engineio's own grace period covers the rest.
         resolution = min(1.0, self.ping_interval / 4)
         try:
-            sweep_paced(self.sleep, resolution, lambda: list(self.sockets.values()),
-                        self._ping_if_due)
+            sweep_paced(self.sleep, resolution, lambda: list(self.sockets), self._ping_if_due)
         finally:  # killed: the next session to schedule a ping starts another
             self._pinger = None
 
-    def _ping_if_due(self, session) -> None:
+    def _ping_if_due(self, sid: str) -> None:
+        session = self.sockets.get(sid)
+        if session is None:
+            return
         try:
             due = session.ping_due
             if due is not None and time.monotonic() >= due:
                 session.send_ping()
         except Exception:  # one session's failure must not stop every ping
-            sid = getattr(session, "sid", None)
             log.exception("%s: ping failed, session ended", sid)
             with contextlib.suppress(Exception):
                 session.close(wait=False, abort=True)

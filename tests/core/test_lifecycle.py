@@ -11,27 +11,30 @@ class Stop(Exception):
     pass
 
 
-def test_a_paced_sweep_visits_every_item_once_per_interval_a_slice_at_a_time():
-    events: list = []
-    rounds = iter([list(range(25)), list(range(100, 103))])
+def test_a_paced_sweep_visits_every_key_once_per_interval_in_slices_that_keys_keep():
+    first = [f"sid{n}" for n in range(100)]
+    second = [*first[50:], "new"]  # half gone, one new: the rest keep their slices
+    rounds = iter([first, second])
+    slices: list[list[str]] = []
 
-    def snapshot():
+    def keys():
         try:
             return next(rounds)
         except StopIteration:
             raise Stop from None
 
-    with pytest.raises(Stop):
-        sweep_paced(lambda seconds: events.append(("sleep", seconds)), 1.0, snapshot,
-                    lambda item: events.append(item), slices=10)
+    def sleep(seconds):
+        assert seconds == pytest.approx(0.1)
+        slices.append([])
 
-    sleeps = [e for e in events if isinstance(e, tuple)]
-    assert sleeps == [("sleep", 0.1)] * 20  # two intervals of ten slices
-    visited = [e for e in events if not isinstance(e, tuple)]
-    assert sorted(visited) == [*range(25), *range(100, 103)]  # each once
-    # between two sleeps (one pause of the worker), at most a tenth of the items
-    run = longest = 0
-    for event in events:
-        run = 0 if isinstance(event, tuple) else run + 1
-        longest = max(longest, run)
-    assert longest == 3
+    with pytest.raises(Stop):
+        sweep_paced(sleep, 1.0, keys, lambda key: slices[-1].append(key), slices=10)
+
+    assert len(slices) == 20  # two intervals of ten slices
+    one, two = slices[:10], slices[10:]
+    assert sorted(key for keys in one for key in keys) == sorted(first)  # each once
+    assert sorted(key for keys in two for key in keys) == sorted(second)
+    slot = {key: n for n, keys in enumerate(one) for key in keys}
+    assert all(slot[key] == n for n, keys in enumerate(two) for key in keys if key != "new")
+    # one pause of the worker is a slice, not the whole sweep
+    assert max(len(keys) for keys in one) < 30
