@@ -341,7 +341,11 @@ def worker_sockets(server) -> int:
     Linux /proc: a connection the server cut is gone from here, whatever the peer does."""
     count = 0
     for pid in server.worker_pids():
-        for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:  # that worker exited since
+            continue
+        for fd in fds:
             with contextlib.suppress(FileNotFoundError):  # closed since the listing
                 count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
     return count

@@ -79,13 +79,14 @@ const waitFor = async (condition, ms) => {
 };
 
 function progress() {
-  let ok = 0, failed = 0, delivered = 0, joined = 0;
+  let ok = 0, failed = 0, delivered = 0, joined = 0, disconnects = 0;
   for (const c of clients) {
+    disconnects += c.disconnects.length;
     for (const a of c.acks) a.ok ? ok++ : failed++;
     delivered += c.received.length;
     if (c.joinedAt) joined++;
   }
-  return { ok, failed, delivered, joined, clients: clients.length, refusals };
+  return { ok, failed, delivered, joined, disconnects, clients: clients.length, refusals };
 }
 
 function analyse(markerAcks) {
@@ -95,7 +96,7 @@ function analyse(markerAcks) {
     okBySender.set(c.i, c.acks.filter((a) => a.ok));
     for (const a of c.acks) if (!a.ok) codes[a.code] = (codes[a.code] || 0) + 1;
   }
-  let inversions = 0, duplicates = 0, lost = 0, expected = 0, stayed = 0;
+  let inversions = 0, duplicates = 0, lost = 0, expected = 0, stayed = 0, minOwed = null;
   const lostSamples = [];
   let slowestBack = 0, notBack = 0, disconnects = 0;
   for (const c of clients) {
@@ -114,6 +115,7 @@ function analyse(markerAcks) {
     // a member that stayed connected: every message of its room acked ok after it
     // joined must have reached it
     stayed++;
+    const owedBefore = expected;
     const got = new Set(c.received.map(([s, q]) => `${s}:${q}`));
     for (const s of clients) {
       if (s.i === c.i || s.room !== c.room || !s.sends) continue;
@@ -130,9 +132,10 @@ function analyse(markerAcks) {
         if (lostSamples.length < 10) lostSamples.push({ to: c.i, from: s.i, seq: "end" });
       }
     }
+    minOwed = minOwed === null ? expected - owedBefore : Math.min(minOwed, expected - owedBefore);
   }
-  return { ...progress(), codes, inversions, duplicates, lost, expected, stayed, lostSamples,
-           disconnects, notBack, slowestBackMs: Math.round(slowestBack) };
+  return { ...progress(), codes, inversions, duplicates, lost, expected, stayed, minOwed,
+           lostSamples, disconnects, notBack, slowestBackMs: Math.round(slowestBack) };
 }
 
 async function stop() {

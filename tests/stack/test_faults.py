@@ -50,14 +50,21 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
         clients.more_delivered()
 
         # the kernel spreads connections unevenly over a gunicorn's workers: killing the
-        # one holding fewer keeps members that stay connected through every fault
+        # one holding fewer (but some) keeps members that stay connected through every fault
         counts = chat_connections(first.url, tokens.issue("root", "root", "admin"), 4)
-        os.kill(min(first.worker_pids(), key=counts.__getitem__), signal.SIGKILL)
+        victim = min((pid for pid in first.worker_pids() if counts[pid]), key=counts.__getitem__)
+        gone = clients.progress["disconnects"] + counts[victim]
+        os.kill(victim, signal.SIGKILL)
+        # (progress lines are 200 ms apart: "all joined" counts only once they dropped)
+        clients.until(lambda p: p["disconnects"] >= gone, "the killed worker's clients to drop")
         clients.until(lambda p: p["joined"] == CLIENTS, "every client back after the kill")
         clients.more_delivered()
 
         restarted_workers = second.worker_pids()
+        counts = chat_connections(first.url, tokens.issue("root", "root", "admin"), 4)
+        gone = clients.progress["disconnects"] + sum(counts[pid] for pid in restarted_workers)
         second.stop(signal.SIGTERM)
+        clients.until(lambda p: p["disconnects"] >= gone, "the drained instance's clients to drop")
         clients.until(lambda p: p["joined"] == CLIENTS, "every client back after the drain")
         second.start()
         assert second.worker_pids().isdisjoint(restarted_workers)
@@ -92,7 +99,7 @@ def test_nothing_acked_is_lost_nor_reordered_and_nobody_is_stranded(
     assert result["inversions"] == 0
     assert result["duplicates"] == 0
     assert result["notBack"] == 0 and result["slowestBackMs"] < BACK_WITHIN_MS, result
-    # not vacuous: members stayed through every fault and were owed messages sent during them
-    assert result["stayed"] > 0 and result["expected"] >= 50 * result["stayed"], result
+    # not vacuous: members stayed through every fault, each owed what was sent meanwhile
+    assert result["stayed"] > 0 and result["minOwed"] >= 20, result
     assert set(result["codes"]) <= {"queue_unavailable", "shutting_down", "timeout"}, result
     assert "Traceback" not in first.log() + second.log()
