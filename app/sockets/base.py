@@ -322,15 +322,15 @@ class BaseNamespace(socketio.Namespace):
 def watch_tokens(sio: socketio.Server, warning: float, interval: float = 1.0) -> None:
     """Per worker (background task): every second, each socket of every namespace is
     checked for token expiry, bans and revocations (BaseNamespace.check_token)."""
-    def handlers() -> list[BaseNamespace]:
-        return [handler for handler in list(sio.namespace_handlers.values())
-                if isinstance(handler, BaseNamespace)]
+    handlers: list[BaseNamespace] = []  # this round's, read once per round
 
     def sids() -> list[str]:
-        return [sid for handler in handlers() for sid in list(handler.identities)]
+        handlers[:] = [handler for handler in list(sio.namespace_handlers.values())
+                       if isinstance(handler, BaseNamespace)]
+        return [sid for handler in handlers for sid in list(handler.identities)]
 
     def visit(sid: str) -> None:
-        for handler in handlers():  # (a sid is one namespace's)
+        for handler in handlers:  # (a sid is one namespace's)
             identity = handler.identities.get(sid)
             if identity is not None:
                 try:
