@@ -82,17 +82,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
 
 
 def chat_connections(url: str, admin_token: str, workers: int) -> dict[int, int]:
-    """{worker pid: /chat sockets} over the cluster, as /admin stats at `url` report them,
-    once `workers` workers answer (a respawned one too, after a Redis outage as well)."""
+    """chat_connections_per_worker from a new /admin client at `url`, once `workers`
+    workers answer (a respawned one too, after a Redis outage as well)."""
     admin = Client().connect(url, ["/admin"], auth={"token": admin_token})
     try:
-        def answered():
-            stats = admin.call("stats", {}, namespace="/admin")
-            return not stats["errors"] and len(stats["workers"]) == workers and stats
-        stats = wait_for(answered, interval=0.2, message="every worker's stats")
+        return chat_connections_per_worker(admin, workers)
     finally:
         admin.close()
-    return {w["pid"]: w["connections"].get("/chat", 0) for w in stats["workers"]}
 
 
 def install_node_modules() -> Path:
@@ -351,10 +347,17 @@ def worker_sockets(server) -> int:
     return count
 
 
-def chat_connections_per_worker(admin: Client) -> dict[int, int]:
-    """{worker pid: /chat connections}, from /admin stats (every worker must answer)."""
-    stats = admin.call("stats", {}, namespace="/admin")
-    assert stats["errors"] == []
+def chat_connections_per_worker(admin: Client, workers: int | None = None) -> dict[int, int]:
+    """{worker pid: /chat connections}, from /admin stats: every worker must answer, or
+    with `workers`, it waits until that many do."""
+    if workers is None:
+        stats = admin.call("stats", {}, namespace="/admin")
+        assert stats["errors"] == []
+    else:
+        def answered():
+            stats = admin.call("stats", {}, namespace="/admin")
+            return not stats["errors"] and len(stats["workers"]) == workers and stats
+        stats = wait_for(answered, interval=0.2, message=f"{workers} workers' stats")
     return {worker["pid"]: worker["connections"].get("/chat", 0) for worker in stats["workers"]}
 
 
