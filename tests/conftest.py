@@ -21,6 +21,7 @@ from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
 from tests.helpers import (
+    AppServer,
     Client,
     RedisServer,
     ServerGroup,
@@ -56,6 +57,32 @@ def http(client):
 def runner(app):
     """Flask's CLI runner: runner.invoke(args=["emit", "lobby", "hi"])."""
     return app.test_cli_runner()
+
+
+# --- failure reports -------------------------------------------------------
+LOG_TAIL = 30_000  # characters of each server's log in a failure report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    item.log_marks = {server: server.log_mark() for server in AppServer.started
+                      if server.log_path.exists()}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries what its servers logged meanwhile."""
+    report = (yield).get_result()
+    if report.when != "call" or not report.failed:
+        return
+    marks = getattr(item, "log_marks", {})
+    for server in AppServer.started:
+        if not server.log_path.exists():
+            continue
+        text = server.log(since=marks.get(server, 0))
+        if text:
+            report.sections.append((f"server {server.url} log", text[-LOG_TAIL:]))
 
 
 # --- tokens --------------------------------------------------------------

@@ -70,14 +70,16 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,
-             message: str = "condition") -> Any:
+             message: str | Callable[[], str] = "condition") -> Any:
+    """`message` may be a function: what it says is read at the timeout (the state)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s waiting for {text}")
         time.sleep(interval)
 
 
@@ -445,7 +447,12 @@ class AppServer:
     """The template served by gunicorn with config/gunicorn.conf.py, as in production
     (`app`: another WSGI application than wsgi:application, "module:name")."""
 
+    # Every server started in this test process: a failing test's report gets their
+    # logs (tests/conftest.py), since a CI log keeps nothing else of them.
+    started: list[AppServer] = []
+
     def __init__(self, app: str | None = None, **env: str) -> None:
+        AppServer.started.append(self)
         self.app = app
         self.port = free_port()
         self.env = process_environment(BIND=f"127.0.0.1:{self.port}", **env)

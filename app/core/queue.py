@@ -22,6 +22,11 @@ How it holds, for outages of any length and any number of concurrent publishes:
   restart (the set is empty then): a known worker stays expected until it has been
   missing from the set after the queue has worked for MEMBER_TTL seconds, so an
   outage never makes a worker look gone. A worker leaving on purpose says so (`leave`).
+- PUBLISH counts teach too: a worker subscribes before it registers, so a count above
+  the workers known is a worker not seen in the set yet, and that many are expected
+  until the set shows it or it has been missing as long as a known worker would be
+  (an outage right after a worker started otherwise hid it). A worker's view is read
+  from the set before its first publish is judged, never taken as empty.
 - Outages are logged once when they start and once when they end, with counts.
 """
 
@@ -299,6 +304,10 @@ class Membership:
         self.left: set[str] = set()
         self.healthy_since = time.monotonic()
         self.restored = False  # healthy_since is the end of an outage
+        self.known = False  # the set has been read once
+        # Subscriptions counted by PUBLISH beyond the workers known, and when last seen
+        self.surplus = 0
+        self.surplus_at = 0.0
 
     def update(self, members, now: float | None = None) -> None:
         """The set as Redis has it now: new workers added; missing ones dropped, but
@@ -307,11 +316,25 @@ class Membership:
         present = {member.decode() if isinstance(member, bytes) else member
                    for member in members}
         self.alive |= present - self.left
+        self.known = True
         # Absent from a set that has been kept up for `ttl` (every live worker
         # re-registers several times in that span): gone. Just after an outage the set
         # is still refilling, so absence counts only from when the queue came back.
         if self.fresh(now):
             self.alive &= present
+        # The surplus is explained (those workers are in the set now), or was not seen
+        # again for as long as a known worker may be missing: gone.
+        if self.surplus and (len(self.alive) >= self.surplus
+                             or self.fresh(now, since=self.surplus_at)):
+            self.surplus = 0
+
+    def observed(self, receivers: int, now: float | None = None) -> None:
+        """A publish reached `receivers` subscriptions. More than the workers known:
+        one subscribed that this view has not seen in the set yet (workers register
+        after subscribing), and it must be expected too, also across an outage."""
+        if receivers > len(self.alive):
+            self.surplus = max(self.surplus, receivers)
+            self.surplus_at = time.monotonic() if now is None else now
 
     def forget(self, host: str) -> None:
         self.left.add(host)
@@ -323,12 +346,14 @@ class Membership:
         self.restored = True
 
     def expected(self) -> int:
-        return len(self.alive)
+        return max(len(self.alive), self.surplus)
 
-    def fresh(self, now: float | None = None) -> bool:
-        """Is the set complete (the queue has worked for `ttl`)?"""
+    def fresh(self, now: float | None = None, since: float = float("-inf")) -> bool:
+        """Is the set complete (the queue has worked for `ttl`, counted from `since` at
+        the earliest)? A worker missing from it that long is gone."""
         now = time.monotonic() if now is None else now
-        return now - self.healthy_since > (max(self.ttl, self.grace) if self.restored else self.ttl)
+        window = max(self.ttl, self.grace) if self.restored else self.ttl
+        return now - max(self.healthy_since, since) > window
 
 
 # Within an event handler (app/sockets/server.py, `deferred_acks`): publishes are
@@ -534,6 +559,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
     def _expected(self) -> int:
         if self.write_only:  # an external emitter: the set as Redis has it now
             return len(self._members(register=False))
+        if not self.membership.known:  # before the first heartbeat: never "nobody"
+            self.membership.update(self._members(register=False))
         return self.membership.expected()
 
     # --- publishing -------------------------------------------------------
@@ -607,6 +634,9 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                         self._append(pipe, item)
                 counts = pipe.execute()
                 self._queue_works()
+                if not self.write_only:
+                    self.membership.observed(max(
+                        count[1] if isinstance(count, list) else count for count in counts))
                 expected = self._expected()
                 break
             except RedisError as exc:

@@ -93,3 +93,49 @@ def test_membership_outlives_an_outage_and_drops_the_missing_once_fresh():
     members.forget("b")  # a drained worker said it leaves
     members.update([b"a", b"b"], now=16.0)  # and its last registration is ignored
     assert members.expected() == 1
+
+
+def test_membership_expects_subscriptions_it_has_not_seen_registered():
+    """A worker subscribes, then registers: a PUBLISH count above the workers known is
+    a worker this view has not met yet, expected from then on, across an outage too."""
+    members = Membership(ttl=2.0, grace=5.0)
+    members.update([b"a"], now=0.0)
+    members.observed(2, now=1.0)  # b subscribed; the outage came before its heartbeat
+    members.queue_restored(now=10.0)
+    members.update([b"a"], now=10.5)
+    assert members.expected() == 2  # b's subscription is not back yet: refuse
+    members.update([b"a", b"b"], now=11.0)  # b registered: explained
+    assert (members.expected(), members.surplus) == (2, 0)
+    # a surplus never explained (b died before registering) expires like a member
+    members.observed(3, now=20.0)
+    members.update([b"a", b"b"], now=21.0)
+    assert members.expected() == 3
+    members.update([b"a", b"b"], now=25.5)
+    assert members.expected() == 2
+
+
+@pytest.fixture()
+def fresh_worker(settings, redis_server):
+    """A worker's manager (not started: it publishes inline) on a channel of its own."""
+    settings = replace(settings, message_queue_url=redis_server.url, publish_attempts=1,
+                       message_queue_channel=f"fresh-{time.monotonic_ns()}")
+    return create_manager(settings), redis.Redis.from_url(redis_server.url)
+
+
+def test_a_new_worker_reads_the_live_workers_before_judging_a_publish(fresh_worker):
+    manager, client = fresh_worker
+    client.zadd(manager.members_key, {"other": int(time.time() * 1000)})  # live, unsubscribed
+    with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
+        manager._publish({"method": "emit"})  # an empty view would have said ok
+
+
+def test_a_worker_expects_a_subscription_it_counted_once(fresh_worker):
+    manager, client = fresh_worker
+    listener = client.pubsub()
+    listener.subscribe(manager.channel)
+    listener.get_message(timeout=1)  # subscribed: not in the set (it has not registered)
+    assert manager._publish({"method": "emit"}) == 1
+    listener.unsubscribe(manager.channel)
+    listener.get_message(timeout=1)
+    with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
+        manager._publish({"method": "emit"})

@@ -50,8 +50,13 @@ def test_messages_around_an_outage_are_delivered_or_reported(private_redis, star
         thread.join(60)
 
     delivered = {m["id"] for m in receiver.of("message")}
-    wait_for(lambda: {a["message"]["id"] for a in acks if a["ok"]} <=
-             {m["id"] for m in receiver.of("message")}, message="acked messages to arrive")
+    def missing():
+        return [a["message"]["text"] for a in acks if a["ok"]
+                and a["message"]["id"] not in {m["id"] for m in receiver.of("message")}]
+
+    wait_for(lambda: not missing(), message=lambda: (
+        f"acked messages to arrive: {missing()} missing of {len(acks)} sent; receiver got "
+        f"{[m['text'] for m in receiver.of('message')]}, disconnects {receiver.disconnects}"))
     ok = [a for a in acks if a["ok"]]
     reported = [a for a in acks if not a["ok"]]
     silently_lost = [a["message"]["text"] for a in ok
