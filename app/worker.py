@@ -1,7 +1,8 @@
 """gunicorn worker hooks (config/gunicorn.conf.py calls `on_worker_boot`).
 
 At boot, a worker subscribes to the message queue at once, instead of at its first
-client: until then it would miss emits and not answer /admin's gathers; and it starts
+client: until then it would miss emits and not answer /admin's gathers; it serves once
+every other worker has seen it in the queue's set of live workers; and it starts
 the slow-consumer watchdog and the metrics' delivery flusher. On SIGTERM it drains
 (app/sockets/shutdown.py) before gunicorn's graceful wait.
 """
@@ -97,6 +98,9 @@ def on_worker_boot(worker) -> None:
     services: Services = worker.wsgi.extensions[EXTENSION_KEY]
     tune_gc(services.settings.gc_gen0_threshold)
     start_queue(services)
+    # serving before every other worker knows this one could let their publishes miss
+    # its clients and be acked ok (app/core/queue.py): a fraction of a second at boot
+    services.manager.wait_announced()
     sio, settings = services.sio, services.settings
     for loop, *args in ((watch_slow_consumers, sio, settings.max_queued_packets),
                         (watch_tokens, sio, settings.token_warning_seconds),

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -712,6 +713,20 @@ class Client:
     def call(self, event: str, data: Any = None, namespace: str | None = None,
              timeout: float = WAIT):
         return self.sio.call(event, data, namespace=namespace or self.namespace, timeout=timeout)
+
+    def send(self, room: str, text: str, timeout: float = WAIT) -> dict:
+        """A chat message sent as a client should: retried with the same `client_id`
+        while the queue answers `queue_unavailable` (just after a worker died, say),
+        so it is delivered once. Returns the message."""
+        client_id = uuid.uuid4().hex
+
+        def attempt():
+            ack = self.call("message", {"room": room, "text": text, "client_id": client_id})
+            assert ack["ok"] or ack["error"]["code"] == "queue_unavailable", ack
+            return ack["ok"] and ack["message"]
+
+        return wait_for(attempt, timeout=timeout, interval=0.1,
+                        message=f"{text!r} acked ok")
 
     def round_trip(self, namespace: str | None = None) -> None:
         """A barrier: an event and its ack. Whatever the server had queued for this

@@ -22,11 +22,13 @@ How it holds, for outages of any length and any number of concurrent publishes:
   restart (the set is empty then): a known worker stays expected until it has been
   missing from the set after the queue has worked for MEMBER_TTL seconds, so an
   outage never makes a worker look gone. A worker leaving on purpose says so (`leave`).
-- PUBLISH counts teach too: a worker subscribes before it registers, so a count above
-  the workers known is a worker not seen in the set yet, and that many are expected
-  until the set shows it or it has been missing as long as a known worker would be
-  (an outage right after a worker started otherwise hid it). A worker's view is read
-  from the set before its first publish is judged, never taken as empty.
+- No worker is unknown (`Membership.complete`, `wait_announced`): a worker serves only
+  once every other live worker has read a set that holds it (a new worker's clients
+  were otherwise missed by publishes judged without it, acked ok, when an outage came
+  before the others' next heartbeat). The set carries its birth time: a view that
+  finds it reborn (a restarted Redis, noticed or not), or that starts with no memory
+  (a new worker, an external emitter), refuses until the set has existed for REFILL
+  seconds, in which every live worker registers again.
 - Outages are logged once when they start and once when they end, with counts.
 """
 
@@ -71,6 +73,13 @@ MEMBER_TTL = 2.0
 RESTORE_GRACE = 5.0
 # Longest pause between two resubscribe attempts (python-socketio's grows to 60 s).
 MAX_RESUBSCRIBE_DELAY = 1.0
+# A set (re)born this long ago holds every live worker: each registers within a
+# heartbeat of Redis coming back (one more for a late one), or as soon as its
+# subscription is back if it never registered.
+REFILL = 2 * HEARTBEAT
+# Longest wait at boot for every other live worker to have read this one in the set
+# (a dead worker blocks it until its entry expires: MEMBER_TTL).
+ANNOUNCE_TIMEOUT = MEMBER_TTL + 2 * HEARTBEAT
 # Seconds a leaving worker stays subscribed after saying so, while the others hear it.
 LEAVE_GRACE = 0.5
 # Messages published in one pipeline at most (one round trip for a busy worker).
@@ -78,18 +87,38 @@ MAX_BATCH = 256
 LEAVE = "worker_leave"
 
 # Register this worker (when given) and return the live ones, on Redis's clock so that
-# instances with skewed clocks agree. KEYS[1]: the set; ARGV: ttl ms, [host_id].
+# instances with skewed clocks agree: {now ms, the set's birth ms (-1: none), member,
+# score, ...}. A member's score is its last registration, which is also when it last
+# read the set. KEYS: the set, its birth; ARGV: ttl ms, [host_id].
 _MEMBERS_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 if ARGV[2] then
   redis.call('ZADD', KEYS[1], ms, ARGV[2])
+  redis.call('SET', KEYS[2], ms, 'NX')
   redis.call('PEXPIRE', KEYS[1], ttl * 4)
+  redis.call('PEXPIRE', KEYS[2], ttl * 4)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - ttl)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+return {ms, tonumber(redis.call('GET', KEYS[2]) or '-1'),
+        redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
+
+
+class SetView:
+    """One read of the set of live workers (`_MEMBERS_SCRIPT`)."""
+
+    __slots__ = ("born", "now", "scores")
+
+    def __init__(self, reply: list) -> None:
+        self.now, self.born = int(reply[0]), int(reply[1])
+        flat = [v.decode() if isinstance(v, bytes) else v for v in reply[2]]
+        self.scores = {flat[i]: float(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def refilled(self) -> bool:
+        """Has the set existed long enough to hold every live worker?"""
+        return self.born >= 0 and self.now - self.born >= REFILL * 1000
 
 
 # Log an event and publish it, in one step (app/core/history.py): the entry gets the
@@ -293,6 +322,10 @@ class LocalManager(LoggedDelivery, socketio.Manager):
     def leave(self) -> None:
         """Nothing to tell: no other worker shares this manager."""
 
+    def wait_announced(self, timeout: float = 0) -> bool:
+        """Nobody else to know this worker."""
+        return True
+
 
 class Membership:
     """The workers this one knows to be alive, remembered across Redis outages."""
@@ -304,10 +337,20 @@ class Membership:
         self.left: set[str] = set()
         self.healthy_since = time.monotonic()
         self.restored = False  # healthy_since is the end of an outage
-        self.known = False  # the set has been read once
-        # Subscriptions counted by PUBLISH beyond the workers known, and when last seen
-        self.surplus = 0
-        self.surplus_at = 0.0
+        self.born: int | None = None  # the birth of the set this view has read
+        self.complete = False  # it has read that set once it held every live worker
+
+    def read(self, view: SetView, now: float | None = None) -> None:
+        """A read of the set: its members, and whether it was reborn meanwhile (a
+        restarted Redis: it refills, and this view is incomplete until it has)."""
+        if view.born != self.born:
+            if self.born is not None:
+                self.queue_restored(now)  # absences count from the refill, not before
+            self.born = view.born
+            self.complete = False
+        if view.refilled():
+            self.complete = True
+        self.update(view.scores, now)
 
     def update(self, members, now: float | None = None) -> None:
         """The set as Redis has it now: new workers added; missing ones dropped, but
@@ -316,25 +359,11 @@ class Membership:
         present = {member.decode() if isinstance(member, bytes) else member
                    for member in members}
         self.alive |= present - self.left
-        self.known = True
         # Absent from a set that has been kept up for `ttl` (every live worker
         # re-registers several times in that span): gone. Just after an outage the set
         # is still refilling, so absence counts only from when the queue came back.
         if self.fresh(now):
             self.alive &= present
-        # The surplus is explained (those workers are in the set now), or was not seen
-        # again for as long as a known worker may be missing: gone.
-        if self.surplus and (len(self.alive) >= self.surplus
-                             or self.fresh(now, since=self.surplus_at)):
-            self.surplus = 0
-
-    def observed(self, receivers: int, now: float | None = None) -> None:
-        """A publish reached `receivers` subscriptions. More than the workers known:
-        one subscribed that this view has not seen in the set yet (workers register
-        after subscribing), and it must be expected too, also across an outage."""
-        if receivers > len(self.alive):
-            self.surplus = max(self.surplus, receivers)
-            self.surplus_at = time.monotonic() if now is None else now
 
     def forget(self, host: str) -> None:
         self.left.add(host)
@@ -346,14 +375,12 @@ class Membership:
         self.restored = True
 
     def expected(self) -> int:
-        return max(len(self.alive), self.surplus)
+        return len(self.alive)
 
-    def fresh(self, now: float | None = None, since: float = float("-inf")) -> bool:
-        """Is the set complete (the queue has worked for `ttl`, counted from `since` at
-        the earliest)? A worker missing from it that long is gone."""
+    def fresh(self, now: float | None = None) -> bool:
+        """Is the set complete (the queue has worked for `ttl`)?"""
         now = time.monotonic() if now is None else now
-        window = max(self.ttl, self.grace) if self.restored else self.ttl
-        return now - max(self.healthy_since, since) > window
+        return now - self.healthy_since > (max(self.ttl, self.grace) if self.restored else self.ttl)
 
 
 # Within an event handler (app/sockets/server.py, `deferred_acks`): publishes are
@@ -385,7 +412,7 @@ def publish_now():
 
 
 class _Pending:
-    __slots__ = ("error", "event", "log", "payload", "receivers", "seq")
+    __slots__ = ("error", "event", "judged", "log", "payload", "receivers", "seq")
 
     def __init__(self, payload: str, event, seq: int, log: LogWrite | None = None) -> None:
         self.payload = payload
@@ -393,6 +420,7 @@ class _Pending:
         self.seq = seq
         self.log = log
         self.error: QueueUnavailable | None = None
+        self.judged = False  # an unexpected error before its judgement is not an "ok"
         self.receivers = 0
 
 
@@ -406,7 +434,10 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self._init_delivery()
         self._append_script = None
         self.members_key = settings.message_queue_channel + ":workers"
+        self.born_key = self.members_key + ":born"
         self.membership = Membership()
+        self.announced = None  # an event: every other live worker has read this one
+        self._first_registration: float | None = None  # Redis ms
         self._seq = 0
         # host_id -> (last seq received from it, when): repeats and gaps per publisher
         self._last_seq: dict[str, tuple[int, float]] = {}
@@ -475,6 +506,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         if self.write_only:
             return
         self._wakeup = self.server.eio.create_event()
+        self.announced = self.server.eio.create_event()
         self.server.start_background_task(supervised, self.server.sleep, self._publisher_loop)
         self.server.start_background_task(supervised, self.server.sleep, self._heartbeat_loop)
         self.control.start(self.server.start_background_task, self.subscriber)
@@ -513,28 +545,65 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             self._leaving.set()
 
     # --- who is alive -------------------------------------------------------
-    def _members(self, register: bool) -> list:
+    def _members(self, register: bool) -> SetView:
         if self._members_script is None:
             self._members_script = self.publisher().register_script(_MEMBERS_SCRIPT)
         args = [int(MEMBER_TTL * 1000)] + ([self.host_id] if register else [])
-        return self._members_script(keys=[self.members_key], args=args)
+        return SetView(self._members_script(keys=[self.members_key, self.born_key], args=args))
 
     def _heartbeat_loop(self) -> None:
         while self._leaving is None:
-            # Registered only once subscribed: before that, others would expect this
-            # worker in every PUBLISH count and refuse their publishes.
-            if self._subscribed or self._registered:
-                try:
-                    members = self._members(register=True)
-                    self._registered = True
-                    self._queue_works()  # first: absences after an outage count from now
-                    self.membership.update(members)
-                    if self.membership.fresh():
-                        self._heartbeat_hooks()
-                except RedisError as exc:
-                    self._publishing.failed(exc)
+            if self._beat():
+                self._heartbeat_hooks()
             self._forget_silent_publishers()
             self.server.sleep(HEARTBEAT)
+
+    def _beat(self) -> bool:
+        """Register (once subscribed: before that, others would expect this worker in
+        every PUBLISH count and refuse their publishes) and read the live workers;
+        True when that view is fresh."""
+        if not (self._subscribed or self._registered):
+            return False
+        try:
+            view = self._members(register=True)
+        except RedisError as exc:
+            self._publishing.failed(exc)
+            return False
+        self._registered = True
+        if self._first_registration is None:
+            self._first_registration = view.now
+        self._queue_works()  # first: absences after an outage count from now
+        self._read(view)
+        return self.membership.fresh()
+
+    def _read(self, view: SetView) -> None:
+        self.membership.read(view)
+        # every other member has registered, so read the set, since this one did
+        if (self._first_registration is not None and self.announced is not None
+                and all(score > self._first_registration
+                        for host, score in view.scores.items() if host != self.host_id)):
+            self.announced.set()
+
+    def wait_announced(self, timeout: float = ANNOUNCE_TIMEOUT) -> bool:
+        """At boot, before serving: wait until every other live worker knows this one
+        (else their publishes could miss its clients and be acked ok), and until this
+        one's view is complete (a set born moments ago is still filling: its first
+        publishes would be refused). False after `timeout` (Redis unreachable:
+        publishes fail meanwhile, and the set's refill covers this worker once Redis
+        is back)."""
+        if self.write_only or self.announced is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while (not (self.announced.is_set() and self.membership.complete)
+               and time.monotonic() < deadline):
+            self._beat()  # faster than the heartbeat: workers booting together meet sooner
+            self.server.sleep(HEARTBEAT / 10)
+        if not (self.announced.is_set() and self.membership.complete):
+            log.warning("serving before every worker has seen this one in the message queue "
+                        "(%s)", "not subscribed yet" if not self._subscribed
+                        else "not read by every other worker yet, or the set is refilling")
+            return False
+        return True
 
     def _forget_silent_publishers(self, after: float = 600.0) -> None:
         # One entry per publisher ever heard (each worker start, each CLI run): bounded.
@@ -556,11 +625,21 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         if self._publishing.restored():
             self.membership.queue_restored()
 
-    def _expected(self) -> int:
+    def _await_refill(self) -> None:
+        """An external emitter, before publishing: a set reborn a moment ago is still
+        filling (a just-started deploy, a restarted Redis): wait for it, up to REFILL."""
+        view = self._members(register=False)
+        if view.born >= 0 and not view.refilled():
+            time.sleep((view.born + REFILL * 1000 - view.now) / 1000)
+
+    def _expected(self, born) -> int | None:
+        """How many subscriptions a publish must reach; None while nobody can tell (the
+        set is refilling, or was reborn since this view last read it)."""
         if self.write_only:  # an external emitter: the set as Redis has it now
-            return len(self._members(register=False))
-        if not self.membership.known:  # before the first heartbeat: never "nobody"
-            self.membership.update(self._members(register=False))
+            view = self._members(register=False)
+            return len(view.scores) if view.refilled() else None
+        if int(born or -1) != self.membership.born or not self.membership.complete:
+            return None
         return self.membership.expected()
 
     # --- publishing -------------------------------------------------------
@@ -620,24 +699,27 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     self._publish_batch(batch)
                 finally:
                     for item in batch:
+                        if not item.judged:  # an unexpected error: never an ok ack
+                            item.error = QueueUnavailable("the message may not have reached "
+                                                          "clients on other workers")
                         item.event.set()
 
     def _publish_batch(self, batch: list[_Pending]) -> None:
         attempts = self._settings.publish_attempts
         for attempt in range(1, attempts + 1):
             try:
+                if self.write_only:
+                    self._await_refill()
                 pipe = self.publisher().pipeline(transaction=False)
                 for item in batch:
                     if item.log is None:
                         pipe.publish(self.channel, item.payload)
                     else:
                         self._append(pipe, item)
-                counts = pipe.execute()
+                pipe.get(self.born_key)  # the set reborn since the last read: refilling
+                *counts, born = pipe.execute()
                 self._queue_works()
-                if not self.write_only:
-                    self.membership.observed(max(
-                        count[1] if isinstance(count, list) else count for count in counts))
-                expected = self._expected()
+                expected = self._expected(born)
                 break
             except RedisError as exc:
                 # Some of the batch may have gone out: receivers drop repeats by seq.
@@ -650,7 +732,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             error = QueueUnavailable("the message queue is unavailable: the message may not "
                                      "have reached clients on other workers")
             for item in batch:
-                item.error = error
+                item.error, item.judged = error, True
                 metrics.queue_published("failed")
             return
         for item, receivers in zip(batch, counts, strict=True):
@@ -659,8 +741,13 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
                 if stream_id and item.log.on_id is not None:
                     item.log.on_id(stream_id)
-            item.receivers = receivers
-            if receivers < expected:
+            item.receivers, item.judged = receivers, True
+            if expected is None:
+                self._publishing.refused += 1
+                metrics.queue_published("partial")
+                item.error = QueueUnavailable(
+                    "the message queue is recovering: the workers are registering again")
+            elif receivers < expected:
                 self._publishing.refused += 1
                 metrics.queue_published("partial")
                 item.error = QueueUnavailable(
@@ -704,6 +791,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     retry_sleep = 0.5
                     if self._subscription.restored():
                         self.membership.queue_restored()
+                    self._beat()  # registered at once, within the set's refill
                 yield from self.pubsub.listen()
             except Exception as exc:
                 self._subscribed = False

@@ -10,7 +10,13 @@ import pytest
 import redis
 
 from app.core.errors import QueueUnavailable
-from app.core.queue import LocalManager, Membership, RedisQueueManager, create_manager
+from app.core.queue import (
+    LocalManager,
+    Membership,
+    RedisQueueManager,
+    SetView,
+    create_manager,
+)
 
 
 def test_empty_url_is_the_in_memory_manager(settings):
@@ -40,7 +46,9 @@ def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, re
     settings = replace(settings, message_queue_url=redis_server.url, redis_max_connections=2,
                        message_queue_channel="pool-test")
     manager = create_manager(settings, write_only=True)
-    listener = redis.Redis.from_url(redis_server.url).pubsub(ignore_subscribe_messages=True)
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(manager.born_key, redis_ms(client) - 3_000)  # a set of workers (none) long up
+    listener = client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe("pool-test")
     errors: list[Exception] = []
 
@@ -95,23 +103,24 @@ def test_membership_outlives_an_outage_and_drops_the_missing_once_fresh():
     assert members.expected() == 1
 
 
-def test_membership_expects_subscriptions_it_has_not_seen_registered():
-    """A worker subscribes, then registers: a PUBLISH count above the workers known is
-    a worker this view has not met yet, expected from then on, across an outage too."""
+
+def test_membership_is_incomplete_until_a_reborn_set_has_refilled():
+    """A restarted Redis, whether an outage was noticed or not: the set refills as
+    workers register again, and until it has existed for REFILL, publishes are
+    refused; workers remembered from before stay expected meanwhile."""
+    def view(now, born, *hosts):
+        return SetView([now, born, [x for h in hosts for x in (h, now)]])
+
     members = Membership(ttl=2.0, grace=5.0)
-    members.update([b"a"], now=0.0)
-    members.observed(2, now=1.0)  # b subscribed; the outage came before its heartbeat
-    members.queue_restored(now=10.0)
-    members.update([b"a"], now=10.5)
-    assert members.expected() == 2  # b's subscription is not back yet: refuse
-    members.update([b"a", b"b"], now=11.0)  # b registered: explained
-    assert (members.expected(), members.surplus) == (2, 0)
-    # a surplus never explained (b died before registering) expires like a member
-    members.observed(3, now=20.0)
-    members.update([b"a", b"b"], now=21.0)
-    assert members.expected() == 3
-    members.update([b"a", b"b"], now=25.5)
-    assert members.expected() == 2
+    members.read(view(100_000, 50_000, "a", "b"), now=1.0)
+    assert members.complete and members.expected() == 2
+    members.read(view(101_000, 100_900, "a"), now=2.0)  # reborn 0.1 s ago: only a so far
+    assert not members.complete
+    members.read(view(103_000, 100_900, "a", "c"), now=4.0)  # refilled: c is new
+    assert members.complete and members.expected() == 3  # b still expected (grace)
+    members.read(view(108_000, 100_900, "a", "c"), now=9.0)
+    assert members.expected() == 2  # b missing past the grace: gone
+    assert not SetView([5_000, -1, []]).refilled()  # nobody registered since the restart
 
 
 @pytest.fixture()
@@ -119,23 +128,50 @@ def fresh_worker(settings, redis_server):
     """A worker's manager (not started: it publishes inline) on a channel of its own."""
     settings = replace(settings, message_queue_url=redis_server.url, publish_attempts=1,
                        message_queue_channel=f"fresh-{time.monotonic_ns()}")
-    return create_manager(settings), redis.Redis.from_url(redis_server.url)
+    manager = create_manager(settings)
+    manager.announced = threading.Event()
+    client = redis.Redis.from_url(redis_server.url)
+    yield manager, client
+    client.close()
 
 
-def test_a_new_worker_reads_the_live_workers_before_judging_a_publish(fresh_worker):
+def redis_ms(client) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_a_worker_refuses_until_it_has_read_a_set_that_holds_every_worker(fresh_worker):
     manager, client = fresh_worker
-    client.zadd(manager.members_key, {"other": int(time.time() * 1000)})  # live, unsubscribed
-    with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
-        manager._publish({"method": "emit"})  # an empty view would have said ok
-
-
-def test_a_worker_expects_a_subscription_it_counted_once(fresh_worker):
-    manager, client = fresh_worker
-    listener = client.pubsub()
-    listener.subscribe(manager.channel)
-    listener.get_message(timeout=1)  # subscribed: not in the set (it has not registered)
-    assert manager._publish({"method": "emit"}) == 1
-    listener.unsubscribe(manager.channel)
-    listener.get_message(timeout=1)
+    with pytest.raises(QueueUnavailable, match="registering again"):
+        manager._publish({"method": "emit"})  # never read: an empty view is not "nobody"
+    client.set(manager.born_key, redis_ms(client))  # a Redis that just came back
+    manager._read(manager._members(register=False))
+    with pytest.raises(QueueUnavailable, match="registering again"):
+        manager._publish({"method": "emit"})
+    client.set(manager.born_key, redis_ms(client) - 3_000)
+    client.zadd(manager.members_key, {"other": redis_ms(client)})  # live, not subscribed
+    manager._read(manager._members(register=False))
     with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
         manager._publish({"method": "emit"})
+    listener = client.pubsub()
+    listener.subscribe(manager.channel)
+    assert listener.get_message(timeout=1)["type"] == "subscribe"
+    assert manager._publish({"method": "emit"}) == 1
+    client.set(manager.born_key, redis_ms(client))  # reborn since the last read
+    with pytest.raises(QueueUnavailable, match="registering again"):
+        manager._publish({"method": "emit"})
+    listener.close()
+
+
+def test_a_worker_is_announced_once_every_other_worker_read_it(fresh_worker):
+    manager, client = fresh_worker
+    client.set(manager.born_key, redis_ms(client) - 3_000)
+    client.zadd(manager.members_key, {"other": redis_ms(client)})
+    manager._subscribed = True  # (its listener is not started here)
+    manager._beat()  # registered
+    assert not manager.announced.is_set()  # "other" last read the set before that
+    while redis_ms(client) <= manager._first_registration:
+        time.sleep(0.001)
+    client.zadd(manager.members_key, {"other": redis_ms(client)})  # its next heartbeat
+    manager._beat()
+    assert manager.announced.is_set()

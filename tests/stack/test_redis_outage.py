@@ -45,6 +45,9 @@ def test_messages_around_an_outage_are_delivered_or_reported(private_redis, star
         wait_for(lambda: len(receiver.of("message")) > count + 5, timeout=RESUME_WITHIN + 5,
                  message="deliveries to resume")
         resumed_after = time.monotonic() - back
+        sent = len(acks)  # and acks are ok again once every worker registered again
+        wait_for(lambda: any(a["ok"] for a in acks[sent:]), timeout=RESUME_WITHIN,
+                 message="publishes acked ok again")
     finally:
         stop.set()
         thread.join(60)
