@@ -25,10 +25,11 @@ How it holds, for outages of any length and any number of concurrent publishes:
 - No worker is unknown (`Membership.complete`, `wait_announced`): a worker serves only
   once every other live worker has read a set that holds it (a new worker's clients
   were otherwise missed by publishes judged without it, acked ok, when an outage came
-  before the others' next heartbeat). The set carries its birth time: a view that
-  finds it reborn (a restarted Redis, noticed or not), or that starts with no memory
-  (a new worker, an external emitter), refuses until the set has existed for REFILL
-  seconds, in which every live worker registers again.
+  before the others' next heartbeat). The set carries its birth (Redis's run id and
+  a time; a restarted Redis has a new run id, whatever an AOF brings back): a view
+  that finds it reborn, or that starts with no memory (a new worker, an external
+  emitter), refuses until the set has existed for REFILL seconds, in which every live
+  worker registers again. Every publish pipeline reads the birth too.
 - Outages are logged once when they start and once when they end, with counts.
 """
 
@@ -87,38 +88,65 @@ MAX_BATCH = 256
 LEAVE = "worker_leave"
 
 # Register this worker (when given) and return the live ones, on Redis's clock so that
-# instances with skewed clocks agree: {now ms, the set's birth ms (-1: none), member,
-# score, ...}. A member's score is its last registration, which is also when it last
-# read the set. KEYS: the set, its birth; ARGV: ttl ms, [host_id].
+# instances with skewed clocks agree: {now ms, the set's birth, added, member, score,
+# ...}. A member's score is its last registration, which is also when it last read the
+# set. The birth is "<Redis run id>:<ms>", renewed when the set starts anew or Redis
+# was restarted (the run id changes; the key itself may come back from the AOF, or be
+# on a promoted replica). KEYS: the set, its birth; ARGV: ttl ms, [host_id].
 _MEMBERS_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[1])
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local born = redis.call('GET', KEYS[2])
+if born and string.sub(born, 1, #run) ~= run then
+  redis.call('DEL', KEYS[1], KEYS[2])  -- the last run's: everyone registers again
+  born = false
+end
+local added = 0
 if ARGV[2] then
-  redis.call('ZADD', KEYS[1], ms, ARGV[2])
-  redis.call('SET', KEYS[2], ms, 'NX')
+  added = redis.call('ZADD', KEYS[1], ms, ARGV[2])
+  if not born then
+    born = run .. ':' .. ms
+    redis.call('SET', KEYS[2], born)
+  end
   redis.call('PEXPIRE', KEYS[1], ttl * 4)
   redis.call('PEXPIRE', KEYS[2], ttl * 4)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - ttl)
-return {ms, tonumber(redis.call('GET', KEYS[2]) or '-1'),
-        redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+return {ms, born or '', added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
+
+
+# The set's birth as a publish sees it: "" if it belongs to an earlier run of Redis
+# (restarted, and nobody has registered since). KEYS: the birth.
+_BORN_SCRIPT = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local born = redis.call('GET', KEYS[1])
+if not born or string.sub(born, 1, #run) ~= run then return '' end
+return born
+"""
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 class SetView:
     """One read of the set of live workers (`_MEMBERS_SCRIPT`)."""
 
-    __slots__ = ("born", "now", "scores")
+    __slots__ = ("added", "born", "now", "scores")
 
     def __init__(self, reply: list) -> None:
-        self.now, self.born = int(reply[0]), int(reply[1])
-        flat = [v.decode() if isinstance(v, bytes) else v for v in reply[2]]
+        self.now, self.born, self.added = int(reply[0]), _text(reply[1]), bool(reply[2])
+        flat = [_text(v) for v in reply[3]]
         self.scores = {flat[i]: float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     def refilled(self) -> bool:
-        """Has the set existed long enough to hold every live worker?"""
-        return self.born >= 0 and self.now - self.born >= REFILL * 1000
+        """Has the set existed long enough to hold every live worker? ("" : nobody has
+        registered since it started anew)"""
+        born_ms = self.born.rpartition(":")[2]
+        return born_ms.isdigit() and self.now - int(born_ms) >= REFILL * 1000
 
 
 # Log an event and publish it, in one step (app/core/history.py): the entry gets the
@@ -337,7 +365,7 @@ class Membership:
         self.left: set[str] = set()
         self.healthy_since = time.monotonic()
         self.restored = False  # healthy_since is the end of an outage
-        self.born: int | None = None  # the birth of the set this view has read
+        self.born: str | None = None  # the birth of the set this view has read
         self.complete = False  # it has read that set once it held every live worker
 
     def read(self, view: SetView, now: float | None = None) -> None:
@@ -368,6 +396,13 @@ class Membership:
     def forget(self, host: str) -> None:
         self.left.add(host)
         self.alive.discard(host)
+
+    def reborn(self, now: float | None = None) -> None:
+        """Redis restarted (a new run): the set refills; until this view has read it
+        refilled, nobody can tell who is alive."""
+        self.complete = False
+        self.born = None
+        self.queue_restored(now)
 
     def queue_restored(self, now: float | None = None) -> None:
         """The queue works again: absences are counted from now, not from the outage."""
@@ -449,6 +484,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self._publishing = Outage("publish")  # publishes and this worker's registration
         self._subscription = Outage("subscription")
         self._members_script = None
+        self._born_script = None
         # Called by the heartbeat with the live workers' ids when this worker's view of
         # them is fresh (presence and shared connection counts keep their per-worker
         # entries alive; presence reaps a dead worker's: app/core/presence.py).
@@ -562,7 +598,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         """Register (once subscribed: before that, others would expect this worker in
         every PUBLISH count and refuse their publishes) and read the live workers;
         True when that view is fresh."""
-        if not (self._subscribed or self._registered):
+        if self._leaving is not None or not (self._subscribed or self._registered):
             return False
         try:
             view = self._members(register=True)
@@ -570,7 +606,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             self._publishing.failed(exc)
             return False
         self._registered = True
-        if self._first_registration is None:
+        if self._first_registration is None or view.added:  # (again: the set started anew)
             self._first_registration = view.now
         self._queue_works()  # first: absences after an outage count from now
         self._read(view)
@@ -599,6 +635,9 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             self._beat()  # faster than the heartbeat: workers booting together meet sooner
             self.server.sleep(HEARTBEAT / 10)
         if not (self.announced.is_set() and self.membership.complete):
+            # registered even while unsubscribed from now on: the others then refuse
+            # publishes that miss this worker's clients instead of acking them ok
+            self._registered = True
             log.warning("serving before every worker has seen this one in the message queue "
                         "(%s)", "not subscribed yet" if not self._subscribed
                         else "not read by every other worker yet, or the set is refilling")
@@ -629,8 +668,9 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         """An external emitter, before publishing: a set reborn a moment ago is still
         filling (a just-started deploy, a restarted Redis): wait for it, up to REFILL."""
         view = self._members(register=False)
-        if view.born >= 0 and not view.refilled():
-            time.sleep((view.born + REFILL * 1000 - view.now) / 1000)
+        born_ms = view.born.rpartition(":")[2]
+        if born_ms.isdigit() and not view.refilled():
+            time.sleep((int(born_ms) + REFILL * 1000 - view.now) / 1000)
 
     def _expected(self, born) -> int | None:
         """How many subscriptions a publish must reach; None while nobody can tell (the
@@ -638,7 +678,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         if self.write_only:  # an external emitter: the set as Redis has it now
             view = self._members(register=False)
             return len(view.scores) if view.refilled() else None
-        if int(born or -1) != self.membership.born or not self.membership.complete:
+        if _text(born) != self.membership.born or not self.membership.complete:
             return None
         return self.membership.expected()
 
@@ -690,7 +730,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
 
     def _publisher_loop(self) -> None:
         while True:
-            self._wakeup.wait()
+            if not self._pending:  # (restarted after an error: what waits goes first)
+                self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
                 batch = [self._pending.popleft()
@@ -716,7 +757,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                         pipe.publish(self.channel, item.payload)
                     else:
                         self._append(pipe, item)
-                pipe.get(self.born_key)  # the set reborn since the last read: refilling
+                self._born(pipe)  # the set reborn since the last read: refilling
                 *counts, born = pipe.execute()
                 self._queue_works()
                 expected = self._expected(born)
@@ -755,6 +796,11 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     "received the message")
             else:
                 metrics.queue_published("ok")
+
+    def _born(self, pipe) -> None:
+        if self._born_script is None:
+            self._born_script = self.publisher().register_script(_BORN_SCRIPT)
+        self._born_script(keys=[self.born_key], client=pipe)
 
     def _append(self, pipe, item: _Pending) -> None:
         if self._append_script is None:

@@ -47,7 +47,7 @@ def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, re
                        message_queue_channel="pool-test")
     manager = create_manager(settings, write_only=True)
     client = redis.Redis.from_url(redis_server.url)
-    client.set(manager.born_key, redis_ms(client) - 3_000)  # a set of workers (none) long up
+    set_born(client, manager, 3_000)  # a set of workers (none) long up
     listener = client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe("pool-test")
     errors: list[Exception] = []
@@ -109,18 +109,18 @@ def test_membership_is_incomplete_until_a_reborn_set_has_refilled():
     workers register again, and until it has existed for REFILL, publishes are
     refused; workers remembered from before stay expected meanwhile."""
     def view(now, born, *hosts):
-        return SetView([now, born, [x for h in hosts for x in (h, now)]])
+        return SetView([now, born, 0, [x for h in hosts for x in (h, now)]])
 
     members = Membership(ttl=2.0, grace=5.0)
-    members.read(view(100_000, 50_000, "a", "b"), now=1.0)
+    members.read(view(100_000, b"run1:50000", "a", "b"), now=1.0)
     assert members.complete and members.expected() == 2
-    members.read(view(101_000, 100_900, "a"), now=2.0)  # reborn 0.1 s ago: only a so far
+    members.read(view(101_000, b"run2:100900", "a"), now=2.0)  # reborn 0.1 s ago: only a
     assert not members.complete
-    members.read(view(103_000, 100_900, "a", "c"), now=4.0)  # refilled: c is new
+    members.read(view(103_000, b"run2:100900", "a", "c"), now=4.0)  # refilled: c is new
     assert members.complete and members.expected() == 3  # b still expected (grace)
-    members.read(view(108_000, 100_900, "a", "c"), now=9.0)
+    members.read(view(108_000, b"run2:100900", "a", "c"), now=9.0)
     assert members.expected() == 2  # b missing past the grace: gone
-    assert not SetView([5_000, -1, []]).refilled()  # nobody registered since the restart
+    assert not SetView([5_000, b"", 0, []]).refilled()  # nobody registered since the restart
 
 
 @pytest.fixture()
@@ -140,15 +140,21 @@ def redis_ms(client) -> int:
     return seconds * 1000 + micros // 1000
 
 
+def set_born(client, manager, ago_ms: int, run: str | None = None) -> None:
+    """The set of live workers started `ago_ms` ago, in this run of Redis (or `run`)."""
+    run = run or client.info("server")["run_id"]
+    client.set(manager.born_key, f"{run}:{redis_ms(client) - ago_ms}")
+
+
 def test_a_worker_refuses_until_it_has_read_a_set_that_holds_every_worker(fresh_worker):
     manager, client = fresh_worker
     with pytest.raises(QueueUnavailable, match="registering again"):
         manager._publish({"method": "emit"})  # never read: an empty view is not "nobody"
-    client.set(manager.born_key, redis_ms(client))  # a Redis that just came back
+    set_born(client, manager, 0)  # a Redis that just came back
     manager._read(manager._members(register=False))
     with pytest.raises(QueueUnavailable, match="registering again"):
         manager._publish({"method": "emit"})
-    client.set(manager.born_key, redis_ms(client) - 3_000)
+    set_born(client, manager, 3_000)
     client.zadd(manager.members_key, {"other": redis_ms(client)})  # live, not subscribed
     manager._read(manager._members(register=False))
     with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
@@ -157,15 +163,31 @@ def test_a_worker_refuses_until_it_has_read_a_set_that_holds_every_worker(fresh_
     listener.subscribe(manager.channel)
     assert listener.get_message(timeout=1)["type"] == "subscribe"
     assert manager._publish({"method": "emit"}) == 1
-    client.set(manager.born_key, redis_ms(client))  # reborn since the last read
+    set_born(client, manager, 0)  # reborn since the last read
     with pytest.raises(QueueUnavailable, match="registering again"):
         manager._publish({"method": "emit"})
     listener.close()
 
 
+def test_a_set_from_an_earlier_run_of_redis_starts_anew(fresh_worker):
+    """A restarted Redis may bring the set and its birth back (an AOF, a promoted
+    replica): they belong to the last run, so publishes are refused and the set refills."""
+    manager, client = fresh_worker
+    set_born(client, manager, 3_000)
+    client.zadd(manager.members_key, {"other": redis_ms(client)})
+    manager._read(manager._members(register=False))
+    assert manager.membership.complete
+    set_born(client, manager, 3_000, run="0" * 40)  # as an AOF would restore it
+    with pytest.raises(QueueUnavailable, match="registering again"):
+        manager._publish({"method": "emit"})
+    view = manager._members(register=False)
+    assert (view.born, view.scores) == ("", {})  # the last run's entries are gone
+    assert not client.exists(manager.born_key)
+
+
 def test_a_worker_is_announced_once_every_other_worker_read_it(fresh_worker):
     manager, client = fresh_worker
-    client.set(manager.born_key, redis_ms(client) - 3_000)
+    set_born(client, manager, 3_000)
     client.zadd(manager.members_key, {"other": redis_ms(client)})
     manager._subscribed = True  # (its listener is not started here)
     manager._beat()  # registered
@@ -175,3 +197,7 @@ def test_a_worker_is_announced_once_every_other_worker_read_it(fresh_worker):
     client.zadd(manager.members_key, {"other": redis_ms(client)})  # its next heartbeat
     manager._beat()
     assert manager.announced.is_set()
+    manager._leaving = threading.Event()  # a draining worker never registers again
+    client.zrem(manager.members_key, manager.host_id)
+    assert manager._beat() is False
+    assert client.zscore(manager.members_key, manager.host_id) is None

@@ -9,13 +9,25 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.helpers import wait_for
+import pytest
+
+from tests.helpers import RedisServer, wait_for
 
 RESUME_WITHIN = 10.0  # seconds after Redis is back (resubscribe backoff is capped at 2 s)
 
 
-def test_messages_around_an_outage_are_delivered_or_reported(private_redis, start_own_server,
+@pytest.fixture(params=[False, True], ids=["in-memory", "aof"])
+def outage_redis(request):
+    """Without persistence a restarted Redis is empty; with an AOF (docker-compose.yml)
+    the last run's keys come back, the set of live workers included."""
+    server = RedisServer(persistent=request.param).start()
+    yield server
+    server.cleanup()
+
+
+def test_messages_around_an_outage_are_delivered_or_reported(outage_redis, start_own_server,
                                                              connect):
+    private_redis = outage_redis
     servers = [start_own_server(MESSAGE_QUEUE_URL=private_redis.url) for _ in range(2)]
     workers_before = [server.worker_pids() for server in servers]
     sender, receiver = connect(servers[0].url, user="sender"), connect(servers[1].url, user="rcv")
