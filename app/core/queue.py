@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -48,7 +49,7 @@ import redis.sentinel
 import socketio
 from engineio import packet as eio_packet
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 from socketio import packet as sio_packet
 from socketio.redis_manager import parse_redis_sentinel_url
@@ -128,6 +129,9 @@ return born
 """
 
 
+_BORN_SHA = hashlib.sha1(_BORN_SCRIPT.encode()).hexdigest()
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
@@ -184,6 +188,7 @@ if KEYS[3] then redis.call('SET', KEYS[3], id, 'PX', ARGV[9]) end
 return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3])}
 """
 OFFSET_FIELD = ',"offset":"'  # 11 characters: APPEND_SCRIPT strips them
+_APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 
 
 class LogWrite:
@@ -467,7 +472,6 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self._settings = settings
         self.seen = seen
         self._init_delivery()
-        self._append_script = None
         self.members_key = settings.message_queue_channel + ":workers"
         self.born_key = self.members_key + ":born"
         self.membership = Membership()
@@ -484,7 +488,6 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self._publishing = Outage("publish")  # publishes and this worker's registration
         self._subscription = Outage("subscription")
         self._members_script = None
-        self._born_script = None
         # Called by the heartbeat with the live workers' ids when this worker's view of
         # them is fresh (presence and shared connection counts keep their per-worker
         # entries alive; presence reaps a dead worker's: app/core/presence.py).
@@ -751,14 +754,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             try:
                 if self.write_only:
                     self._await_refill()
-                pipe = self.publisher().pipeline(transaction=False)
-                for item in batch:
-                    if item.log is None:
-                        pipe.publish(self.channel, item.payload)
-                    else:
-                        self._append(pipe, item)
-                self._born(pipe)  # the set reborn since the last read: refilling
-                *counts, born = pipe.execute()
+                *counts, born = self._execute(batch)
                 self._queue_works()
                 expected = self._expected(born)
                 break
@@ -797,20 +793,37 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             else:
                 metrics.queue_published("ok")
 
-    def _born(self, pipe) -> None:
-        if self._born_script is None:
-            self._born_script = self.publisher().register_script(_BORN_SCRIPT)
-        self._born_script(keys=[self.born_key], client=pipe)
+    def _execute(self, batch: list[_Pending]) -> list:
+        """One pipeline: the batch's publishes and log appends, then the set's birth
+        (reborn since the last read: refilling). Scripts go as EVALSHA at once
+        (redis-py's pipelines ask SCRIPT EXISTS first: a second round trip per batch);
+        a Redis that lost them (restarted) answers NOSCRIPT, and the batch goes again
+        once they are loaded (receivers drop the repeats by seq)."""
+        client = self.publisher()
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            for item in batch:
+                if item.log is None:
+                    pipe.publish(self.channel, item.payload)
+                else:
+                    self._append(pipe, item)
+            pipe.evalsha(_BORN_SHA, 1, self.born_key)
+            results = pipe.execute(raise_on_error=False)
+            if not any(isinstance(result, NoScriptError) for result in results):
+                break
+            client.script_load(APPEND_SCRIPT)
+            client.script_load(_BORN_SCRIPT)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def _append(self, pipe, item: _Pending) -> None:
-        if self._append_script is None:
-            self._append_script = self.publisher().register_script(APPEND_SCRIPT)
         log, s = item.log, self._settings
         keys = [log.key, self.log.last_key] + ([log.once] if log.once else [])
-        self._append_script(keys=keys, client=pipe, args=[
-            self.channel, item.payload, '"}', log.entry, self.log.max_length,
-            int(self.log.max_age * 1000), self.host_id, item.seq,
-            int(s.idempotency_window_seconds * 1000)])
+        pipe.evalsha(_APPEND_SHA, len(keys), *keys, self.channel, item.payload, '"}', log.entry,
+                     self.log.max_length, int(self.log.max_age * 1000), self.host_id, item.seq,
+                     int(s.idempotency_window_seconds * 1000))
 
     # --- receiving --------------------------------------------------------
     def _handle_emit(self, message):

@@ -11,6 +11,8 @@ import redis
 
 from app.core.errors import QueueUnavailable
 from app.core.queue import (
+    _APPEND_SHA,
+    _BORN_SHA,
     LocalManager,
     Membership,
     RedisQueueManager,
@@ -201,3 +203,16 @@ def test_a_worker_is_announced_once_every_other_worker_read_it(fresh_worker):
     client.zrem(manager.members_key, manager.host_id)
     assert manager._beat() is False
     assert client.zscore(manager.members_key, manager.host_id) is None
+
+
+def test_a_redis_that_lost_the_scripts_gets_them_again(settings, private_redis):
+    """Publishes send their scripts by hash alone (no SCRIPT EXISTS round trip first);
+    a restarted Redis answers NOSCRIPT, and the batch goes again with them loaded."""
+    settings = replace(settings, message_queue_url=private_redis.url, publish_attempts=1)
+    manager = create_manager(settings)
+    client = redis.Redis.from_url(private_redis.url)
+    set_born(client, manager, 3_000)
+    manager._read(manager._members(register=False))
+    client.script_flush()
+    assert manager._publish({"method": "emit"}) == 0  # judged ok: no worker is registered
+    assert client.script_exists(_APPEND_SHA, _BORN_SHA) == [True, True]
