@@ -98,7 +98,8 @@ _MEMBERS_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[1])
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local info = redis.pcall('INFO', 'server')  -- (refused: restarts are told by the key only)
+local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 local born = redis.call('GET', KEYS[2])
 if born and string.sub(born, 1, #run) ~= run then
   redis.call('DEL', KEYS[1], KEYS[2])  -- the last run's: everyone registers again
@@ -122,7 +123,8 @@ return {ms, born or '', added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'
 # The set's birth as a publish sees it: "" if it belongs to an earlier run of Redis
 # (restarted, and nobody has registered since). KEYS: the birth.
 _BORN_SCRIPT = """
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local info = redis.pcall('INFO', 'server')
+local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 local born = redis.call('GET', KEYS[1])
 if not born or string.sub(born, 1, #run) ~= run then return '' end
 return born
@@ -130,6 +132,7 @@ return born
 
 
 _BORN_SHA = hashlib.sha1(_BORN_SCRIPT.encode()).hexdigest()
+NOSCRIPT = object()  # a script Redis did not have: it did not run
 
 
 def _text(value) -> str:
@@ -401,13 +404,6 @@ class Membership:
     def forget(self, host: str) -> None:
         self.left.add(host)
         self.alive.discard(host)
-
-    def reborn(self, now: float | None = None) -> None:
-        """Redis restarted (a new run): the set refills; until this view has read it
-        refilled, nobody can tell who is alive."""
-        self.complete = False
-        self.born = None
-        self.queue_restored(now)
 
     def queue_restored(self, now: float | None = None) -> None:
         """The queue works again: absences are counted from now, not from the outage."""
@@ -681,7 +677,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         if self.write_only:  # an external emitter: the set as Redis has it now
             view = self._members(register=False)
             return len(view.scores) if view.refilled() else None
-        if _text(born) != self.membership.born or not self.membership.complete:
+        if born is NOSCRIPT or _text(born) != self.membership.born or not self.membership.complete:
             return None
         return self.membership.expected()
 
@@ -773,6 +769,12 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 metrics.queue_published("failed")
             return
         for item, receivers in zip(batch, counts, strict=True):
+            if receivers is NOSCRIPT:
+                self._publishing.refused += 1
+                metrics.queue_published("failed")
+                item.error, item.judged = QueueUnavailable(
+                    "the message queue is recovering: the message was not sent"), True
+                continue
             if item.log is not None:
                 stream_id, receivers = receivers
                 stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
@@ -796,27 +798,29 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
     def _execute(self, batch: list[_Pending]) -> list:
         """One pipeline: the batch's publishes and log appends, then the set's birth
         (reborn since the last read: refilling). Scripts go as EVALSHA at once
-        (redis-py's pipelines ask SCRIPT EXISTS first: a second round trip per batch);
-        a Redis that lost them (restarted) answers NOSCRIPT, and the batch goes again
-        once they are loaded (receivers drop the repeats by seq)."""
+        (redis-py's pipelines ask SCRIPT EXISTS first: a second round trip per batch).
+        A Redis that lost them (restarted) answers NOSCRIPT: those appends did not run
+        and are refused (never sent again: a later seq of this worker may have gone
+        out, and receivers would drop theirs as a repeat), and without the birth the
+        whole batch is; the scripts are loaded for the next one."""
         client = self.publisher()
-        for _ in range(2):
-            pipe = client.pipeline(transaction=False)
-            for item in batch:
-                if item.log is None:
-                    pipe.publish(self.channel, item.payload)
-                else:
-                    self._append(pipe, item)
-            pipe.evalsha(_BORN_SHA, 1, self.born_key)
-            results = pipe.execute(raise_on_error=False)
-            if not any(isinstance(result, NoScriptError) for result in results):
-                break
+        pipe = client.pipeline(transaction=False)
+        for item in batch:
+            if item.log is None:
+                pipe.publish(self.channel, item.payload)
+            else:
+                self._append(pipe, item)
+        pipe.evalsha(_BORN_SHA, 1, self.born_key)
+        results = pipe.execute(raise_on_error=False)
+        lost = [isinstance(result, NoScriptError) for result in results]
+        if any(lost):
             client.script_load(APPEND_SCRIPT)
             client.script_load(_BORN_SCRIPT)
-        for result in results:
-            if isinstance(result, Exception):
+        for result, missing in zip(results, lost, strict=True):
+            if isinstance(result, Exception) and not missing:
                 raise result
-        return results
+        return [NOSCRIPT if missing else result for result, missing in zip(results, lost,
+                                                                            strict=True)]
 
     def _append(self, pipe, item: _Pending) -> None:
         log, s = item.log, self._settings

@@ -205,14 +205,28 @@ def test_a_worker_is_announced_once_every_other_worker_read_it(fresh_worker):
     assert client.zscore(manager.members_key, manager.host_id) is None
 
 
-def test_a_redis_that_lost_the_scripts_gets_them_again(settings, private_redis):
-    """Publishes send their scripts by hash alone (no SCRIPT EXISTS round trip first);
-    a restarted Redis answers NOSCRIPT, and the batch goes again with them loaded."""
+
+def test_a_redis_that_lost_the_scripts_refuses_what_they_did_not_run(settings, private_redis):
+    """Publishes send their scripts by hash alone (no SCRIPT EXISTS round trip first).
+    A restarted Redis answers NOSCRIPT: an append that did not run is refused, never
+    sent again behind a later seq (receivers would drop it as a repeat), and without
+    the set's birth the batch is refused; the scripts are back for the next one."""
     settings = replace(settings, message_queue_url=private_redis.url, publish_attempts=1)
-    manager = create_manager(settings)
+    manager = create_manager(settings, logged={"/chat": "room:"})
     client = redis.Redis.from_url(private_redis.url)
     set_born(client, manager, 3_000)
     manager._read(manager._members(register=False))
+    stream = manager.log.key_for("/chat", "room:a")
+
     client.script_flush()
-    assert manager._publish({"method": "emit"}) == 0  # judged ok: no worker is registered
-    assert client.script_exists(_APPEND_SHA, _BORN_SHA) == [True, True]
+    with pytest.raises(QueueUnavailable, match="not sent"):
+        manager.emit("message", {"text": "lost?"}, namespace="/chat", room="room:a")
+    assert client.xlen(stream) == 0 and client.script_exists(_APPEND_SHA, _BORN_SHA) == [
+        True, True]
+    manager.emit("message", {"text": "sent"}, namespace="/chat", room="room:a")
+    assert client.xlen(stream) == 1
+
+    client.script_flush()
+    with pytest.raises(QueueUnavailable, match="registering again"):
+        manager._publish({"method": "emit"})  # published, but its birth is unknown
+    assert manager._publish({"method": "emit"}) == 0  # no worker is registered
