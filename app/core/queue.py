@@ -88,22 +88,31 @@ LEAVE_GRACE = 0.5
 MAX_BATCH = 256
 LEAVE = "worker_leave"
 
+# This run of Redis (INFO refused to the queue's user: "", restarts are told by the
+# birth key alone), and the set's birth, "" unless it belongs to this run.
+_RUN_AND_BIRTH = """
+local info = redis.pcall('INFO', 'server')
+local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
+local function birth(key)
+  local born = redis.call('GET', key)
+  if born and string.sub(born, 1, #run) == run then return born end
+  return false
+end
+"""
+
 # Register this worker (when given) and return the live ones, on Redis's clock so that
 # instances with skewed clocks agree: {now ms, the set's birth, added, member, score,
 # ...}. A member's score is its last registration, which is also when it last read the
 # set. The birth is "<Redis run id>:<ms>", renewed when the set starts anew or Redis
 # was restarted (the run id changes; the key itself may come back from the AOF, or be
 # on a promoted replica). KEYS: the set, its birth; ARGV: ttl ms, [host_id].
-_MEMBERS_SCRIPT = """
+_MEMBERS_SCRIPT = _RUN_AND_BIRTH + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[1])
-local info = redis.pcall('INFO', 'server')  -- (refused: restarts are told by the key only)
-local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
-local born = redis.call('GET', KEYS[2])
-if born and string.sub(born, 1, #run) ~= run then
+local born = birth(KEYS[2])
+if not born and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('DEL', KEYS[1], KEYS[2])  -- the last run's: everyone registers again
-  born = false
 end
 local added = 0
 if ARGV[2] then
@@ -122,12 +131,8 @@ return {ms, born or '', added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'
 
 # The set's birth as a publish sees it: "" if it belongs to an earlier run of Redis
 # (restarted, and nobody has registered since). KEYS: the birth.
-_BORN_SCRIPT = """
-local info = redis.pcall('INFO', 'server')
-local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
-local born = redis.call('GET', KEYS[1])
-if not born or string.sub(born, 1, #run) ~= run then return '' end
-return born
+_BORN_SCRIPT = _RUN_AND_BIRTH + """
+return birth(KEYS[1]) or ''
 """
 
 
@@ -149,11 +154,15 @@ class SetView:
         flat = [_text(v) for v in reply[3]]
         self.scores = {flat[i]: float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
+    @property
+    def born_ms(self) -> int | None:
+        """When the set started (Redis ms); None: nobody registered since it started anew."""
+        ms = self.born.rpartition(":")[2]
+        return int(ms) if ms.isdigit() else None
+
     def refilled(self) -> bool:
-        """Has the set existed long enough to hold every live worker? ("" : nobody has
-        registered since it started anew)"""
-        born_ms = self.born.rpartition(":")[2]
-        return born_ms.isdigit() and self.now - int(born_ms) >= REFILL * 1000
+        """Has the set existed long enough to hold every live worker?"""
+        return self.born_ms is not None and self.now - self.born_ms >= REFILL * 1000
 
 
 # Log an event and publish it, in one step (app/core/history.py): the entry gets the
@@ -667,9 +676,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         """An external emitter, before publishing: a set reborn a moment ago is still
         filling (a just-started deploy, a restarted Redis): wait for it, up to REFILL."""
         view = self._members(register=False)
-        born_ms = view.born.rpartition(":")[2]
-        if born_ms.isdigit() and not view.refilled():
-            time.sleep((int(born_ms) + REFILL * 1000 - view.now) / 1000)
+        if view.born_ms is not None and not view.refilled():
+            time.sleep((view.born_ms + REFILL * 1000 - view.now) / 1000)
 
     def _expected(self, born) -> int | None:
         """How many subscriptions a publish must reach; None while nobody can tell (the
@@ -769,31 +777,26 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 metrics.queue_published("failed")
             return
         for item, receivers in zip(batch, counts, strict=True):
+            item.judged = True
             if receivers is NOSCRIPT:
-                self._publishing.refused += 1
-                metrics.queue_published("failed")
-                item.error, item.judged = QueueUnavailable(
-                    "the message queue is recovering: the message was not sent"), True
-                continue
-            if item.log is not None:
-                stream_id, receivers = receivers
-                stream_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-                if stream_id and item.log.on_id is not None:
-                    item.log.on_id(stream_id)
-            item.receivers, item.judged = receivers, True
-            if expected is None:
-                self._publishing.refused += 1
-                metrics.queue_published("partial")
-                item.error = QueueUnavailable(
-                    "the message queue is recovering: the workers are registering again")
-            elif receivers < expected:
-                self._publishing.refused += 1
-                metrics.queue_published("partial")
-                item.error = QueueUnavailable(
-                    f"the message queue is recovering: {receivers} of {expected} workers "
-                    "received the message")
+                outcome, why = "failed", "the message was not sent"
             else:
-                metrics.queue_published("ok")
+                if item.log is not None:
+                    stream_id, receivers = receivers
+                    if stream_id and item.log.on_id is not None:
+                        item.log.on_id(_text(stream_id))
+                item.receivers = receivers
+                if expected is None:
+                    outcome, why = "partial", "the workers are registering again"
+                elif receivers < expected:
+                    outcome = "partial"
+                    why = f"{receivers} of {expected} workers received the message"
+                else:
+                    metrics.queue_published("ok")
+                    continue
+            self._publishing.refused += 1
+            metrics.queue_published(outcome)
+            item.error = QueueUnavailable(f"the message queue is recovering: {why}")
 
     def _execute(self, batch: list[_Pending]) -> list:
         """One pipeline: the batch's publishes and log appends, then the set's birth
