@@ -22,6 +22,7 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 TRANSPORTS = ("websocket", "polling")
 ENGINEIO_TRANSPORTS = ("template", "stock")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Values that are fine on a laptop and fatal on the internet: production refuses them.
 INSECURE_SECRET = "dev-insecure-change-me"
@@ -199,6 +200,8 @@ class Settings:
             problems.append(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}")
         if self.jwt_algorithm not in JWT_ALGORITHMS:
             problems.append(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        if self.log_level not in LOG_LEVELS:  # (else logging raised at start: a traceback)
+            problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if self.reuse_port not in ("auto", "true", "false"):
@@ -374,6 +377,8 @@ def load_settings(environ: Mapping[str, str] | None = None,
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     values.update(overrides)
     values["app_env"] = app_env
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].upper()  # LOG_LEVEL=debug works too
     return Settings(**values).validate()
 
 
