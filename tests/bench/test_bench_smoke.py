@@ -31,4 +31,6 @@ def test_quick_bench_measures_all_three_servers():
         assert scenarios["fanout"]["lost"] == 0 and scenarios["fanout"]["deliveries_per_s"] > 0
         assert scenarios["cross"]["received"] == scenarios["cross"]["expected"] or kind == "bare"
         assert scenarios["idle"]["connections"] > 0 and scenarios["storm"]["connections"] > 0
+        # the 10k-client scenario's rounds (one here), the median's figures on top
+        assert [r["p99_ms"] for r in scenarios["scale"]["rounds"]] == [scenarios["scale"]["p99_ms"]]
     assert "template / Node" in result.stdout
