@@ -39,7 +39,7 @@ test: $(VENV)/.dev
 			$(BIN)/python -m pytest $(PYTEST_ARGS) $(STOCK_TESTS) || exit 1; \
 	done
 
-# Template vs Node Socket.IO reference vs bare python-socketio, ~5 minutes (docs/performance.md).
+# Template vs Node Socket.IO reference vs bare python-socketio, ~6 minutes (docs/performance.md).
 bench: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
 	cd bench && npm ci --no-audit --no-fund --silent

@@ -5,7 +5,7 @@
 Every figure is measured in this run, for the three servers in turn, with the same
 load generator (socket.io-client under Node), and reported as a ratio to the Node
 reference. Writes bench/results/results.{json,md,png} and the table in
-docs/performance.md. Bounded: fixed counts and timeouts, about 3 minutes.
+docs/performance.md. Bounded: fixed counts and timeouts, about 6 minutes.
 """
 
 from __future__ import annotations
@@ -279,8 +279,9 @@ def scale_rounds(kinds, sizes: dict, token: str, redis_url: str, async_mode: str
                                           timeout=300))
     results = {}
     for kind, rows in runs.items():
-        # the round with the median p99 (its p50 and loss with it: one real run)
-        median = sorted(rows, key=lambda r: r["p99_ms"])[len(rows) // 2]
+        # the round with the median p99 (its p50 and loss with it: one real run; of an
+        # even count, the worse middle one). A round that lost everything has no p99: last.
+        median = sorted(rows, key=lambda r: (r["p99_ms"] is None, r["p99_ms"] or 0))[len(rows) // 2]
         results[kind] = {**median, "rounds": [{k: r[k] for k in
                                                ("p50_ms", "p99_ms", "lost", "loadgen_lag_p99_ms",
                                                 "loadgen_lag_max_ms") if k in r} for r in rows]}
@@ -301,6 +302,10 @@ METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
            ("scale", "p50_ms", "10k clients, 2 workers + Redis: p50 ms", False),
            ("scale", "p99_ms", "10k clients, 2 workers + Redis: p99 ms", False),
            ("scale", "lost", "10k clients, 2 workers + Redis: lost", False)]
+
+
+def _ms(value) -> str:
+    return "none" if value is None else f"{value:.1f}"
 
 
 def ratio(a, b):
@@ -376,6 +381,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.scale_rounds is None:
         args.scale_rounds = 1 if args.quick else 3
+    if args.scale_rounds < 1:
+        parser.error("--scale-rounds must be at least 1")
     TEMPLATE_ENV.update(item.split("=", 1) for item in args.template_env)
     sizes = QUICK if args.quick else FULL
     if not (BENCH / "node_modules").is_dir():
@@ -397,6 +404,7 @@ def main() -> None:
     out = RESULTS / "quick" if args.quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "async_mode": args.async_mode, "sizes": sizes,
+            "scale_rounds": args.scale_rounds,
             "template_env": TEMPLATE_ENV,
             "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -414,7 +422,7 @@ def main() -> None:
                             for k in results)
                 + f"\n\n10k-client scenario: {args.scale_rounds} interleaved round(s) per server, "
                 "the median round (by p99) in the table; p99 of each round: "
-                + ", ".join(f"{k} " + " / ".join(f"{r['p99_ms']:.1f}" for r in results[k]['scale']['rounds'])
+                + ", ".join(f"{k} " + " / ".join(_ms(r['p99_ms']) for r in results[k]['scale']['rounds'])
                             for k in results)
                 + " ms.\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
                 "round), p99 / max (a stall there delays every latency it measures): "

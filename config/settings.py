@@ -8,6 +8,7 @@ variable is its name in upper case; `.env.example` lists and explains them all.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,7 +23,8 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 TRANSPORTS = ("websocket", "polling")
 ENGINEIO_TRANSPORTS = ("template", "stock")
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Python's level names (WARN, FATAL and NOTSET included: logging takes them)
+LOG_LEVELS = tuple(logging.getLevelNamesMapping())
 
 # Values that are fine on a laptop and fatal on the internet: production refuses them.
 INSECURE_SECRET = "dev-insecure-change-me"

@@ -466,6 +466,7 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> AppServer:
+        self.signalled = None
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
@@ -497,9 +498,9 @@ class AppServer:
         return child_pids(self.process.pid) if self.process is not None else set()
 
     def send_signal(self, sig: int = signal.SIGTERM) -> None:
-        """Send `sig` without waiting (stop() then waits): servers stopped together
-        drain at the same time."""
-        if self.process is not None and self.process.poll() is None and self.signalled != sig:
+        """Send `sig` without waiting (stop() then waits, without sending it twice):
+        servers stopped together drain at the same time."""
+        if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             self.signalled = sig
 
@@ -507,7 +508,8 @@ class AppServer:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.send_signal(sig)
+            if self.signalled != sig:
+                self.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -44,7 +44,7 @@ def test_environment_values_are_typed():
     ("TRANSPORTS", "carrier-pigeon", "TRANSPORTS"),
     ("ENGINEIO_TRANSPORT", "bespoke", "ENGINEIO_TRANSPORT must be one of template, stock"),
     ("WORKERS", "0", "WORKERS"),
-    ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of DEBUG"),
+    ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of CRITICAL"),
 ])
 def test_bad_values_are_refused_with_their_name(name, value, fragment):
     with pytest.raises(SettingsError, match=fragment):
@@ -53,6 +53,7 @@ def test_bad_values_are_refused_with_their_name(name, value, fragment):
 
 def test_a_log_level_is_read_in_any_case():
     assert load_settings(environ={"LOG_LEVEL": "debug"}, env_file="").log_level == "DEBUG"
+    assert load_settings(environ={"LOG_LEVEL": "warn"}, env_file="").log_level == "WARN"
 
 
 @pytest.mark.parametrize("environ, fragment", [
