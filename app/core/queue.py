@@ -89,14 +89,15 @@ MAX_BATCH = 256
 LEAVE = "worker_leave"
 
 # This run of Redis (INFO refused to the queue's user: "", restarts are told by the
-# birth key alone), and the set's birth, "" unless it belongs to this run.
+# birth key alone), and the set's birth: false unless it belongs to this run, then the
+# key as stored (an earlier run's, or false).
 _RUN_AND_BIRTH = """
 local info = redis.pcall('INFO', 'server')
 local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 local function birth(key)
-  local born = redis.call('GET', key)
-  if born and string.sub(born, 1, #run) == run then return born end
-  return false
+  local stored = redis.call('GET', key)
+  if stored and string.sub(stored, 1, #run) == run then return stored, stored end
+  return false, stored
 end
 """
 
@@ -110,8 +111,8 @@ _MEMBERS_SCRIPT = _RUN_AND_BIRTH + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl = tonumber(ARGV[1])
-local born = birth(KEYS[2])
-if not born and redis.call('EXISTS', KEYS[2]) == 1 then
+local born, stored = birth(KEYS[2])
+if stored and not born then
   redis.call('DEL', KEYS[1], KEYS[2])  -- the last run's: everyone registers again
 end
 local added = 0
