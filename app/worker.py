@@ -17,7 +17,6 @@ import socket
 from app.core.lifecycle import supervised
 from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
-from app.sockets.base import watch_tokens
 from app.sockets.server import watch_slow_consumers
 from app.sockets.shutdown import CLOSE_MARGIN, drain
 
@@ -103,7 +102,6 @@ def on_worker_boot(worker) -> None:
     services.manager.wait_announced()
     sio, settings = services.sio, services.settings
     for loop, *args in ((watch_slow_consumers, sio, settings.max_queued_packets),
-                        (watch_tokens, sio, settings.token_warning_seconds),
                         (flush_periodically, sio.sleep)):
         sio.start_background_task(supervised, sio.sleep, loop, *args)
     install_graceful_shutdown(services, worker)

@@ -34,7 +34,6 @@ from pydantic import BaseModel, StringConstraints
 
 from app.core.chat import user_room
 from app.core.errors import AppError, AuthError, ForbiddenError, ValidationError
-from app.core.lifecycle import sweep_paced
 from app.core.limits import TokenBucket, rate_limited
 from app.core.metrics import OK, NamespaceMetrics
 from app.core.revocation import BANNED, REVOKED
@@ -155,6 +154,7 @@ class BaseNamespace(socketio.Namespace):
             if refusal is not None:
                 raise refusal
             self.identities[sid] = identity
+            self._watch_token(sid, identity, 0.0)  # a ban that came during the connect, too
             self.metrics.connections.inc()  # dec in _forget: the gauge is len(identities)
             self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
             self.enter_room(sid, user_room(identity.id))
@@ -289,9 +289,29 @@ class BaseNamespace(socketio.Namespace):
         """A fresh token for this socket: same user and role, later expiry."""
         fresh = self.services.tokens.verify(payload["token"])
         self.services.revocations.check(fresh)
-        self.identities[ctx.sid] = ctx.user.refreshed(fresh)
+        self.identities[ctx.sid] = identity = ctx.user.refreshed(fresh)
         self.warned.discard(ctx.sid)
+        self._watch_token(ctx.sid, identity)
         return {"expires_at": fresh.expires_at, "expires_in": fresh.expires_at - int(time.time())}
+
+    def _watch_token(self, sid: str, identity: Identity, delay: float | None = None) -> None:
+        """Look at this socket's token again after `delay` seconds, by default when it
+        is next due: its warning, then its expiry (`check_token`, per worker: sockets
+        that only receive send no event to check it on). A socket gone or given a
+        fresh token (it has its own look) is skipped then."""
+        if delay is None:
+            left = identity.expires_at - time.time()
+            warning = self.settings.token_warning_seconds
+            delay = left - warning if left > warning and sid not in self.warned else left
+        self.server.deadlines.at(time.monotonic() + max(delay, 0.0), self._token_due, sid,
+                                 identity)
+
+    def _token_due(self, sid: str, identity: Identity) -> None:
+        if self.identities.get(sid) is not identity:
+            return
+        self.check_token(sid, identity, time.time(), self.settings.token_warning_seconds)
+        if self.identities.get(sid) is identity:  # still on: its next look
+            self._watch_token(sid, identity)
 
     def check_token(self, sid: str, identity, now: float, warning: float) -> None:
         """Warn a socket whose token expires within `warning` seconds (once per token);
@@ -317,25 +337,3 @@ class BaseNamespace(socketio.Namespace):
     def is_member(self, sid: str, room: str) -> bool:
         """O(1) membership test (python-socketio's rooms(sid) scans every room)."""
         return sid in self.server.manager.rooms.get(self.path, {}).get(room, ())
-
-
-def watch_tokens(sio: socketio.Server, warning: float, interval: float = 1.0) -> None:
-    """Per worker (background task): every second, each socket of every namespace is
-    checked for token expiry, bans and revocations (BaseNamespace.check_token)."""
-    handlers: list[BaseNamespace] = []  # this round's, read once per round
-
-    def sids() -> list[str]:
-        handlers[:] = [handler for handler in list(sio.namespace_handlers.values())
-                       if isinstance(handler, BaseNamespace)]
-        return [sid for handler in handlers for sid in list(handler.identities)]
-
-    def visit(sid: str) -> None:
-        for handler in handlers:  # (a sid is one namespace's)
-            identity = handler.identities.get(sid)
-            if identity is not None:
-                try:
-                    handler.check_token(sid, identity, time.time(), warning)
-                except Exception:  # the sweep must go on for every other socket
-                    log.exception("token check failed ns=%s sid=%s", handler.path, sid)
-
-    sweep_paced(sio.sleep, interval, sids, visit)

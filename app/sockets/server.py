@@ -12,12 +12,12 @@ from urllib.parse import parse_qs
 import socketio
 
 from app.core.errors import AppError
-from app.core.lifecycle import Lifecycle, sweep_paced
+from app.core.lifecycle import Deadlines, Lifecycle, sweep_paced
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
 from app.core.recovery import Recovery, Sessions
-from app.transport import backlog, engine_server_class
+from app.transport import backlog, engine_server_class, may_back_up
 from config.settings import Settings
 
 SOCKETIO_PATH = "/socket.io/"
@@ -72,6 +72,8 @@ class RealtimeServer(socketio.Server):
                                              shared)
         self.user_limit = ConnectionLimit(settings.max_connections_per_user, "user", shared)
         self.lifecycle = lifecycle
+        # per-socket checks when they fall due (token expiry: app/sockets/base.py)
+        self.deadlines = Deadlines(self.start_background_task, self.sleep)
         # connection-state recovery (app/core/recovery.py)
         manager = self.manager
         sessions = Sessions(getattr(manager, "publisher", None), settings.message_queue_channel,
@@ -290,7 +292,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
         except Exception:  # one session's failure must not spare the others
             log.exception("slow-consumer check failed for %s", eio_sid)
 
-    sweep_paced(sio.sleep, interval, lambda: list(sio.eio.sockets), visit)
+    sweep_paced(sio.sleep, interval, lambda: may_back_up(sio.eio), visit)
 
 
 def create_socketio_server(settings: Settings, namespaces: list[str],

@@ -3,7 +3,8 @@
 Namespaces, the event pipeline and the queue (app/sockets, app/core) never import
 from here; app/sockets/server.py asks `engine_server_class(settings)` for the
 Engine.IO server python-socketio builds on, and the watchdog and the drain ask
-`backlog(session)` how much waits for a client: that is the whole interface.
+`backlog(session)` how much waits for a client (the watchdog, of the sessions
+`may_back_up` lists): that is the whole interface.
 
 ENGINEIO_TRANSPORT picks the transport: `template` (the default, below) or `stock`,
 python-engineio's own `engineio.Server` as released, for a python-engineio or
@@ -86,6 +87,14 @@ def engine_server_class(settings: Settings):
     from app.transport.engine import EngineServer
 
     return EngineServer
+
+
+def may_back_up(eio_server) -> list[str]:
+    """The sessions whose backlog can be growing (for the watchdog): the template's
+    WebSocket writers hand each frame to the kernel at once, so only those waiting for
+    a full kernel buffer, and long-polling sessions (a queue); python-engineio's, all."""
+    return [sid for sid, session in list(eio_server.sockets.items())
+            if (writer := getattr(session, "writer", None)) is None or writer.flushing]
 
 
 def backlog(session) -> int:

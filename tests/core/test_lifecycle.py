@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.lifecycle import sweep_paced
+from app.core.lifecycle import Deadlines, sweep_paced
 
 
 class Stop(Exception):
@@ -38,3 +38,56 @@ def test_a_paced_sweep_visits_every_key_once_per_interval_in_slices_that_keys_ke
     assert all(slot[key] == n for n, keys in enumerate(two) for key in keys if key != "new")
     # one pause of the worker is a slice, not the whole sweep
     assert max(len(keys) for keys in one) < 30
+
+
+def test_deadlines_make_each_call_once_when_due_in_time_order():
+    made: list[str] = []
+    deadlines = Deadlines(lambda run: None, lambda seconds: None)
+    for when, name in ((3.0, "c"), (1.0, "a"), (2.0, "b1"), (2.0, "b2"), (9.0, "later")):
+        deadlines.at(when, made.append, name)
+
+    assert deadlines.run_due(now=0.5) == 0
+    assert deadlines.run_due(now=2.0) == 3
+    assert made == ["a", "b1", "b2"]  # equal times: in the order they were added
+    assert deadlines.run_due(now=5.0) == 1 and made[-1] == "c"
+    assert len(deadlines) == 1  # "later" waits
+
+
+def test_a_failing_call_is_logged_and_the_others_are_made(caplog):
+    made: list[int] = []
+    deadlines = Deadlines(lambda run: None, lambda seconds: None)
+
+    def broken():
+        raise RuntimeError("a session that fails")
+
+    deadlines.at(1.0, broken)
+    deadlines.at(1.0, made.append, 1)
+    assert deadlines.run_due(now=1.0) == 2
+    assert made == [1]
+    assert "a session that fails" in caplog.text
+
+
+def test_many_calls_due_at_once_let_the_others_run_between_chunks():
+    sleeps: list[float] = []
+    deadlines = Deadlines(lambda run: None, sleeps.append, chunk=100)
+    for _ in range(250):
+        deadlines.at(1.0, lambda: None)
+    assert deadlines.run_due(now=1.0) == 250
+    assert sleeps == [0, 0]  # after the 100th and the 200th call
+
+
+def test_the_deadline_task_starts_with_the_first_call_and_again_once_it_was_killed():
+    started: list = []
+    deadlines = Deadlines(lambda run: started.append(run) or run, lambda seconds: None)
+    deadlines.at(1.0, print)
+    deadlines.at(2.0, print)
+    assert len(started) == 1  # one task, started by the first call (in the worker)
+
+    def killed(seconds):
+        raise Stop  # as GreenletExit reaches a killed task in its sleep
+
+    deadlines._sleep = killed
+    with pytest.raises(Stop):
+        started[0]()
+    deadlines.at(3.0, print)
+    assert len(started) == 2
