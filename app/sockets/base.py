@@ -92,6 +92,12 @@ class RefreshPayload(Payload):
 
 
 REFRESH_SCHEMA = RefreshPayload
+# Longest wait between two looks at a live socket's token: the entry of a socket that
+# left is dropped by then, so the worker's heap holds the sockets of the last minute,
+# however long tokens live (JWT_TTL_SECONDS) and however many clients came and went.
+TOKEN_LOOK_MAX = 60.0
+# How soon a socket still connecting is looked at again.
+CONNECTING_LOOK = 0.2
 
 
 class BaseNamespace(socketio.Namespace):
@@ -124,6 +130,7 @@ class BaseNamespace(socketio.Namespace):
         self.identities: dict[str, Identity] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.warned: set[str] = set()  # sockets told their token expires soon
+        self.looks: dict[str, float] = {}  # sid -> when its token is next looked at
 
     @classmethod
     def _collect_events(cls, settings: Settings) -> dict[str, EventSpec]:
@@ -154,7 +161,7 @@ class BaseNamespace(socketio.Namespace):
             if refusal is not None:
                 raise refusal
             self.identities[sid] = identity
-            self._watch_token(sid, identity, 0.0)  # a ban that came during the connect, too
+            self._watch_token(sid, 0.0)  # a ban that came during the connect, too
             self.metrics.connections.inc()  # dec in _forget: the gauge is len(identities)
             self.buckets[sid] = TokenBucket(self.settings.event_rate, self.settings.event_burst)
             self.enter_room(sid, user_room(identity.id))
@@ -204,6 +211,7 @@ class BaseNamespace(socketio.Namespace):
         self.server.user_limit.release(sid)
         self.buckets.pop(sid, None)
         self.warned.discard(sid)
+        self.looks.pop(sid, None)
         identity = self.identities.pop(sid, None)
         if identity is not None:
             self.metrics.connections.dec()
@@ -289,29 +297,49 @@ class BaseNamespace(socketio.Namespace):
         """A fresh token for this socket: same user and role, later expiry."""
         fresh = self.services.tokens.verify(payload["token"])
         self.services.revocations.check(fresh)
-        self.identities[ctx.sid] = identity = ctx.user.refreshed(fresh)
+        self.identities[ctx.sid] = ctx.user.refreshed(fresh)
         self.warned.discard(ctx.sid)
-        self._watch_token(ctx.sid, identity)
+        self._watch_token(ctx.sid)  # (already booked sooner: that look re-books)
         return {"expires_at": fresh.expires_at, "expires_in": fresh.expires_at - int(time.time())}
 
-    def _watch_token(self, sid: str, identity: Identity, delay: float | None = None) -> None:
-        """Look at this socket's token again after `delay` seconds, by default when it
-        is next due: its warning, then its expiry (`check_token`, per worker: sockets
-        that only receive send no event to check it on). A socket gone or given a
-        fresh token (it has its own look) is skipped then."""
+    def _watch_token(self, sid: str, delay: float | None = None) -> None:
+        """Look at this socket's token after `delay` seconds, by default when it is
+        next due (its warning, then its expiry; a minute at most): `check_token`, per
+        worker, for sockets that only receive and send no event to check it on.
+        One look per socket is booked: an earlier one, or a new token's (`refresh`),
+        re-books from the token it then finds."""
         if delay is None:
+            identity = self.identities.get(sid)
+            if identity is None:
+                return
             left = identity.expires_at - time.time()
             warning = self.settings.token_warning_seconds
             delay = left - warning if left > warning and sid not in self.warned else left
-        self.server.deadlines.at(time.monotonic() + max(delay, 0.0), self._token_due, sid,
-                                 identity)
-
-    def _token_due(self, sid: str, identity: Identity) -> None:
-        if self.identities.get(sid) is not identity:
+        when = time.monotonic() + min(max(delay, 0.0), TOKEN_LOOK_MAX)
+        booked = self.looks.get(sid)
+        if booked is not None and booked <= when:
             return
-        self.check_token(sid, identity, time.time(), self.settings.token_warning_seconds)
-        if self.identities.get(sid) is identity:  # still on: its next look
-            self._watch_token(sid, identity)
+        self.looks[sid] = when
+        self.server.deadlines.at(when, self._token_due, sid, when)
+
+    def _token_due(self, sid: str, when: float) -> None:
+        if self.looks.get(sid) != when:
+            return  # the socket left, or this look was replaced by an earlier one
+        del self.looks[sid]
+        delay = None
+        try:
+            identity = self.identities.get(sid)
+            if identity is None:
+                return
+            if not self.server.manager.is_connected(sid, self.path):
+                # its connect handler is waiting on Redis: a disconnect now would be a
+                # no-op, so a ban that raced the connect is looked at again shortly
+                delay = CONNECTING_LOOK
+                return
+            self.check_token(sid, identity, time.time(), self.settings.token_warning_seconds)
+        finally:  # (also after an error: the next look is booked whatever happened)
+            if sid in self.identities:
+                self._watch_token(sid, delay)
 
     def check_token(self, sid: str, identity, now: float, warning: float) -> None:
         """Warn a socket whose token expires within `warning` seconds (once per token);
