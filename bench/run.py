@@ -105,13 +105,14 @@ class Server:
     def start(self) -> Server:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         env.update(PYTHONWARNINGS="ignore", ENV_FILE="")
-        if self.kind == "node":
+        if self.kind in ("node", "node-recovery"):
             # one Node process per "worker", sharing through the Redis adapter
             for _ in range(self.workers):
                 port = free_port()
                 self._spawn(["node", "node_server.js"], BENCH,
                             {**env, "PORT": str(port), **({"REDIS_URL": self.redis_url}
-                                                          if self.redis_url else {})})
+                                                          if self.redis_url else {}),
+                             **({"RECOVERY": "1"} if self.kind == "node-recovery" else {})})
                 self.urls.append(f"http://127.0.0.1:{port}")
             health = "/health"
         else:
@@ -354,6 +355,19 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def recovery_line(results: dict) -> str:
+    """The 10k-client scenario against Node doing the template's work per message."""
+    ref, template = results["node"]["scale_recovery"], results["template"]["scale"]
+    p99 = ratio(template["p99_ms"], ref["p99_ms"])
+    return ("Node with the Redis Streams adapter and connection-state recovery (every "
+            "broadcast stored in Redis and sent with its offset, the template's message "
+            f"shape; not the issue's reference), 10k-client scenario: p50 {_ms(ref['p50_ms'])} "
+            f"ms, p99 {_ms(ref['p99_ms'])} ms (rounds "
+            + " / ".join(_ms(r["p99_ms"]) for r in ref["rounds"])
+            + f"), lost {ref['lost']}; template / it: p99 "
+            + ("none" if p99 is None else f"{p99:.2f}x") + ".")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -396,9 +410,12 @@ def main() -> None:
         kinds = ("node", "bare", "template")
         results = {kind: measure(kind, sizes, token, redis.url, args.async_mode)
                    for kind in kinds}
-        scale = scale_rounds(kinds, sizes, token, redis.url, args.async_mode, args.scale_rounds)
+        # (and Node doing the template's work per message: node_server.js, RECOVERY=1)
+        scale = scale_rounds(("node", "node-recovery", "bare", "template"), sizes, token,
+                             redis.url, args.async_mode, args.scale_rounds)
         for kind in kinds:
             results[kind]["scale"] = scale[kind]
+        results["node"]["scale_recovery"] = scale["node-recovery"]
     finally:
         redis.cleanup()
     # a quick (smoke) run never replaces the committed full results
@@ -425,7 +442,8 @@ def main() -> None:
                 "the median round (by p99) in the table; p99 of each round: "
                 + ", ".join(f"{k} " + " / ".join(_ms(r['p99_ms']) for r in results[k]['scale']['rounds'])
                             for k in results)
-                + " ms.\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
+                + " ms.\n\n" + recovery_line(results)
+                + "\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
                 "round), p99 / max (a stall there delays every latency it measures): "
                 + ", ".join(f"{k} {results[k]['scale'].get('loadgen_lag_p99_ms', 0):.0f} / "
                             f"{results[k]['scale'].get('loadgen_lag_max_ms', 0):.0f} ms"

@@ -33,4 +33,6 @@ def test_quick_bench_measures_all_three_servers():
         assert scenarios["idle"]["connections"] > 0 and scenarios["storm"]["connections"] > 0
         # the 10k-client scenario's rounds (one here), the median's figures on top
         assert [r["p99_ms"] for r in scenarios["scale"]["rounds"]] == [scenarios["scale"]["p99_ms"]]
-    assert "template / Node" in result.stdout
+    recovery = report["results"]["node"]["scale_recovery"]  # Node with recovery, 10k only
+    assert recovery["lost"] == 0 and len(recovery["rounds"]) == 1
+    assert "template / Node" in result.stdout and "connection-state recovery" in result.stdout
