@@ -39,14 +39,16 @@ def sweep_paced(sleep: Callable[[float], None], interval: float,
     worker for several milliseconds, a delay for every delivery that fell into it (the
     10k-client bench's p99); in slices each pause is a tenth. A key keeps its slice
     (by its hash) from one round to the next, so it is visited every `interval`,
-    whoever came or went. A key may be gone by its turn: `visit` looks it up.
+    whoever came or went. A key may be gone by its turn: `visit` looks it up. A
+    `sleep` that returns True (an event's `wait`, set) ends the sweep.
     """
     while True:
         buckets: list[list[str]] = [[] for _ in range(slices)]
         for key in keys():
             buckets[hash(key) % slices].append(key)
         for bucket in buckets:
-            sleep(interval / slices)
+            if sleep(interval / slices):
+                return
             for key in bucket:
                 visit(key)
 

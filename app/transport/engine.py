@@ -38,7 +38,7 @@ import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
-from app.core.lifecycle import SWEEP_SLICES, Deadlines
+from app.core.lifecycle import Deadlines, sweep_paced
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
 from app.transport.protocol import ConformantServer, ConformantSocket
 from app.transport.websocket import (
@@ -609,20 +609,21 @@ class EngineServer(ConformantServer, engineio.Server):
         """python-engineio's watch over every session (ping timeouts, closed sessions
         left in `sockets`), once per ping timeout as there, but in slices: its own
         loop waits once per session (at 5,000 sessions a wake-up every 4 ms)."""
-        self.service_task_event = stop = self.create_event()
-        while True:
-            sessions = list(self.sockets.values())
-            for n in range(SWEEP_SLICES):
-                if stop.wait(timeout=self.ping_timeout / SWEEP_SLICES):
-                    return
-                for session in sessions[n::SWEEP_SLICES]:
-                    try:
-                        if session.closed:
-                            self.sockets.pop(session.sid, None)
-                        elif not session.closing:
-                            session.check_ping_timeout()
-                    except Exception:  # one session's failure must not spare the others
-                        log.exception("%s: ping timeout check failed", session.sid)
+        self.service_task_event = stop = self.create_event()  # set by shutdown()
+        sweep_paced(lambda seconds: stop.wait(timeout=seconds), self.ping_timeout,
+                    lambda: list(self.sockets), self._check_session)
+
+    def _check_session(self, sid: str) -> None:
+        session = self.sockets.get(sid)
+        if session is None:
+            return
+        try:
+            if session.closed:
+                self.sockets.pop(sid, None)
+            elif not session.closing:
+                session.check_ping_timeout()
+        except Exception:  # one session's failure must not spare the others
+            log.exception("%s: ping timeout check failed", sid)
 
     def _ping_if_due(self, sid: str) -> None:
         session = self.sockets.get(sid)

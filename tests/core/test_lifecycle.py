@@ -91,3 +91,11 @@ def test_the_deadline_task_starts_with_the_first_call_and_again_once_it_was_kill
         started[0]()
     deadlines.at(3.0, print)
     assert len(started) == 2
+
+
+def test_a_paced_sweep_ends_when_its_sleep_says_so():
+    waits = iter([None, None, True])  # an event's wait: set on the third slice
+    visited: list[str] = []
+    sweep_paced(lambda seconds: next(waits), 1.0, lambda: ["a", "b", "c", "d"], visited.append,
+                slices=10)
+    assert len(visited) <= 4  # two slices visited, then it returned
