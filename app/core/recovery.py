@@ -33,12 +33,17 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.history import EventLog, format_id, parse_id
+from app.core.lifecycle import wait_until
 
 log = logging.getLogger(__name__)
 
 # python-engineio's reasons for a connection that ended without either side meaning
 # it (a server's kick and a client's disconnect() are final).
 RECOVERABLE_REASONS = {"transport close", "transport error", "ping timeout"}
+# Longest wait for the old connection of a recovering client to finish its disconnect
+# on this worker (it may be in the middle of it, waiting on Redis, when the client is
+# already back): its sid is given back only once it is free.
+TWIN_GONE_TIMEOUT = 2.0
 
 # Take a socket's record once: parked under its own key, or (its worker died) in the
 # worker's hash. KEYS: own key, worker hash; ARGV: pid. Returns {record, source}.
@@ -208,7 +213,7 @@ class Recovery:
                 record, source = claimed
                 if source == "live":  # its worker died, or its old connection is not
                     self._end_twin(record["sid"], namespace)  # closed yet: end that
-                if record.get("ns") == namespace and not self._connected_here(record["sid"], namespace):
+                if record.get("ns") == namespace and self._gone_here(record["sid"], namespace):
                     state.record, state.pid = record, pid
                     state.offset = _valid_offset(auth.get("offset"), record)
         self._local.state = state
@@ -226,6 +231,11 @@ class Recovery:
 
     def _connected_here(self, sid: str, namespace: str) -> bool:
         return self.server.manager.eio_sid_from_sid(sid, namespace) is not None
+
+    def _gone_here(self, sid: str, namespace: str) -> bool:
+        """The sid is free on this worker, once a disconnect in progress has finished."""
+        return wait_until(lambda: not self._connected_here(sid, namespace), TWIN_GONE_TIMEOUT,
+                          self.server.sleep)
 
     def restore(self, sid: str, namespace: str, user_id: str) -> list[str] | None:
         """In the connect handler, once authenticated: the socket's rooms back and what

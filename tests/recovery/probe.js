@@ -13,14 +13,17 @@ socket.on("connect", () => {
   if (!socket.recovered) socket.emit("join", { room }, (ack) => out({ joined: ack.ok }));
 });
 socket.on("connect_error", (err) => out({ connect_error: err.message }));
+socket.on("disconnect", (reason) => out({ disconnect: reason }));
 socket.on("message", (m, offset) => out({ text: m.text, stream_id: m.stream_id, offset }));
 require("readline").createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "cut") {  // the TCP connection dies (no close handshake); stay offline
     socket.io.reconnection(false);
     socket.io.engine.transport.ws._socket.destroy();
   } else if (line === "back") {
-    socket.io.reconnection(true);
-    socket.connect();
+    // once the client has seen the cut: `reconnection(false)` also set the manager's
+    // skipReconnect, which only a connect() made while disconnected clears
+    const back = () => { socket.io.reconnection(true); socket.connect(); };
+    if (socket.connected) socket.once("disconnect", back); else back();
   } else if (line === "exit") {
     process.exit(0);
   }

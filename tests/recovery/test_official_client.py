@@ -33,7 +33,10 @@ class Probe:
         """The next report that has `key`; the others on the way are returned too."""
         seen = []
         while True:
-            item = self.lines.get(timeout=WAIT)
+            try:
+                item = self.lines.get(timeout=WAIT)
+            except queue.Empty:
+                raise AssertionError(f"no {key!r} report within {WAIT}s; seen: {seen}") from None
             seen.append(item)
             if key in item:
                 return item, seen
@@ -87,6 +90,7 @@ def test_a_cut_client_is_recovered_with_what_it_missed(queue_kind, server, clust
     assert got["text"] == "before" and got["offset"] == before["stream_id"]
 
     client.tell("cut")
+    client.next("disconnect")
     missed = [send(sender, room, f"missed {n}") for n in range(3)]
     client.tell("back")
     again, reports = client.next("connect")
