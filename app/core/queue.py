@@ -494,6 +494,10 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self._publishing = Outage("publish")  # publishes and this worker's registration
         self._subscription = Outage("subscription")
         self._members_script = None
+        # Are APPEND_SCRIPT and _BORN_SCRIPT in this Redis's script cache? Loaded before
+        # the first batch and after every resubscribe (a restarted Redis has none: a
+        # batch's EVALSHA would fail with NOSCRIPT and its message be refused).
+        self._scripts_loaded = False
         # Called by the heartbeat with the live workers' ids when this worker's view of
         # them is fresh (presence and shared connection counts keep their per-worker
         # entries alive; presence reaps a dead worker's: app/core/presence.py).
@@ -544,6 +548,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         self.publisher()
         self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=True)
         self.connected = True
+        self._scripts_loaded = False
 
     # --- lifecycle --------------------------------------------------------
     def initialize(self) -> None:
@@ -561,13 +566,26 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         return int(self.publisher().pubsub_numsub(self.channel)[0][1])
 
     def check(self) -> str | None:
+        """None when a publish made now would be judged ok (readiness), else why not."""
         try:
-            self.publisher().ping()
+            born = self._born_now()
         except RedisError as exc:
             return f"message queue unreachable: {exc.__class__.__name__}: {exc}"
-        if not self.write_only and not self._subscribed:
+        if self.write_only:
+            return None
+        if not self._subscribed:
             return "message queue: this worker is not subscribed yet (resubscribing)"
+        if born != self.membership.born or not self.membership.complete:
+            return "message queue: the workers are registering again (a new or restarted Redis)"
         return None
+
+    def _born_now(self) -> str:
+        client = self.publisher()
+        try:
+            return _text(client.evalsha(_BORN_SHA, 1, self.born_key))
+        except NoScriptError:
+            self._load_scripts(client)
+            return _text(client.evalsha(_BORN_SHA, 1, self.born_key))
 
     def leave(self) -> None:
         """Tell the other workers this one is going (a drained worker), so that they stop
@@ -808,6 +826,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         out, and receivers would drop theirs as a repeat), and without the birth the
         whole batch is; the scripts are loaded for the next one."""
         client = self.publisher()
+        if not self._scripts_loaded:
+            self._load_scripts(client)
         pipe = client.pipeline(transaction=False)
         for item in batch:
             if item.log is None:
@@ -818,13 +838,20 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         results = pipe.execute(raise_on_error=False)
         lost = [isinstance(result, NoScriptError) for result in results]
         if any(lost):
-            client.script_load(APPEND_SCRIPT)
-            client.script_load(_BORN_SCRIPT)
+            self._load_scripts(client)
         for result, missing in zip(results, lost, strict=True):
             if isinstance(result, Exception) and not missing:
                 raise result
         return [NOSCRIPT if missing else result for result, missing in zip(results, lost,
                                                                             strict=True)]
+
+    def _load_scripts(self, client) -> None:
+        self._scripts_loaded = False
+        pipe = client.pipeline(transaction=False)
+        pipe.script_load(APPEND_SCRIPT)
+        pipe.script_load(_BORN_SCRIPT)
+        pipe.execute()
+        self._scripts_loaded = True
 
     def _append(self, pipe, item: _Pending) -> None:
         log, s = item.log, self._settings

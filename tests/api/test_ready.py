@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -50,3 +51,31 @@ def test_ready_turns_503_while_redis_is_down_and_200_when_it_is_back(
         return any(m["text"] == "after" for m in bob.of("message"))
     wait_for(delivered, timeout=30, interval=0.5, message="delivery after the outage")
     assert first.process.poll() is None and second.process.poll() is None
+
+
+def post_first(server, auth_header) -> requests.Response:
+    return requests.post(server.url + "/api/rooms/general/messages", json={"text": "first"},
+                         headers=auth_header("ops", "admin"), timeout=30)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_first_message_after_ready_on_a_fresh_redis_is_sent(
+        private_redis, start_own_server, auth_header, workers):
+    """(A fresh Redis had none of the queue's scripts: the first logged publish failed
+    with NOSCRIPT and was refused, though /api/ready said 200.)"""
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url, WORKERS=str(workers),
+                              TRANSPORTS="websocket")
+    wait_for(lambda: ready(server).status_code == 200, message="/api/ready")
+    response = post_first(server, auth_header)
+    assert response.status_code == 201, response.text
+
+
+def test_ready_waits_for_a_restarted_redis_to_take_the_first_message(
+        private_redis, start_own_server, auth_header):
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
+    private_redis.stop()
+    wait_for(lambda: ready(server).status_code == 503, message="/api/ready to see the outage")
+    private_redis.start()
+    wait_for(lambda: ready(server).status_code == 200, message="/api/ready after the restart")
+    response = post_first(server, auth_header)
+    assert response.status_code == 201, response.text
