@@ -22,22 +22,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt bench/requirements.txt | $(B
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
-# The whole suite, once per async mode (ASYNC_MODE=gevent make test for one mode); after
-# each, the transport, protocol and socket tests again with python-engineio's own
-# transport (ENGINEIO_TRANSPORT=stock, the fallback for an untested library version;
-# about a minute per mode).
-STOCK_TESTS := tests/transport tests/security/test_protocol.py tests/security/test_floods.py \
-               tests/sockets/test_chat.py tests/sockets/test_connect_auth.py tests/recovery
+# The whole suite in tiers (scripts/test.sh, docs/testing.md): lint, the in-process
+# tests, then per async mode the tests against real servers in parallel processes and
+# the transport tests on python-engineio's own transport. Every step runs; the summary
+# names each that failed. ASYNC_MODE=gevent make test runs one mode.
 test: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
-	$(BIN)/ruff check .
-	@for mode in $${ASYNC_MODE:-eventlet gevent}; do \
-		echo "=== tests with ASYNC_MODE=$$mode ==="; \
-		ASYNC_MODE=$$mode $(BIN)/python -m pytest $(PYTEST_ARGS) || exit 1; \
-		echo "=== transport tests with ASYNC_MODE=$$mode ENGINEIO_TRANSPORT=stock ==="; \
-		ASYNC_MODE=$$mode ENGINEIO_TRANSPORT=stock \
-			$(BIN)/python -m pytest $(PYTEST_ARGS) $(STOCK_TESTS) || exit 1; \
-	done
+	BIN=$(BIN) scripts/test.sh
 
 # Template vs Node Socket.IO reference vs bare python-socketio, ~6 minutes (docs/performance.md).
 bench: $(VENV)/.dev

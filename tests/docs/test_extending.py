@@ -17,6 +17,8 @@ import pytest
 from tests.asyncapi.schema import check_document, official_schema
 from tests.helpers import ASYNC_MODE, ROOT
 
+pytestmark = pytest.mark.servers  # the copy's own test starts its server
+
 DOC = ROOT / "docs" / "extending.md"
 # `<!-- new file: PATH -->` or `<!-- registry: PATH -->`, then a fenced code block.
 BLOCK = re.compile(r"<!-- (new file|registry): (\S+) -->\n```\w*\n(.*?)```", re.S)
