@@ -27,7 +27,7 @@ from app.core.errors import AuthError, QueueUnavailable
 from app.core.limits import client_address
 from app.core.offload import run_blocking
 from app.core.schema import Payload
-from app.core.tokens import REFRESH
+from app.core.tokens import REFRESH, Identity
 from app.services import Services, get_services
 
 bp = Blueprint("auth", __name__)
@@ -71,6 +71,8 @@ def issue_token():
     if user is None:
         attempts.count(failures_key)
         raise AuthError("wrong username or password", code="invalid_credentials")
+    # no token for a banned user (told only once the password is right)
+    services.revocations.check(Identity(id=user.id, name=user.name, role=user.role, expires_at=0))
     return token_pair(services, user.id, user.name, user.role)
 
 

@@ -232,3 +232,17 @@ def test_connection_limits_hold_across_workers(private_redis, start_own_server, 
     wait_for(lambda: sum(chat_connections_per_worker(admin).values()) == 3,
              message="the closed sockets to stop counting")
     assert connect(server.url, user="many-tabs").call("join", {"room": "ok"})["ok"] is True
+
+
+def test_a_banned_user_gets_no_token(start_own_server, connect):
+    server = start_own_server()
+    admin = connect(server.url, ["/admin"], user="root", role="admin")
+    ack = admin.call("kick", {"user_id": "bob", "reason": "spam", "ban_seconds": 60},
+                     namespace="/admin")
+    assert ack["ok"], ack
+    login = requests.post(server.url + "/api/auth/token",
+                          json={"username": "bob", "password": "bob-password"}, timeout=10)
+    assert login.status_code == 403 and login.json()["error"]["code"] == "banned", login.text
+    other = requests.post(server.url + "/api/auth/token",
+                          json={"username": "alice", "password": "alice-password"}, timeout=10)
+    assert other.status_code == 200
