@@ -29,6 +29,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
+from app.core.lifecycle import supervised
 from app.core.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class RedisControlBus(ControlBus):
         self.reply_prefix = f"{channel}:reply:"
         self.subscribed = threading.Event()
         self.outage = Outage("control channel")
+        # reply keys of the commands run here in the last MAX_AGE seconds: each key is
+        # new per command, so a signed command replayed within its window is refused
+        self._seen: dict[str, float] = {}
 
     def run(self, command: str, payload: dict | None = None) -> list[Any]:
         reply_key = self.reply_prefix + uuid.uuid4().hex
@@ -113,7 +117,7 @@ class RedisControlBus(ControlBus):
     def start(self, spawn: Callable[..., Any], subscriber: Callable[[], Any],
               wait: float = 2.0) -> None:
         """Subscribe in the background; wait (bounded) so this worker is counted at once."""
-        spawn(self._listen, subscriber)
+        spawn(supervised, time.sleep, self._listen, subscriber)
         if not self.subscribed.wait(wait):
             log.warning("control channel not subscribed after %.1fs: retrying in background", wait)
 
@@ -129,7 +133,10 @@ class RedisControlBus(ControlBus):
                 retry = 0.5
                 for message in pubsub.listen():
                     if message.get("type") == "message":
-                        self._answer(message["data"])
+                        try:
+                            self._answer(message["data"])
+                        except Exception:  # one bad command must not end the listener
+                            log.exception("control message failed")
             except RedisError as exc:
                 self.outage.failed(exc)
             finally:
@@ -167,6 +174,12 @@ class RedisControlBus(ControlBus):
             raise ValueError("reply key outside the bus's prefix")
         if request.get("command") not in self._handlers:
             raise ValueError(f"unknown command {str(request.get('command'))[:40]!r}")
+        now = time.monotonic()
+        if reply_to in self._seen:
+            raise ValueError("already run (a replay)")
+        if len(self._seen) > 1000:
+            self._seen = {key: at for key, at in self._seen.items() if now - at < 2 * MAX_AGE}
+        self._seen[reply_to] = now
         return request
 
     def _answer(self, raw: bytes) -> None:
@@ -176,7 +189,11 @@ class RedisControlBus(ControlBus):
             log.warning("refused a control message: %s", exc)
             return
         command, payload, reply_to = request["command"], request["payload"], request["reply_to"]
-        answer = json.dumps(self._execute(command, payload))
+        try:
+            answer = json.dumps(self._execute(command, payload))
+        except (TypeError, ValueError) as exc:  # a handler's answer JSON cannot carry
+            log.error("control command %s: its answer is not JSON (%s)", command, exc)
+            answer = json.dumps({"error": f"the answer of {command!r} is not JSON: {exc}"})
         try:
             redis = self._client()
             redis.rpush(reply_to, answer)
