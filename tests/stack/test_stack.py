@@ -69,6 +69,11 @@ def test_rest_through_nginx(stack, auth_header):
     assert token.status_code == 200 and token.json()["user"]["id"] == "bob"
     missing = requests.get(base + "/api/nope", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    # /metrics is the app's (Prometheus scrapes each instance), never the proxy's public
+    assert requests.get(stack["instances"][0].url + "/metrics", timeout=10).status_code == 200
+    for path in ("/metrics", "/metrics?x=1"):
+        hidden = requests.get(base + path, timeout=10)
+        assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "not_found"
 
 
 def test_polling_and_websocket_clients_share_rooms_across_instances(stack, connect, admin,
