@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -72,10 +73,26 @@ def stock_deviation(deviation: str, async_mode: str | None = None, run: bool = T
                              strict=False, run=run)
 
 
+# Ports for the servers a test process starts: a block of its own per pytest-xdist
+# process (gw0, gw1, ...), taken in turn, below Linux's ephemeral range (32768 and up).
+# The kernel's "any free port" could hand two parallel processes the same one between
+# the check here and the server's own bind.
+PORT_BLOCK = 1000
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20_000 + PORT_BLOCK * (int(worker) % 12 if worker.isdigit() else 0)
+    for _ in range(PORT_BLOCK):
+        port = base + next(_next_port) % PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or its last server's connections are closing)
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,

@@ -175,10 +175,13 @@ class RedisControlBus(ControlBus):
         if request.get("command") not in self._handlers:
             raise ValueError(f"unknown command {str(request.get('command'))[:40]!r}")
         now = time.monotonic()
+        while self._seen:  # oldest first (insertion order): past the window, forgotten
+            oldest = next(iter(self._seen))
+            if now - self._seen[oldest] < 2 * MAX_AGE:
+                break
+            del self._seen[oldest]
         if reply_to in self._seen:
             raise ValueError("already run (a replay)")
-        if len(self._seen) > 1000:
-            self._seen = {key: at for key, at in self._seen.items() if now - at < 2 * MAX_AGE}
         self._seen[reply_to] = now
         return request
 

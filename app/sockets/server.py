@@ -144,6 +144,8 @@ class RealtimeServer(socketio.Server):
         if state is not None and state.record is not None:
             self.manager.preset_sid = state.record["sid"]
         try:
+            if eio_sid not in self.environ:  # the session ended while the claim waited
+                return None
             return super()._handle_connect(eio_sid, namespace, data)
         finally:
             self._connecting.pop(eio_sid, None)  # no CONNECT: what waited is dropped
@@ -169,6 +171,14 @@ class RealtimeServer(socketio.Server):
                     send(eio_sid, held)
             return
         super()._send_packet(eio_sid, pkt)
+
+    def disconnect(self, sid, namespace=None, ignore_queue=False):
+        # A server's disconnect (kick, ban, expiry) is final: the socket's recovery
+        # record goes too (python-socketio's path here never calls _handle_disconnect).
+        namespace = namespace or "/"
+        if self.manager.eio_sid_from_sid(sid, namespace) is not None:
+            self.recovery.disconnected(sid, self.reason.SERVER_DISCONNECT)
+        return super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
 
     def _handle_disconnect(self, eio_sid, namespace, reason=None):
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")

@@ -124,6 +124,22 @@ def test_a_socket_ended_by_the_server_or_the_client_is_not_recovered(server, mak
     again.close()
 
 
+@pytest.mark.parametrize("queue_kind", ["memory", "redis"])
+def test_a_kicked_socket_is_not_recovered(queue_kind, server, cluster, connect, make_token):
+    """(python-socketio's server-side disconnect never reached the recovery record: a
+    kicked client came back into its rooms with its pid.)"""
+    target = server if queue_kind == "memory" else cluster[0]
+    ws, first = connect_raw(target, {"token": make_token("kickee")})
+    admin = connect(target.url, ["/admin"], user="root", role="admin")
+    kicked = admin.call("kick", {"user_id": "kickee"}, namespace="/admin")
+    assert kicked["ok"] and kicked["sockets"] == 1, kicked
+    assert event(ws, "kicked")
+    again, data = connect_raw(target, {"token": make_token("kickee"), "pid": first["pid"],
+                                       "offset": "0-0"})
+    assert data["pid"] != first["pid"] and data["sid"] != first["sid"]
+    again.close()
+
+
 def test_a_recovering_client_still_needs_a_valid_token(server, make_token):
     ws, first = connect_raw(server, {"token": make_token("expiring")})
     cut(ws)
