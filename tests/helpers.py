@@ -670,10 +670,13 @@ class ServerGroup:
         return server.start()
 
     def stop_all(self) -> None:
-        for server in self.servers:  # all signalled first: each stop waits ~1.4 s
-            server.send_signal()
+        """gunicorn's quick shutdown (SIGQUIT: 0.4 s against 1.3 s for SIGTERM, whose
+        worker loop looks at its flag once a second); each worker still leaves the
+        message queue as it exits. Tests of the graceful drain send SIGTERM themselves."""
+        for server in self.servers:  # all signalled first: their exits overlap
+            server.send_signal(signal.SIGQUIT)
         for server in self.servers:
-            server.stop()
+            server.stop(signal.SIGQUIT)
 
 
 class OrderedEngineIOClient(engineio.Client):
