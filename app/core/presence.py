@@ -7,7 +7,11 @@ With a queue configured, in Redis:
   changed with HINCRBY, so that "first" and "last" are decided atomically;
 - `<prefix>:presence:<room>:names` (hash): user id -> display name;
 - `<prefix>:presence:worker:<host>` (hash): "<room>\\x1f<user>" -> this worker's share,
-  refreshed by the worker's heartbeat (expires PRESENCE_TTL after it stops).
+  refreshed by the worker's heartbeat (expires PRESENCE_TTL after it stops);
+- `<prefix>:presence:workers` (set): the hosts that have shares, read by the heartbeat
+  (never a scan of the keyspace).
+Each change is one script (the count, the name, the worker's share), so a count that
+reaches 0 is deleted in the same step: a join on another worker cannot fall between.
 When a worker disappears (SIGKILL: app/core/queue.py's membership), one surviving
 worker (an atomic claim) takes its shares off the room counts and sends the leave
 events. Without a queue the same bookkeeping lives in memory.
@@ -30,6 +34,54 @@ SEP = "\x1f"
 # A dead worker's shares stay readable this long (seconds) for the survivors to reap.
 PRESENCE_TTL = 60
 
+# One user's sockets in a room change by `delta` on this worker. KEYS: room counts,
+# room names, this worker's shares, the set of workers with shares. ARGV: user, delta,
+# name ('' to keep), share field, this worker's share now, ttl, host. Returns what is left.
+_CHANGE_SCRIPT = """
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if left <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+elseif ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+else
+  redis.call('HDEL', KEYS[3], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('SADD', KEYS[4], ARGV[7])
+return left
+"""
+
+# Take a gone worker's shares off the room counts, once. KEYS: its shares, the reaped
+# marker, the set of workers. ARGV: ttl, host, room key prefix. Returns a flat list of
+# (room, user, name) whose last socket was there.
+_REAP_SCRIPT = """
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then return {} end
+local shares = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+local gone = {}
+for i = 1, #shares, 2 do
+  local at = string.find(shares[i], '\\31', 1, true)
+  if at then
+    local room, user = string.sub(shares[i], 1, at - 1), string.sub(shares[i], at + 1)
+    local counts = ARGV[3] .. room
+    if redis.call('HINCRBY', counts, user, -tonumber(shares[i + 1])) <= 0 then
+      local name = redis.call('HGET', counts .. ':names', user)
+      redis.call('HDEL', counts, user)
+      redis.call('HDEL', counts .. ':names', user)
+      table.insert(gone, room)
+      table.insert(gone, user)
+      table.insert(gone, name or user)
+    end
+  end
+end
+return gone
+"""
+
 
 class Presence:
     def __init__(self, redis: Callable[[], Any] | None, prefix: str) -> None:
@@ -41,6 +93,9 @@ class Presence:
         self.names: dict[str, str] = {}
         self._totals: dict[str, Counter[str]] = {}
         self._suspects: set[str] = set()  # workers with shares, absent at the last beat
+        self._workers_key = f"{prefix}:presence:workers"
+        self._change_script = None
+        self._reap_script = None
 
     def _room_key(self, room: str) -> str:
         return f"{self._prefix}:presence:{room}"
@@ -70,22 +125,15 @@ class Presence:
             return left
         share = self.local.get((room, user_id), 0)
         try:
-            pipe = self._redis().pipeline(transaction=True)
-            pipe.hincrby(self._room_key(room), user_id, delta)
-            if name is not None:
-                pipe.hset(self._room_key(room) + ":names", user_id, name)
-            field = f"{room}{SEP}{user_id}"
-            if share:
-                pipe.hset(self._worker_key(self.host), field, share)
-            else:
-                pipe.hdel(self._worker_key(self.host), field)
-            pipe.expire(self._worker_key(self.host), PRESENCE_TTL)
-            left = int(pipe.execute()[0])
-            if left <= 0:
-                self._forget(self._redis(), room, user_id)
+            if self._change_script is None:
+                self._change_script = self._redis().register_script(_CHANGE_SCRIPT)
+            keys = [self._room_key(room), self._room_key(room) + ":names",
+                    self._worker_key(self.host), self._workers_key]
+            return int(self._change_script(keys=keys, args=[
+                user_id, delta, name or "", f"{room}{SEP}{user_id}", share, PRESENCE_TTL,
+                self.host]))
         except RedisError as exc:
             raise QueueUnavailable(f"presence could not be updated: {exc}") from exc
-        return left
 
     # --- reading -----------------------------------------------------------
     def members(self, room: str) -> list[dict]:
@@ -115,12 +163,13 @@ class Presence:
         if self._redis is None:
             return []
         r = self._redis()
+        pipe = r.pipeline(transaction=False)
         if self.local:
-            r.expire(self._worker_key(self.host), PRESENCE_TTL)
-        prefix = self._worker_key("")
-        hosts = {key.decode()[len(prefix):] for key in r.scan_iter(prefix + "*", count=1000)}
-        orphans = {host for host in hosts
-                   if host != self.host and ":" not in host and host not in alive}
+            pipe.expire(self._worker_key(self.host), PRESENCE_TTL)
+            pipe.sadd(self._workers_key, self.host)  # (back after a Redis restart too)
+        pipe.smembers(self._workers_key)
+        hosts = {host.decode() for host in pipe.execute()[-1]}
+        orphans = {host for host in hosts if host != self.host and host not in alive}
         gone = []
         for host in orphans & self._suspects:
             gone.extend(self.reap(host))
@@ -132,23 +181,10 @@ class Presence:
         there first); return the (room, user id, name) whose last socket that was."""
         if self._redis is None:
             return []
-        r = self._redis()
-        if not r.set(f"{self._worker_key(host)}:reaped", 1, nx=True, ex=PRESENCE_TTL):
-            return []
-        shares = r.hgetall(self._worker_key(host))
-        r.delete(self._worker_key(host))
-        gone = []
-        for field, count in shares.items():
-            room, _, user_id = field.decode().partition(SEP)
-            left = r.hincrby(self._room_key(room), user_id, -int(count))
-            if left <= 0:
-                name = r.hget(self._room_key(room) + ":names", user_id)
-                self._forget(r, room, user_id)
-                gone.append((room, user_id, name.decode() if name else user_id))
-        return gone
-
-    def _forget(self, r, room: str, user_id: str) -> None:
-        pipe = r.pipeline(transaction=False)
-        pipe.hdel(self._room_key(room), user_id)
-        pipe.hdel(self._room_key(room) + ":names", user_id)
-        pipe.execute()
+        if self._reap_script is None:
+            self._reap_script = self._redis().register_script(_REAP_SCRIPT)
+        flat = self._reap_script(
+            keys=[self._worker_key(host), f"{self._worker_key(host)}:reaped", self._workers_key],
+            args=[PRESENCE_TTL, host, self._room_key("")])
+        flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
+        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]

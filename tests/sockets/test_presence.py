@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+import redis
 import requests
 
 from tests.helpers import wait_for
@@ -59,3 +60,19 @@ def test_a_killed_workers_users_leave_within_seconds(private_redis, start_own_se
     assert time.monotonic() - killed < 8  # membership (~2.5 s) + a heartbeat
     assert presence_of(observer, room)[-1]["user"]["id"] == "victim"
     assert presence_of(observer, room)[-1]["action"] == "leave"
+
+
+def test_presence_never_scans_the_keyspace(private_redis, start_own_server, connect, room):
+    """(Every worker's heartbeat SCANned every key each 0.5 s: 121 ms per 200,000
+    unrelated keys, in the loop that keeps the worker registered.)"""
+    r = redis.Redis(port=private_redis.port)
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
+    alice = connect(server.url, user="alice")
+    assert alice.call("join", {"room": room})["ok"]
+    r.config_resetstat()
+
+    def heartbeats() -> int:
+        return r.info("commandstats").get("cmdstat_smembers", {}).get("calls", 0)
+
+    wait_for(lambda: heartbeats() >= 4, message="a few presence heartbeats")
+    assert "cmdstat_scan" not in r.info("commandstats")
