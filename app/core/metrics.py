@@ -47,6 +47,9 @@ DELIVERIES = Counter(
 SLOW_CONSUMER_DISCONNECTS = Counter(
     "realtime_slow_consumer_disconnects_total",
     "Clients disconnected for not reading (MAX_QUEUED_PACKETS exceeded)")
+UNCONNECTED_EVENTS = Counter(
+    "realtime_unconnected_events_total", "Client events for a namespace the connection has "
+    "not connected to: dropped, and logged once per connection")
 QUEUE_PUBLISHES = Counter(
     "realtime_queue_publishes_total", "Publishes to the message queue, by outcome: ok, "
     "failed (every attempt failed), partial (fewer workers subscribed than before an outage)",

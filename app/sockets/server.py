@@ -14,7 +14,7 @@ import socketio
 from app.core.errors import AppError
 from app.core.lifecycle import Deadlines, Lifecycle, sweep_paced
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
-from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, deliveries
+from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, UNCONNECTED_EVENTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
 from app.core.recovery import Recovery, Sessions
 from app.transport import backlog, engine_server_class, may_back_up
@@ -92,6 +92,8 @@ class RealtimeServer(socketio.Server):
             {} if settings.engineio_transport == "stock" else None)
         # eio_sid -> its namespace connect in progress (see _handle_connect)
         self._connecting: dict[str, _Connecting] = {}
+        # connections already logged for an event outside their namespaces
+        self._told_unconnected: set[str] = set()
 
     def _engineio_server_class(self):
         return self.engineio_class  # app/transport: the Engine.IO transport layer
@@ -229,6 +231,7 @@ class RealtimeServer(socketio.Server):
 
     def _handle_eio_disconnect(self, eio_sid, reason=None):
         self.address_limit.release(eio_sid)
+        self._told_unconnected.discard(eio_sid)
         if self.stock_websockets is not None:
             sock = self.stock_websockets.pop(eio_sid, None)
             if sock is not None and reason == self.eio.reason.PING_TIMEOUT:
@@ -251,6 +254,17 @@ class RealtimeServer(socketio.Server):
             # the namespace as if it were the real one: it would re-run authentication
             # with client-made arguments, or forget the socket's identity.
             return self._drop_malformed(eio_sid, ValueError(f"reserved event {data[0]!r}"))
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if sid is None or not self.manager.is_connected(sid, namespace or "/"):
+            # dropped and counted; python-socketio logged a warning for each one (a
+            # 100 KB polling POST of them wrote thousands of lines)
+            UNCONNECTED_EVENTS.inc()
+            if eio_sid not in self._told_unconnected:
+                self._told_unconnected.add(eio_sid)
+                log.info("events for namespace %s from %s, which has not connected to it: "
+                         "dropped (realtime_unconnected_events_total counts them)",
+                         namespace or "/", eio_sid)
+            return None
         return super()._handle_event(eio_sid, namespace, id, data)
 
     def _drop_malformed(self, eio_sid, exc: Exception) -> None:

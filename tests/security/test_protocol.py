@@ -22,8 +22,10 @@ from tests.helpers import (
     close_code,
     connected_raw,
     install_node_modules,
+    metric,
     poll_answer,
     raw_websocket,
+    scrape_metrics,
     send_poll,
     stock_deviation,
     wait_for,
@@ -178,6 +180,25 @@ def test_a_polling_post_of_many_packets_is_not_dropped(start_own_server, make_to
     wait_for(poll, message="an ack for each of the packets")
 
 
+def test_events_for_a_namespace_never_joined_are_counted_not_logged_one_by_one(server):
+    http = requests.Session()
+    opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+    packet = '42/chat,["message",{"room":"r","text":"x"}]'
+    body = "\x1e".join([packet] * (99_000 // (len(packet) + 1)))
+    before = metric(scrape_metrics(server), "realtime_unconnected_events_total")
+    mark = server.log_mark()
+    assert http.post(url, data=body, timeout=10).status_code == 200
+    counted = wait_for(lambda: metric(scrape_metrics(server), "realtime_unconnected_events_total")
+                       - before, message="the dropped events to be counted")
+    if not STOCK:  # (python-engineio decodes 16 packets of a POST at most)
+        wait_for(lambda: metric(scrape_metrics(server), "realtime_unconnected_events_total")
+                 - before == body.count("\x1e") + 1, message="every event counted")
+    assert counted >= 1
+    lines = [line for line in server.log(mark).splitlines() if "connected to" in line]
+    assert len(lines) == 1, lines[:3]
+
+
 @stock_deviation("a polling payload that cannot be decoded is answered 200")
 def test_a_malformed_polling_payload_is_400_and_ends_the_session(server, make_token):
     http, url = polling_session(server, make_token("poller"))
@@ -196,6 +217,17 @@ def open_polling(server) -> str:
     """A new long-polling Engine.IO session (its OPEN read): its URL."""
     opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
     return f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+
+
+@stock_deviation("each UPGRADE packet over polling queues a NOOP")
+def test_upgrade_packets_over_polling_queue_nothing(server):
+    """One 100 KB POST of `5` (UPGRADE) packets queued 49,999 NOOPs (+7 MB) for the
+    session's next poll; Node ignores UPGRADE outside a probing WebSocket."""
+    url = open_polling(server)
+    assert requests.post(url, data="\x1e".join(["5"] * 49_999), timeout=30).status_code == 200
+    assert requests.post(url, data='40/chat,{"token":"x"}', timeout=10).status_code == 200
+    answer = requests.get(url, timeout=30).text.split("\x1e")
+    assert len(answer) == 1 and answer[0].startswith("44/chat,"), answer[:3]
 
 
 @stock_deviation("a POST is answered OK")
