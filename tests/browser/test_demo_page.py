@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 from playwright.sync_api import expect
 
@@ -25,6 +26,9 @@ def test_two_users_chat_in_a_room(server, open_page, screenshot):
     # each page shows its own message once (from the ack: the server skips the sender)
     expect(message(alice, "Hi Bob, the demo page works")).to_have_class(re.compile(r"\bmine\b"))
     expect(message(alice, "Hi Bob, the demo page works")).to_have_count(1)
+    # "In this room": the join ack's presence, then presence events (bob came after alice)
+    for page in (alice, bob):
+        expect(page.locator("#presence li")).to_contain_text(["alice", "bob"])
 
     screenshot(alice, "chat-laptop")
     screenshot(bob, "chat-phone")
@@ -152,3 +156,30 @@ def test_a_session_that_cannot_be_renewed_goes_back_to_sign_in(start_own_server,
     expect(alice.locator("#signin-error")).to_contain_text("(token_expired)")
     expect(alice.locator(STATUS)).to_have_attribute("data-state", "signed-out")
     sign_in(alice, "alice")  # and a new token gets back in
+
+
+def test_a_page_away_for_more_than_a_join_ack_of_messages_gets_them_all(
+        start_own_server, redis_server, open_page):
+    """(The page re-joined without `since`: past HISTORY_ON_JOIN missed messages it
+    showed only the last ones.) It re-joins after its last message and pages while the
+    ack says `more`; no recovery here, so the join is the only way back."""
+    env = {"MESSAGE_QUEUE_URL": redis_server.url, "HISTORY_ON_JOIN": "3",
+           "RECOVERY_WINDOW_SECONDS": "0"}
+    restarted, other = start_own_server(**env), start_own_server(**env)
+    room = f"paging-{uuid.uuid4().hex[:8]}"
+    alice, bob = open_page(restarted.url), open_page(other.url)
+    enter(alice, "alice", room)
+    enter(bob, "bob", room)
+    say(bob, alice, "before")
+
+    restarted.stop()
+    expect(alice.locator(STATUS)).to_have_attribute("data-state", "reconnecting")
+    away = [f"away {n}" for n in range(8)]
+    for text in away:
+        send(bob, text)
+    restarted.start()
+
+    expect(alice.locator(STATUS)).to_have_attribute("data-state", "connected", timeout=30_000)
+    for text in away:
+        expect(message(alice, text)).to_have_class(re.compile(r"\bmissed\b"))
+    expect(message(alice, "before")).to_have_count(1)

@@ -18,6 +18,8 @@
     admin: null,      // the /admin socket (admins only)
     room: null,       // the current room
     seen: new Set(),  // ids of rendered messages (a re-join's history repeats some)
+    members: new Map(), // the current room's users: id -> name (join ack, then presence events)
+    lastId: null,     // the current room's latest stream_id on screen: a re-join's `since`
     wasConnected: false,
     kicked: false,    // set by a `kicked` event, until the next connect
     // While re-joining after a reconnect: messages that arrive before the join ack are
@@ -164,7 +166,8 @@
     state.rejoin = null;
     state.seen.clear();
     $("messages").replaceChildren();
-    renderPresence(null);
+    state.members.clear();
+    renderPresence();
     setComposer(false);
     clearNotice();
   }
@@ -249,9 +252,13 @@
       if (fresh && state.rejoin) state.rejoin.missed += 1;
     });
     chat.on("announcement", (message) => addMessage(message, "announcement"));
-    chat.on("presence", (presence) => {
-      if (!presence || (presence.room && presence.room !== state.room)) return;
-      renderPresence(presence.members || presence.users || []);
+    // {room, user: {id, name}, action: "join" | "leave"}: a user's first socket came, or
+    // their last one left
+    chat.on("presence", (change) => {
+      if (!change || change.room !== state.room || !change.user) return;
+      if (change.action === "join") state.members.set(change.user.id, change.user.name);
+      else state.members.delete(change.user.id);
+      renderPresence();
     });
     chat.on("kicked", (payload) => {
       state.kicked = true;
@@ -288,14 +295,18 @@
     if (previous !== room) {
       state.room = room;
       state.seen.clear();
+      state.lastId = null;
       $("messages").replaceChildren();
-      renderPresence(null);
+      state.members.clear();
+      renderPresence();
     }
     $("room-title").textContent = `# ${room}`;
     state.rooms.add(room);
     renderRoomChips();
     if (!chat.connected) return; // joined on the next connect
-    chat.emit("join", { room }, (ack) => {
+    // a re-join asks for what followed the last message on screen
+    const since = rejoin && state.lastId ? state.lastId : undefined;
+    chat.emit("join", { room, since }, (ack) => {
       if (state.chat !== chat || state.room !== room) return;
       if (!ack || !ack.ok) {
         notice(`Could not join ${room}: ${errorText(ack && ack.error)}`, "error");
@@ -312,8 +323,13 @@
         for (const message of ack.history) {
           if (addMessage(message, rejoin ? "missed" : "history") && rejoin) missed += 1;
         }
+        const last = ack.history[ack.history.length - 1];
+        if (ack.more && last) pageMissed(chat, room, last.stream_id, rejoin ? "missed" : "history");
       }
-      if (Array.isArray(ack.members)) renderPresence(ack.members);
+      if (Array.isArray(ack.presence)) {  // [{id, name, sockets}]: who is in the room now
+        state.members = new Map(ack.presence.map((member) => [member.id, member.name]));
+        renderPresence();
+      }
       setComposer(true);
       if (!rejoin) {
         setStatus("connected", "connected");
@@ -338,9 +354,30 @@
     $("notice").dataset.missed = String(missed);
   }
 
+  // stream ids are "<ms>-<n>", ordered per room
+  function later(id, than) {
+    if (!than) return true;
+    const [a, b] = [id, than].map((x) => x.split("-").map(Number));
+    return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+  }
+
+  // More were missed than one join ack carries (HISTORY_ON_JOIN): join again from the
+  // last one, a page at a time, while the ack says `more`.
+  function pageMissed(chat, room, since, kind) {
+    chat.emit("join", { room, since }, (ack) => {
+      if (state.chat !== chat || state.room !== room || !ack || !ack.ok) return;
+      for (const message of ack.history) addMessage(message, kind);
+      const last = ack.history[ack.history.length - 1];
+      if (ack.more && last) pageMissed(chat, room, last.stream_id, kind);
+    });
+  }
+
   function addMessage(message, kind) {
     if (!message || state.seen.has(message.id)) return false;
     state.seen.add(message.id);
+    if (message.stream_id && message.room === state.room && later(message.stream_id, state.lastId)) {
+      state.lastId = message.stream_id;
+    }
     const item = document.createElement("li");
     item.className = `message ${kind || ""}`.trim();
     item.dataset.id = message.id;
@@ -389,19 +426,14 @@
     $("room-chips").replaceChildren(...chips);
   }
 
-  function renderPresence(members) {
-    const list = $("presence");
-    if (!members) {
-      list.replaceChildren();
-      $("presence-empty").hidden = false;
-      return;
-    }
-    list.replaceChildren(...members.map((member) => {
+  function renderPresence() {
+    const names = [...state.members.values()].sort();
+    $("presence").replaceChildren(...names.map((name) => {
       const item = document.createElement("li");
-      item.textContent = typeof member === "string" ? member : member.name || member.id;
+      item.textContent = name;
       return item;
     }));
-    $("presence-empty").hidden = true;
+    $("presence-empty").hidden = names.length > 0;
   }
 
   function rememberUser(id) {
@@ -427,15 +459,25 @@
     const text = input.value.trim();
     if (!text || !state.room || !state.chat) return;
     const chat = state.chat;
-    chat.emit("message", { room: state.room, text }, (ack) => {
+    const room = state.room;
+    // one id for every attempt: a retry after a lost ack or a refusal is delivered once
+    const clientId = crypto.randomUUID ? crypto.randomUUID()
+      : `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}`;
+    const attempt = (n) => chat.timeout(5000).emit("message", { room, text, client_id: clientId }, (err, ack) => {
+      const transient = err || (ack && !ack.ok && ack.error && ack.error.code === "queue_unavailable");
+      if (transient && n < 3 && state.chat === chat) {
+        setTimeout(() => attempt(n + 1), 1000 * n);
+        return;
+      }
       if (ack && ack.ok) {
         // The server skips the sender's own socket: the ack carries the message.
         input.value = "";
         if (state.chat === chat) addMessage(ack.message, "mine");
       } else {
-        notice(`Not sent: ${errorText(ack && ack.error)}`, "error");
+        notice(`Not sent: ${err ? "no answer from the server" : errorText(ack && ack.error)}`, "error");
       }
     });
+    attempt(1);
   });
 
   // --- admin panel -------------------------------------------------------------
