@@ -28,11 +28,13 @@ from app.services import EXTENSION_KEY, Services
 from app.sockets import NAMESPACES, register_namespaces
 from app.sockets.server import create_socketio_server, wrap_wsgi
 from app.web import bp as web_blueprint
+from config.notices import silence_library_notices
 from config.settings import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the application from `settings` (default: the environment) plus overrides."""
+    silence_library_notices()  # before python-engineio imports the async library
     if settings is None:
         settings = load_settings(**overrides)
     elif overrides:

@@ -18,20 +18,19 @@ import shutil
 import socket
 import sys
 import tempfile
-import warnings
-
-# Before gunicorn imports the worker class (and with it eventlet): the libraries'
-# deprecation notices say nothing an operator can act on at each start (the choice and
-# its exit path are in docs/deployment.md), and they hid the lines that matter.
-warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-warnings.filterwarnings("ignore", message=r"The eventlet worker is deprecated")
-warnings.filterwarnings("ignore", message=r"Using fork\(\) is a bad idea")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config.settings import load_settings  # noqa: E402
+from config.notices import silence_library_notices
+from config.settings import SettingsError, load_settings
 
-_settings = load_settings()
+# before gunicorn imports the worker class, and with it eventlet
+silence_library_notices()
+
+try:
+    _settings = load_settings()
+except SettingsError as exc:
+    sys.exit(str(exc))  # the list of problems alone (gunicorn printed it in a traceback)
 
 wsgi_app = "wsgi:application"
 bind = _settings.bind

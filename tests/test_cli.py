@@ -53,3 +53,14 @@ def test_emit_with_redis_down_is_a_clear_error(private_redis):
     result = flask_emit("ops", "hello", MESSAGE_QUEUE_URL=private_redis.url)
     assert result.returncode == 1
     assert "Error" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_emit_prints_no_library_notices(private_redis):
+    """(eventlet's 9-line deprecation notice came with every run.) Python's default
+    warning filters here, not the tests' quiet ones."""
+    env = process_environment(MESSAGE_QUEUE_URL=private_redis.url)
+    env.pop("PYTHONWARNINGS")
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "emit", "ops", "hi"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "no server is subscribed" in result.stderr  # it ran, to the end
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr

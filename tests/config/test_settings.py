@@ -142,20 +142,26 @@ def test_production_accepts_demo_users_with_their_own_passwords_or_none():
                              env_file="").is_production
 
 
-def test_production_refusal_is_a_clear_message_at_server_start():
-    """wsgi.py (what gunicorn loads) fails with the list of problems, not a traceback maze."""
+@pytest.mark.parametrize("command", [
+    ["-c", "import wsgi"],  # what gunicorn loads, and `flask --app wsgi`
+    ["-m", "gunicorn", "-c", "config/gunicorn.conf.py"],  # gunicorn reads its config first
+    ["-m", "flask", "--app", "wsgi", "emit", "lobby", "hi"],
+])
+def test_a_refusal_is_the_list_of_problems_alone(command):
+    """(gunicorn printed the list inside a 13-line traceback.)"""
     import subprocess
     import sys
 
     from tests.helpers import ROOT, process_environment
 
-    env = process_environment(APP_ENV="production")
+    env = process_environment(APP_ENV="production", WORKERS="0")
     env.pop("JWT_SECRET")
-    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "SettingsError: invalid configuration" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.startswith("invalid configuration:\n  - "), result.stderr
     assert "SECRET_KEY is missing" in result.stderr and "JWT_SECRET is missing" in result.stderr
+    assert "Traceback" not in result.stderr and "WORKERS must be positive" in result.stderr
 
 
 def test_every_setting_is_documented_in_env_example():
