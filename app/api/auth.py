@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Annotated
 
 from flask import Blueprint, request
@@ -26,6 +27,7 @@ from app.api.requests import current_identity, json_body
 from app.core.errors import AuthError, QueueUnavailable
 from app.core.limits import client_address
 from app.core.offload import run_blocking
+from app.core.revocation import REVOKED
 from app.core.schema import Payload
 from app.core.tokens import REFRESH, Identity
 from app.services import Services, get_services
@@ -48,11 +50,14 @@ class LogoutBody(Payload):
     refresh_token: RefreshToken = None  # optional; an explicit null is refused, as before
 
 
-def token_pair(services: Services, user_id: str, name: str, role: str) -> dict:
-    tokens = services.tokens
-    return {"access_token": tokens.issue(user_id, name, role), "token_type": "Bearer",
+def token_pair(services: Services, user_id: str, name: str, role: str,
+               family: str | None = None) -> dict:
+    """An access and a refresh token of one family: a new one at sign-in, the same
+    through every refresh."""
+    tokens, fam = services.tokens, family or uuid.uuid4().hex
+    return {"access_token": tokens.issue(user_id, name, role, fam=fam), "token_type": "Bearer",
             "expires_in": tokens.ttl,
-            "refresh_token": tokens.issue(user_id, name, role, kind=REFRESH),
+            "refresh_token": tokens.issue(user_id, name, role, kind=REFRESH, fam=fam),
             "refresh_expires_in": tokens.refresh_ttl,
             "user": {"id": user_id, "name": name, "role": role}}
 
@@ -81,11 +86,25 @@ def refresh_token():
     body = json_body(RefreshBody)
     services = get_services()
     identity = services.tokens.verify(body["refresh_token"], kind=REFRESH)
-    services.revocations.check(identity)
-    if not services.revocations.use_once(identity.jti, identity.expires_at):
+    try:
+        services.revocations.check(identity)  # (a used refresh token is a revoked one)
+        reused = not services.revocations.use_once(identity.jti, identity.expires_at)
+    except AuthError as exc:
+        if exc.code != REVOKED:
+            raise
+        reused = True
+    if reused:
+        # a used refresh token again: stolen, or its owner's copy was. Every token of its
+        # family goes (RFC 9700, 4.14.2), live sockets included, on every worker.
+        until = time.time() + services.tokens.refresh_ttl
+        services.revocations.revoke_family(identity.family, until)
+        if identity.family:
+            with contextlib.suppress(QueueUnavailable):
+                services.sio.manager.control.run("revoke", {"family": identity.family,
+                                                            "until": until})
         raise AuthError("this refresh token was already used: sign in again",
                         code="token_revoked")
-    return token_pair(services, identity.id, identity.name, identity.role)
+    return token_pair(services, identity.id, identity.name, identity.role, identity.family)
 
 
 @bp.post("/auth/logout")

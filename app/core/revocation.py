@@ -34,6 +34,7 @@ class Revocations:
         self._prefix = prefix
         self.bans: dict[str, float] = {}  # user id -> until (epoch seconds)
         self.tokens: dict[str, float] = {}  # jti -> until
+        self.families: dict[str, float] = {}  # token family -> until
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -49,6 +50,12 @@ class Revocations:
         if jti and until > time.time():
             self._store("revoked", jti, until)
             self.tokens[jti] = until
+
+    def revoke_family(self, family: str, until: float) -> None:
+        """Every token descending from one sign-in (a refresh token was used twice)."""
+        if family and until > time.time():
+            self._store("family", family, until)
+            self.families[family] = until
 
     def use_once(self, jti: str, until: float) -> bool:
         """Mark a single-use token (a refresh token) used; False if it already was."""
@@ -68,7 +75,7 @@ class Revocations:
     def _prune(self) -> None:
         # Entries end when they expire; swept whenever the tables have grown.
         now = time.time()
-        for table in (self.bans, self.tokens):
+        for table in (self.bans, self.tokens, self.families):
             if len(table) > 1000:
                 for name in [name for name, until in table.items() if until <= now]:
                     del table[name]
@@ -85,6 +92,8 @@ class Revocations:
             self.bans[str(payload["user_id"])] = float(payload["until"])
         if payload.get("jti"):
             self.tokens[str(payload["jti"])] = float(payload["until"])
+        if payload.get("family"):
+            self.families[str(payload["family"])] = float(payload["until"])
 
     # --- checking -----------------------------------------------------------
     def check(self, identity: Identity) -> None:
@@ -93,8 +102,9 @@ class Revocations:
         if self._redis is None:
             return
         try:
-            banned, revoked = self._redis().mget(self._key("ban", identity.id),
-                                                 self._key("revoked", identity.jti or "-"))
+            banned, revoked, family = self._redis().mget(
+                self._key("ban", identity.id), self._key("revoked", identity.jti or "-"),
+                self._key("family", identity.family or "-"))
         except RedisError as exc:
             log.warning("could not read bans from the message queue (%s): token checked only", exc)
             return
@@ -102,6 +112,8 @@ class Revocations:
             self.bans[identity.id] = float(banned)
         if revoked is not None:
             self.tokens[identity.jti] = float(revoked)
+        if family is not None:
+            self.families[identity.family] = float(family)
         self.check_local(identity)
 
     def check_local(self, identity: Identity) -> None:
@@ -125,4 +137,9 @@ class Revocations:
             if until > now:
                 return REVOKED
             del self.tokens[identity.jti]
+        until = self.families.get(identity.family) if identity.family else None
+        if until is not None:
+            if until > now:
+                return REVOKED
+            del self.families[identity.family]
         return None

@@ -25,13 +25,17 @@ class Identity:
     role: str
     expires_at: int
     jti: str = ""  # the token's id (revocable); empty for tokens issued without one
+    # the sign-in this token descends from (every refresh keeps it): a refresh token
+    # used twice revokes the whole family (RFC 9700, 4.14.2)
+    family: str = ""
 
     def refreshed(self, other: Identity) -> Identity:
         """This identity with a later token's expiry and id: the same user and role only."""
         if (other.id, other.role) != (self.id, self.role):
             raise AuthError("the new token is for another user or role", code="identity_mismatch",
                             status=403)
-        return replace(self, name=other.name, expires_at=other.expires_at, jti=other.jti)
+        return replace(self, name=other.name, expires_at=other.expires_at, jti=other.jti,
+                       family=other.family)
 
     @property
     def is_admin(self) -> bool:
@@ -117,9 +121,10 @@ class TokenService:
         if claims.get("typ", ACCESS) != kind:
             raise AuthError(f"this is not {'an access' if kind == ACCESS else 'a refresh'} "
                             "token", code="invalid_token")
-        jti = claims.get("jti", "")
+        jti, family = claims.get("jti", ""), claims.get("fam", "")
         return Identity(id=sub, name=name, role=role, expires_at=int(claims["exp"]),
-                        jti=jti if isinstance(jti, str) else "")
+                        jti=jti if isinstance(jti, str) else "",
+                        family=family if isinstance(family, str) else "")
 
 
 def bearer_token(header: str | None) -> str | None:

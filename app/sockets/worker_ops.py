@@ -54,12 +54,13 @@ def local_kick(sio: socketio.Server, user_id: str, reason: str, until: float | N
     return kicked
 
 
-def local_revoke(sio: socketio.Server, jti: str) -> int:
-    """Disconnect every local socket authenticated with token `jti`."""
+def local_revoke(sio: socketio.Server, jti: str | None = None, family: str | None = None) -> int:
+    """Disconnect every local socket authenticated with token `jti`, or with a token of
+    `family`."""
     revoked = 0
     for handler in sio.namespace_handlers.values():
         for sid, identity in list(getattr(handler, "identities", {}).items()):
-            if identity.jti == jti:
+            if (jti and identity.jti == jti) or (family and identity.family == family):
                 handler.end_socket(sid, "token_revoked", "this token was revoked: sign in again")
                 revoked += 1
     return revoked
@@ -83,9 +84,9 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
         return {"sockets": local_kick(sio, str(payload["user_id"]),
                                       str(payload.get("reason", "")), until)}
 
-    def revoke(payload: dict) -> dict:
-        revocations.remember({"jti": payload["jti"], "until": payload["until"]})
-        return {"sockets": local_revoke(sio, str(payload["jti"]))}
+    def revoke(payload: dict) -> dict:  # {jti | family, until}
+        revocations.remember(payload)
+        return {"sockets": local_revoke(sio, payload.get("jti"), payload.get("family"))}
 
     manager = sio.manager
     if hasattr(manager, "heartbeat_hooks"):  # the Redis queue: presence across workers

@@ -54,8 +54,6 @@ def test_rest_tokens_refresh_with_rotation_and_logout_revokes(server, connect):
     renewed = requests.post(refresh_url, json={"refresh_token": login["refresh_token"]}, timeout=10)
     assert renewed.status_code == 200
     pair = renewed.json()
-    reused = requests.post(refresh_url, json={"refresh_token": login["refresh_token"]}, timeout=10)
-    assert reused.status_code == 401 and reused.json()["error"]["code"] == "token_revoked"
     # an access token is not a refresh token, nor the other way round
     wrong = requests.post(refresh_url, json={"refresh_token": pair["access_token"]}, timeout=10)
     assert wrong.status_code == 401
@@ -82,6 +80,37 @@ def test_rest_tokens_refresh_with_rotation_and_logout_revokes(server, connect):
 def two_workers(private_redis, start_own_server):
     return start_own_server(MESSAGE_QUEUE_URL=private_redis.url, WORKERS="2",
                             TRANSPORTS="websocket")
+
+
+def test_a_reused_refresh_token_revokes_its_whole_family(two_workers, connect):
+    """(Reuse was refused, but the tokens issued from the reused one stayed valid: RFC
+    9700, 4.14.2, says revoke the family.) Live sockets on every worker end too."""
+    server = two_workers
+    refresh_url = server.url + "/api/auth/refresh"
+
+    def sign_in():
+        return requests.post(server.url + "/api/auth/token", timeout=10,
+                             json={"username": "alice", "password": "alice-password"}).json()
+
+    stolen = sign_in()
+    pair = requests.post(refresh_url, json={"refresh_token": stolen["refresh_token"]},
+                         timeout=10).json()
+    other = sign_in()  # another sign-in of the same user: another family
+    live = [connect(server.url, auth={"token": tokens["access_token"]}) for tokens in (pair, other)]
+
+    reused = requests.post(refresh_url, json={"refresh_token": stolen["refresh_token"]}, timeout=10)
+    assert reused.status_code == 401 and reused.json()["error"]["code"] == "token_revoked"
+
+    assert live[0].wait_event("session_ended")[0]["code"] == "token_revoked"
+    for refused in (
+            requests.post(refresh_url, json={"refresh_token": pair["refresh_token"]}, timeout=10),
+            requests.post(server.url + "/api/rooms/x/messages", json={"text": "x"}, timeout=10,
+                          headers={"Authorization": f"Bearer {pair['access_token']}"})):
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "token_revoked"
+    live[1].round_trip()
+    assert live[1].sio.connected and not live[1].of("session_ended")
+    assert requests.post(refresh_url, json={"refresh_token": other["refresh_token"]},
+                         timeout=10).status_code == 200
 
 
 def test_a_ban_is_enforced_on_every_worker_within_a_second(two_workers, connect, make_token,
@@ -165,7 +194,11 @@ def test_a_login_flood_leaves_other_clients_fast(start_own_server, connect):
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]
     print(f"\nlogin flood: {len(latencies)} acks during it, p99 {p99 * 1000:.1f} ms")
-    assert len(latencies) >= 20 and p99 < 0.050
+    # A check on the event loop (PBKDF2, 100,000 rounds: ~60 ms of CPU each) would hold
+    # every ack behind the 20 logins in flight: seconds. 0.25 s leaves room for a busy
+    # machine (parallel test processes, the acks timed from this process's threads)
+    # and still tells the two apart.
+    assert len(latencies) >= 20 and p99 < 0.25
 
 
 def test_a_forged_control_command_is_refused(private_redis, start_own_server, connect):
