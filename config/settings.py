@@ -138,6 +138,11 @@ class Settings:
     # Connection-state recovery (app/core/recovery.py): a socket that reconnects within
     # this long gets its sid, rooms and missed events back; 0: off. Needs history on.
     recovery_window_seconds: int = 120
+    # At most this many missed events, and bytes of them, are replayed to one
+    # recovering socket (read at once, in memory): past either, it is not recovered and
+    # re-joins with `since`, a page at a time.
+    recovery_max_entries: int = 1000
+    recovery_max_bytes: int = 1_000_000
 
     # --- limits (per worker) ------------------------------------------------
     # Events per second per socket (average) and the burst allowed above it.
@@ -221,8 +226,8 @@ class Settings:
                      "refresh_ttl_seconds", "login_attempts_per_address",
                      "login_failures_per_user", "max_rooms_per_socket",
                      "history_max_age_seconds", "idempotency_window_seconds",
-                     "max_connections_per_user",
-                     "max_queued_bytes"):
+                     "max_connections_per_user", "recovery_max_entries",
+                     "recovery_max_bytes", "max_queued_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if self.recovery_window_seconds < 0:

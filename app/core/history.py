@@ -59,6 +59,38 @@ def _deleted(info) -> tuple[int, int]:
     return parse_id(value.decode() if isinstance(value, bytes) else str(value))
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# What a recovering socket missed, at one instant, within a budget. KEYS: the streams;
+# ARGV: after id (exclusive), most entries, most bytes. Returns, per stream, its newest
+# trimmed id and its entries after the id; or an empty list past the budget (the
+# reading stops there: a socket in 50 busy rooms no longer reads 50,000 entries).
+_SNAPSHOT_SCRIPT = """
+local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, bytes, out = 0, 0, {}
+for _, key in ipairs(KEYS) do
+  local deleted = '0-0'
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+    end
+  end
+  local rows = redis.call('XRANGE', key, '(' .. ARGV[1], '+', 'COUNT', limit - n + 1)
+  for _, row in ipairs(rows) do
+    n = n + 1
+    for _, value in ipairs(row[2]) do bytes = bytes + #value end
+    if n > limit or bytes > budget then return {} end
+  end
+  table.insert(out, deleted)
+  table.insert(out, rows)
+end
+return out
+"""
+
+
 def format_id(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
@@ -106,6 +138,7 @@ class EventLog:
         # namespace -> prefix of the rooms whose broadcasts are logged (set by the
         # namespaces that ask for it: BaseNamespace.logged_rooms)
         self.logged: dict[str, str] = {}
+        self._snapshot = None  # _SNAPSHOT_SCRIPT, registered on first use
 
     @property
     def enabled(self) -> bool:
@@ -160,31 +193,34 @@ class EventLog:
         merged = list(heapq.merge(*streams, key=lambda e: e.key))
         return (merged if limit is None else merged[:limit]), complete
 
-    def snapshot_after(self, keys: list[str], after: str) -> tuple[list[Entry], bool]:
-        """Every entry of `keys` after id `after`, merged, read at one instant (a
-        transaction): any entry not in it was appended later, with a greater id than all
-        of it. And whether nothing after `after` is missing. (Recovery: the live events
-        that arrive meanwhile are kept only if newer than the snapshot.)"""
+    def snapshot_after(self, keys: list[str], after: str, max_entries: int,
+                       max_bytes: int) -> tuple[list[Entry] | None, bool]:
+        """Every entry of `keys` after id `after`, merged, read at one instant (one
+        script): any entry not in it was appended later, with a greater id than all of
+        it. And whether nothing after `after` is missing. None instead of the entries
+        when there are more than `max_entries`, or `max_bytes` of them: Redis stops
+        reading there. (Recovery: the live events that arrive meanwhile are kept only if
+        newer than the snapshot.)"""
         if self._redis is None:
-            return self.after(keys, after)
+            entries, complete = self.after(keys, after)
+            size = sum(len(Entry.fields(e.event, e.data, e.skip_sid)) for e in entries)
+            return (None, False) if len(entries) > max_entries or size > max_bytes else (
+                entries, complete)
         start = parse_id(after)
-
-        def read(r):
-            pipe = r.pipeline(transaction=True)
-            for key in keys:
-                pipe.xrange(key, min=f"({after}")
-                pipe.xinfo_stream(key)  # an error when the stream does not exist
-            return pipe.execute(raise_on_error=False)
-
-        replies = self._raw(read)
+        if self._snapshot is None:
+            self._snapshot = self._redis().register_script(_SNAPSHOT_SCRIPT)
+        reply = self._raw(lambda r: self._snapshot(keys=keys, args=[after, max_entries, max_bytes],
+                                                   client=r))
+        if not reply:
+            return None, False
         oldest = self._oldest_kept()
         complete = start >= oldest
         streams = []
-        for rows, info in zip(replies[::2], replies[1::2], strict=True):
-            if isinstance(rows, Exception):
-                raise QueueUnavailable(f"the event log could not be read: {rows}")
-            complete = complete and _deleted(info) <= start
-            streams.append([e for e in self._decode(rows) if e.key >= oldest])
+        for deleted, rows in zip(reply[::2], reply[1::2], strict=True):
+            complete = complete and parse_id(_text(deleted)) <= start
+            entries = [Entry.decode(row[0], dict(zip(row[1][::2], row[1][1::2], strict=True)))
+                       for row in rows]
+            streams.append([e for e in entries if e.key >= oldest])
         return list(heapq.merge(*streams, key=lambda e: e.key)), complete
 
     def recent(self, key: str, limit: int, events: str | None = None) -> list[Entry]:

@@ -179,10 +179,13 @@ class Recovery:
     """The server side of recovery: records, restore, replay (used by
     app/sockets/server.py and BaseNamespace._connect)."""
 
-    def __init__(self, server, log: EventLog, sessions: Sessions) -> None:
+    def __init__(self, server, log: EventLog, sessions: Sessions, max_entries: int = 1000,
+                 max_bytes: int = 1_000_000) -> None:
         self.server = server
         self.log = log
         self.sessions = sessions
+        self.max_entries = max_entries  # a replay's budget (RECOVERY_MAX_ENTRIES, _BYTES)
+        self.max_bytes = max_bytes
         self.pids: dict[str, str] = {}  # sid -> pid of this worker's recovering sockets
         self.records: dict[str, dict] = {}  # sid -> record
         self._local = threading.local()  # the connect being handled (green-thread local)
@@ -262,12 +265,17 @@ class Recovery:
         keys = [self.log.key(namespace, None)]
         keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
         try:
-            entries, complete = self.log.snapshot_after(keys, state.offset)
+            entries, complete = self.log.snapshot_after(keys, state.offset, self.max_entries,
+                                                        self.max_bytes)
         except Exception:  # the log unreadable: start fresh rather than miss events
             log.info("recovery of %s: the event log could not be read", sid, exc_info=True)
             entries, complete = [], False
-        if not complete:
+        if entries is None:
+            log.info("recovery of %s: more than RECOVERY_MAX_ENTRIES or _BYTES missed since %s: "
+                     "a fresh socket (it re-joins with since)", sid, state.offset)
+        elif not complete:
             log.info("recovery of %s: the log no longer holds all after %s", sid, state.offset)
+        if not complete:
             for room in rooms:
                 manager.basic_leave_room(sid, namespace, room)
             state.rooms.difference_update(rooms)

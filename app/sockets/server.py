@@ -79,7 +79,9 @@ class RealtimeServer(socketio.Server):
         sessions = Sessions(getattr(manager, "publisher", None), settings.message_queue_channel,
                             getattr(manager, "host_id", "local"),
                             settings.recovery_window_seconds)
-        self.recovery = manager.recovery = Recovery(self, manager.log, sessions)
+        self.recovery = manager.recovery = Recovery(self, manager.log, sessions,
+                                                    settings.recovery_max_entries,
+                                                    settings.recovery_max_bytes)
         if hasattr(manager, "heartbeat_hooks"):
             manager.heartbeat_hooks.append(lambda alive: sessions.refresh())
         # Under python-engineio's own transport (ENGINEIO_TRANSPORT=stock), an ended

@@ -114,6 +114,36 @@ def test_a_recovered_socket_is_in_its_rooms_and_gets_what_it_missed(server, make
         socket_.close()
 
 
+@pytest.mark.parametrize("queue_kind", ["memory", "redis"])
+def test_a_replay_past_its_budget_is_not_recovered(queue_kind, start_own_server, private_redis,
+                                                   make_token, room):
+    """(One recovering connect read every room's whole log: 50 rooms x 1,000 entries x
+    2,000 characters took 5 s and 252 MB.) Within RECOVERY_MAX_ENTRIES it recovers;
+    past it, a fresh socket that re-joins with `since`."""
+    queue = {"MESSAGE_QUEUE_URL": private_redis.url} if queue_kind == "redis" else {}
+    server = start_own_server(RECOVERY_MAX_ENTRIES="3", **queue)
+    other, _ = connect_raw(server, {"token": make_token("other"), "recovery": False})
+    # another socket of the same user stays in the room: a cut is then no presence
+    # `leave` (a room event too, logged whenever the server sees the cut)
+    stays, _ = connect_raw(server, {"token": make_token("back"), "recovery": False})
+    for client in (other, stays):
+        assert ack(client, "join", {"room": room})["ok"]
+    for missed, recovered in ((3, True), (4, False)):
+        ws, first = connect_raw(server, {"token": make_token("back")})
+        assert ack(ws, "join", {"room": room})["ok"]
+        seen = ack(other, "message", {"room": room, "text": "seen"}, 2)["message"]
+        assert event(ws)[2] == seen["stream_id"]
+        cut(ws)
+        for n in range(missed):
+            assert ack(other, "message", {"room": room, "text": f"m{n}"}, 3 + n)["ok"]
+        back, data = connect_raw(server, {"token": make_token("back"), "pid": first["pid"],
+                                          "offset": seen["stream_id"]})
+        assert (data["pid"] == first["pid"]) is recovered, (missed, data)  # (the client: `recovered`)
+        if recovered:
+            assert [event(back)[1]["text"] for _ in range(missed)] == ["m0", "m1", "m2"]
+        back.close()
+
+
 def test_a_socket_ended_by_the_server_or_the_client_is_not_recovered(server, make_token):
     ws, first = connect_raw(server, {"token": make_token("leaver")})
     ws.send("41/chat,")  # the client's own namespace disconnect: final
