@@ -1,4 +1,5 @@
-"""POST /api/rooms/<room>/messages: REST reaching Socket.IO clients, on every worker.
+"""POST /api/rooms/<room>/messages: REST reaching Socket.IO clients, on every worker;
+GET its messages and presence (EVENT_RATE reads a second per user).
 
 The same rules as the socket's `message` event: the same payload schema (`text`), the
 same rate (EVENT_RATE a second, per user, across workers with Redis), and a posting
@@ -39,6 +40,13 @@ def message_model(max_length: int) -> type[Payload]:
     return RestMessage
 
 
+def limit_reads(services: Services, user_id: str) -> None:
+    """EVENT_RATE reads a second per user, across workers with Redis: each read asks
+    every worker whether the user is in the room."""
+    services.attempts.check(f"rest-read:{user_id}", int(services.settings.event_rate),
+                            "requests", window=1.0)
+
+
 def require_member(services: Services, user_id: str, room: str) -> None:
     answers = services.sio.manager.control.run("member", {"user_id": user_id, "room": room})
     if any(isinstance(a, dict) and a.get("member") for a in answers):
@@ -70,6 +78,7 @@ def room_presence(room: str):
     identity = current_identity()
     services = get_services()
     validate(RoomPayload, {"room": room})
+    limit_reads(services, identity.id)
     if not identity.is_admin:
         require_member(services, identity.id, room)
     return {"room": room, "members": services.presence.members(room)}
@@ -82,6 +91,7 @@ def list_messages(room: str):
     services = get_services()
     validate(RoomPayload, {"room": room})
     query = validate(HistoryQuery, dict(request.args))
+    limit_reads(services, identity.id)
     if not identity.is_admin:
         require_member(services, identity.id, room)
     limit = int(query["limit"])

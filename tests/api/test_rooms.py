@@ -39,6 +39,19 @@ def test_rest_posts_share_the_event_rate(start_own_server, auth_header):
     assert 1 <= int(limited[0].headers["Retry-After"]) <= 1
 
 
+@pytest.mark.parametrize("path", ["messages", "presence"])
+def test_rest_reads_are_rate_limited(start_own_server, auth_header, path):
+    """(Reads had no limit, and each asks every worker whether the user is a member.)"""
+    server = start_own_server(EVENT_RATE="3")
+    statuses = []
+    while len(statuses) < 50 and 429 not in [r.status_code for r in statuses]:
+        statuses.append(requests.get(f"{server.url}/api/rooms/reads/{path}",
+                                     headers=auth_header("ops", "admin"), timeout=10))
+    assert [r.status_code for r in statuses][:3] == [200, 200, 200]
+    assert statuses[-1].status_code == 429, [r.status_code for r in statuses]
+    assert statuses[-1].json()["error"]["code"] == "rate_limited"
+
+
 @pytest.mark.parametrize("headers, code", [
     ({}, "missing_token"),
     ({"Authorization": "Basic abc"}, "missing_token"),
