@@ -32,17 +32,29 @@ class _Payload(payload.Payload):
     max_decode_packets = sys.maxsize  # bounded by the body's size (MAX_HTTP_BUFFER_SIZE)
 
 
+def _bad_request(start_response, code: int, message: str) -> list[bytes]:
+    """Node's answer to a request it cannot serve: 400 with {code, message}."""
+    start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
+    return [json.dumps({"code": code, "message": message}).encode()]
+
+
 class ConformantServer:
     """For an `engineio.Server` subclass: its answers to HTTP requests."""
 
     def handle_request(self, environ, start_response):
         # "Query parameters": `transport` is mandatory. python-engineio served a
         # request without it as polling; Node answers 400 {"code": 0, ...}.
-        transport = parse_qs(environ.get("QUERY_STRING", "")).get("transport", [""])[0]
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        transport = query.get("transport", [""])[0]
         if transport not in self.transports:
-            body = json.dumps({"code": 0, "message": "Transport unknown"}).encode()
-            start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
-            return [body]
+            return _bad_request(start_response, 0, "Transport unknown")
+        # "Handshake": a GET (python-engineio answered a POST without a session as a
+        # handshake, and any other method 405); Node: 400 {"code": 2}. OPTIONS is the
+        # browser's CORS preflight.
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != "OPTIONS" and (method not in ("GET", "POST") or (
+                method == "POST" and "sid" not in query)):
+            return _bad_request(start_response, 2, "Bad handshake method")
         return super().handle_request(environ, start_response)
 
     def _ok(self, packets=None, headers=None, jsonp_index=None):

@@ -127,6 +127,17 @@ def test_unsupported_engineio_version_and_transport_are_400(server):
         assert response.json() == {"code": 0, "message": "Transport unknown"}  # as Node
 
 
+@stock_deviation("a PUT is answered 405")
+def test_a_handshake_by_another_method_than_get_is_400(server):
+    """Engine.IO test suite, "fails with an invalid request method"; Node's code 2."""
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    for method in ("POST", "PUT", "DELETE"):
+        response = requests.request(method, url, timeout=10)
+        assert response.status_code == 400, (method, response.status_code)
+    assert requests.put(url, timeout=10).json() == {"code": 2, "message": "Bad handshake method"}
+    assert requests.get(url, timeout=10).status_code == 200
+
+
 def test_payload_over_the_maximum_closes_a_websocket(server, connect, make_token, settings):
     ws = connected_raw(server, make_token("big"))
     ws.send('42/chat,["message",{"room":"x","text":"' + "x" * settings.max_http_buffer_size + '"}]')
