@@ -191,6 +191,7 @@ def test_a_polling_post_of_many_packets_is_not_dropped(start_own_server, make_to
     wait_for(poll, message="an ack for each of the packets")
 
 
+@stock_deviation("a polling POST of more than 16 packets is dropped whole", run=False)
 def test_events_for_a_namespace_never_joined_are_counted_not_logged_one_by_one(server):
     http = requests.Session()
     opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
@@ -200,12 +201,8 @@ def test_events_for_a_namespace_never_joined_are_counted_not_logged_one_by_one(s
     before = metric(scrape_metrics(server), "realtime_unconnected_events_total")
     mark = server.log_mark()
     assert http.post(url, data=body, timeout=10).status_code == 200
-    counted = wait_for(lambda: metric(scrape_metrics(server), "realtime_unconnected_events_total")
-                       - before, message="the dropped events to be counted")
-    if not STOCK:  # (python-engineio decodes 16 packets of a POST at most)
-        wait_for(lambda: metric(scrape_metrics(server), "realtime_unconnected_events_total")
-                 - before == body.count("\x1e") + 1, message="every event counted")
-    assert counted >= 1
+    wait_for(lambda: metric(scrape_metrics(server), "realtime_unconnected_events_total")
+             - before == body.count("\x1e") + 1, message="every dropped event counted")
     lines = [line for line in server.log(mark).splitlines() if "connected to" in line]
     assert len(lines) == 1, lines[:3]
 
