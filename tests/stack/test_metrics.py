@@ -67,11 +67,18 @@ def test_metrics_sum_the_traffic_of_both_workers(private_redis, start_own_server
         ("realtime_auth_refusals_total", "/admin", "forbidden"): 1,
         ("realtime_connections", "/chat"): CLIENTS,
         ("realtime_connections", "/admin"): 1,
-        # each message reaches every other member of the room, whichever its worker,
-        # and each join's `presence` event the members already there
-        ("realtime_deliveries_total",): SENDERS * (CLIENTS - 1) + CLIENTS * (CLIENTS - 1) // 2,
         ("realtime_slow_consumer_disconnects_total",): 0,
     }
+    # Each message reaches every other member of the room, whichever its worker, and
+    # each join's `presence` event the members already there: at least this many. A
+    # join acked on one worker can be handled on the other before that worker has
+    # delivered the previous join's presence event (the ack waits for the publish, not
+    # for every delivery), and then that event reaches the newcomer too: the exact
+    # count is what the clients received (busy machine, +2 once).
+    least = SENDERS * (CLIENTS - 1) + CLIENTS * (CLIENTS - 1) // 2
+    received = sum(len([e for ns, e, _ in c.received if ns == "/chat"]) for c in clients)
+    assert least <= received <= least + CLIENTS * (CLIENTS - 1) // 2, received
+    expected[("realtime_deliveries_total",)] = received
 
     def observed(samples):
         found = {}
