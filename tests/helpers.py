@@ -763,6 +763,23 @@ class Client:
              timeout: float = WAIT):
         return self.sio.call(event, data, namespace=namespace or self.namespace, timeout=timeout)
 
+    def call_until_acked(self, event: str, data: Any = None, timeout: float = WAIT,
+                         attempt_timeout: float = 5.0):
+        """An event resent, as the README's client does, until an ack comes: an emit
+        made while the session is being cut (a polling session that a proxy's
+        failback sends to another instance) is lost with it. Returns the ack."""
+        def attempt():
+            if not self.sio.connected:
+                return False
+            with contextlib.suppress(socketio.exceptions.TimeoutError,
+                                     socketio.exceptions.BadNamespaceError):
+                return self.call(event, data, timeout=attempt_timeout)
+            return False
+
+        return wait_for(attempt, timeout=timeout, interval=0.1,
+                        message=f"an ack of {event!r} ({self.transport}: connects "
+                                f"{self.connects}, disconnects {self.disconnects})")
+
     def send(self, room: str, text: str, timeout: float = WAIT) -> dict:
         """A chat message sent as a client should: retried with the same `client_id`
         while the queue answers `queue_unavailable` (just after a worker died, say),
