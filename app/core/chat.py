@@ -7,6 +7,7 @@ socket's own sid room, and `user:<id>` rooms used to reach all of a user's socke
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from functools import cache
@@ -14,10 +15,13 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import StringConstraints
 
+from app.core.errors import QueueUnavailable
 from app.core.history import History
 from app.core.idempotency import SENT, Claims
 from app.core.queue import logged_once, publish_now
 from app.core.schema import Payload
+
+log = logging.getLogger(__name__)
 
 CHAT_NAMESPACE = "/chat"
 MESSAGE_EVENT = "message"
@@ -131,5 +135,9 @@ def post_message(emitter: Emitter, room: str, text: str, sender: dict[str, str],
     with publish_now(), logged_once(claims.key(claim) + ":logged"):
         emitter.emit(MESSAGE_EVENT, message, to=room_key(room), skip_sid=skip_sid,
                      namespace=CHAT_NAMESPACE)
-    claims.record(claim, SENT, message)
+    try:
+        claims.record(claim, SENT, message)
+    except QueueUnavailable as exc:  # sent all the same: never answered "not sent"
+        # (still pending: a retry publishes it again, and members that have it drop it)
+        log.info("message %s sent, its claim not marked: %s", message["id"], exc.message)
     return message

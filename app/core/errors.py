@@ -48,7 +48,15 @@ class ForbiddenError(AppError):
 
 
 class QueueUnavailable(AppError):
-    """The message queue refused a publish after every retry: the caller is told."""
+    """The message queue refused a publish after every retry: nobody got the message."""
 
     status = 503
     code = "queue_unavailable"
+
+
+class DeliveryIncomplete(QueueUnavailable):
+    """The publish went out but may not have reached every worker (some members may
+    have the message, others not): a retry with the same `client_id` completes it
+    without a duplicate."""
+
+    code = "delivery_incomplete"

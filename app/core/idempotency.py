@@ -1,5 +1,5 @@
 """Exactly-once sends: a `message` with a `client_id`, retried (after a timeout, a
-`queue_unavailable` or a reconnect), is delivered once and answered with the first
+`queue_unavailable`, a `delivery_incomplete` or a reconnect), is delivered once and answered with the first
 result, across workers, within IDEMPOTENCY_WINDOW_SECONDS.
 
 Two halves:

@@ -42,6 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
@@ -56,7 +57,7 @@ from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.core import metrics
 from app.core.control import LocalControlBus, RedisControlBus, control_key
-from app.core.errors import QueueUnavailable
+from app.core.errors import DeliveryIncomplete, QueueUnavailable
 from app.core.history import Entry, EventLog, parse_id
 from app.core.idempotency import SeenMessages
 from app.core.lifecycle import supervised
@@ -141,6 +142,31 @@ _BORN_SHA = hashlib.sha1(_BORN_SCRIPT.encode()).hexdigest()
 NOSCRIPT = object()  # a script Redis did not have: it did not run
 
 
+def _nothing_sent(exc: Exception) -> bool:
+    """Did `exc` happen before any command was written? redis-py says so only in its
+    messages: a connection that could not be made, or none free in the pool."""
+    text = str(exc)
+    return ("connecting to" in text or "No connection available" in text
+            or "Too many connections" in text or isinstance(exc, redis.sentinel.MasterNotFoundError))
+
+
+_failures = threading.local()
+
+
+class _NotingRetry(Retry):
+    """redis-py's retry, noting for the current thread (greenlet) whether a failure it
+    retried may have come after commands were written: its immediate reconnect would
+    otherwise hide a broken pipeline behind the refused connection that follows."""
+
+    def call_with_retry(self, do, fail, *args, **kwargs):
+        def noted(error, *count):
+            if not _nothing_sent(error):
+                _failures.maybe_sent = True
+            return fail(error, *count)
+
+        return super().call_with_retry(do, noted, *args, **kwargs)
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
@@ -167,17 +193,21 @@ class SetView:
 
 
 # Log an event and publish it, in one step (app/core/history.py): the entry gets the
-# next global id, the published message carries it as its offset. A message already
-# logged (a retried batch: seq not above the publisher's last; a retried client_id:
-# its once key is set) is published again without one, and receivers drop repeats.
+# next global id, the published message carries it as its offset. A retried client_id
+# (its once key is set) is published again with its first id, marked `again`
+# (LoggedDelivery.deliver_logged); a retried batch (seq not above the publisher's
+# last) without one, and receivers drop it by seq.
 # KEYS: stream, log hash (last id, last seq per publisher), [once key].
 # ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq, once ttl ms.
 APPEND_SCRIPT = """
 local done = tonumber(redis.call('HGET', KEYS[2], ARGV[7]) or '0')
 local once = KEYS[3] and redis.call('GET', KEYS[3])
-if tonumber(ARGV[8]) <= done or once then
+if once then  -- with its first id: receivers deliver it only where it is missing
+  return {once, redis.call('PUBLISH', ARGV[1], ARGV[2] .. once .. '","again":true}')}
+end
+if tonumber(ARGV[8]) <= done then
   local plain = string.sub(ARGV[2], 1, #ARGV[2] - 11) .. '}'
-  return {once or '', redis.call('PUBLISH', ARGV[1], plain)}
+  return {'', redis.call('PUBLISH', ARGV[1], plain)}
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -256,6 +286,13 @@ class LoggedDelivery:
         # went up to (a floor: a later delivery of those is a repeat)
         self.replaying: dict[str, list | tuple[int, int]] = {}
         self.preset_sid: str | None = None
+        # The highest log id delivered here (or the log's top at the first subscribe):
+        # the subscription carries new ids in increasing order.
+        self.position: tuple[int, int] | None = None
+        # (namespace, room) -> sid -> the position when the socket entered the room, or
+        # the id its recovery replay went up to: a repeat of an id not above it is not
+        # owed to it (it had the message, from this worker, its history or its replay)
+        self.entered: dict[tuple[str, Any], dict[str, tuple[int, int]]] = {}
 
     def logged_key(self, namespace: str, room, callback, kwargs) -> str | None:
         if self.log is None or callback is not None or kwargs.get("ignore_queue"):
@@ -263,15 +300,21 @@ class LoggedDelivery:
         return self.log.key_for(namespace, room)
 
     def deliver_logged(self, event: str, data: list, namespace: str, room, skip_sid,
-                       offset: str | None) -> None:
+                       offset: str | None, repeat: bool = False) -> None:
         message = _message_with_id(data)
         if message is not None and offset:
             message["stream_id"] = offset
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         packets: dict[bool, list] = {}
         key = parse_id(offset) if offset else None
+        repeat = repeat and key is not None
+        if key is not None and not repeat and (self.position is None or key > self.position):
+            self.position = key
+        entered = self.entered.get((namespace, room), {}) if repeat else None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
+                continue
+            if repeat and (since := entered.get(sid)) is not None and since >= key:
                 continue
             held = self.replaying.get(sid)
             if held is not None and key is not None:
@@ -281,7 +324,8 @@ class LoggedDelivery:
                 if key <= held:  # replayed already (the floor of its snapshot)
                     continue
                 del self.replaying[sid]  # in id order from here on
-            marked = key is not None and sid in self.offset_sids
+            # a repeat goes without its offset: the socket may have later ones already
+            marked = key is not None and not repeat and sid in self.offset_sids
             if marked not in packets:
                 packets[marked] = self._eio_packets(namespace, [event, *data] + [offset] * marked)
             for pkt in packets[marked]:
@@ -315,6 +359,25 @@ class LoggedDelivery:
         self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
         self.pending_connect.setdefault(namespace, []).append(sid)
         return sid
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        result = super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if (self.position is not None and self.log is not None and room != sid
+                and self.log.key_for(namespace, room) is not None):
+            self.entered.setdefault((namespace, room), {})[sid] = self.position
+        return result
+
+    def basic_leave_room(self, sid, namespace, room):
+        entered = self.entered.get((namespace, room))
+        if entered is not None and entered.pop(sid, None) is not None and not entered:
+            del self.entered[(namespace, room)]
+        return super().basic_leave_room(sid, namespace, room)
+
+    def replayed_up_to(self, sid: str, namespace: str, rooms, key: tuple[int, int]) -> None:
+        """A recovered socket's replay went up to `key` in `rooms`."""
+        for room in rooms:
+            entered = self.entered.setdefault((namespace, room), {})
+            entered[sid] = max(entered.get(sid, key), key)
 
     # A recovering socket's record follows its rooms.
     def enter_room(self, sid, namespace, room, eio_sid=None):
@@ -525,7 +588,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         # back would make its worker look gone (RESTORE_GRACE).
         options: dict = {"socket_keepalive": True, "health_check_interval": 30,
                          "socket_connect_timeout": s.redis_socket_timeout,
-                         "retry": Retry(NoBackoff(), 1)}
+                         "retry": _NotingRetry(NoBackoff(), 1)}
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
@@ -767,13 +830,19 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 finally:
                     for item in batch:
                         if not item.judged:  # an unexpected error: never an ok ack
-                            item.error = QueueUnavailable("the message may not have reached "
-                                                          "clients on other workers")
+                            item.error = DeliveryIncomplete("the message may not have "
+                                                            "reached every worker")
                         item.event.set()
 
     def _publish_batch(self, batch: list[_Pending]) -> None:
+        """Publish `batch` and judge each item. The caller's error says whether anybody
+        may have the message: QueueUnavailable when nobody does (Redis was not
+        reached, the script did not run), DeliveryIncomplete when some may (a logged
+        message is in the log once its script ran, whatever PUBLISH reached)."""
         attempts = self._settings.publish_attempts
+        maybe_sent = False
         for attempt in range(1, attempts + 1):
+            _failures.maybe_sent = False
             try:
                 if self.write_only:
                     self._await_refill()
@@ -783,14 +852,17 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 break
             except RedisError as exc:
                 # Some of the batch may have gone out: receivers drop repeats by seq.
+                maybe_sent = maybe_sent or _failures.maybe_sent or not _nothing_sent(exc)
                 self._publishing.failed(exc)
                 metrics.queue_publish_error()
                 if attempt < attempts:
                     time.sleep(0.1 * 2 ** (attempt - 1))
         else:
             self._publishing.refused += len(batch)
-            error = QueueUnavailable("the message queue is unavailable: the message may not "
-                                     "have reached clients on other workers")
+            error = (DeliveryIncomplete("the message queue failed while publishing: the message "
+                                        "may have reached some workers") if maybe_sent else
+                     QueueUnavailable("the message queue is unavailable: the message was not "
+                                      "sent"))
             for item in batch:
                 item.error, item.judged = error, True
                 metrics.queue_published("failed")
@@ -798,7 +870,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         for item, receivers in zip(batch, counts, strict=True):
             item.judged = True
             if receivers is NOSCRIPT:
-                outcome, why = "failed", "the message was not sent"
+                error, outcome = QueueUnavailable("the message queue is recovering: the "
+                                                  "message was not sent"), "failed"
             else:
                 if item.log is not None:
                     stream_id, receivers = receivers
@@ -806,16 +879,20 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                         item.log.on_id(_text(stream_id))
                 item.receivers = receivers
                 if expected is None:
-                    outcome, why = "partial", "the workers are registering again"
+                    why = "the workers are registering again"
                 elif receivers < expected:
-                    outcome = "partial"
                     why = f"{receivers} of {expected} workers received the message"
                 else:
                     metrics.queue_published("ok")
                     continue
+                outcome = "partial"
+                if receivers == 0 and item.log is None:  # nobody has it, nor a log
+                    error = QueueUnavailable(f"the message queue is recovering: {why}")
+                else:
+                    error = DeliveryIncomplete(f"the message queue is recovering: {why}")
             self._publishing.refused += 1
             metrics.queue_published(outcome)
-            item.error = QueueUnavailable(f"the message queue is recovering: {why}")
+            item.error = error
 
     def _execute(self, batch: list[_Pending]) -> list:
         """One pipeline: the batch's publishes and log appends, then the set's birth
@@ -869,7 +946,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         if message.get("logged"):
             return self.deliver_logged(message["event"], data, message.get("namespace") or "/",
                                        message.get("room"), message.get("skip_sid"),
-                                       message.get("offset"))
+                                       message.get("offset"), message.get("again") is True)
         return super()._handle_emit(message)
 
     def _redis_listen_with_retries(self):
@@ -886,12 +963,25 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     if self._subscription.restored():
                         self.membership.queue_restored()
                     self._beat()  # registered at once, within the set's refill
+                    if self.position is None:
+                        self._read_position()
                 yield from self.pubsub.listen()
             except Exception as exc:
                 self._subscribed = False
                 self._subscription.failed(exc)
                 time.sleep(retry_sleep)
                 retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
+
+    def _read_position(self) -> None:
+        """A new worker starts from the log's top: a repeat of what was logged before
+        it subscribed is owed to none of its sockets (they had it from their history or
+        replay). Unread, the first message sets it."""
+        if self.log is None or not self.log.enabled:
+            return
+        with contextlib.suppress(RedisError, ValueError, AttributeError):
+            top = self.publisher().hget(self.log.last_key, "last")
+            if top is not None and self.position is None:
+                self.position = parse_id(_text(top))
 
     def _listen(self):
         for message in super()._listen():

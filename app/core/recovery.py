@@ -310,6 +310,7 @@ class Recovery:
                     last = key
             # events delivered here later that the snapshot had: dropped by id
             manager.replaying[sid] = last
+            manager.replayed_up_to(sid, state.namespace, state.rooms, last)
         self.pids[sid] = state.pid
         manager.offset_sids.add(sid)
         self.records[sid] = {"sid": sid, "ns": state.namespace, "user": state.user,

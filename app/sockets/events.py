@@ -86,7 +86,10 @@ COMMON_ERRORS = {
     "invalid_payload": "the payload is not an object, a field is missing, of the wrong type or "
                        "out of bounds, an unknown field is present, or more than one argument "
                        "was sent; details maps each field to its problem",
-    "queue_unavailable": "Redis refused the publish, or fewer workers heard it than before",
+    "queue_unavailable": "the message queue could not be reached: nobody got the message; "
+                         "retry",
+    "delivery_incomplete": "the message went out but may not have reached every worker: some "
+                           "members may have it; retry with the same client_id to complete it",
     "rate_limited": "more than EVENT_RATE events a second; details.retry_after in seconds",
     "token_expired": "the socket's token has expired (send refresh before it does)",
     "banned": "the user was banned: the socket is being ended",

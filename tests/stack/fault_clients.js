@@ -3,6 +3,8 @@
 //   node fault_clients.js '<json options>'
 // Options: url, tokens[] (one client each), rooms, senders (the first n clients
 // send), burst (messages sent at once, no waiting for acks), every (ms between bursts).
+// Each send has a client_id and is resent like the README's client: after no ack in
+// time, queue_unavailable or delivery_incomplete, up to 3 times; its last answer counts.
 // stdout: JSON lines {"progress": {...}} every 200 ms; on "stop" (stdin) the senders
 // stop, every ack is awaited, one marker per sender is sent and awaited, and one
 // {"result": {...}} line follows.
@@ -19,7 +21,8 @@ const count = (code) => { refusals[code] = (refusals[code] || 0) + 1; };
 function makeClient(i, token) {
   const c = {
     i, room: `fault-${i % opts.rooms}`, sends: i < opts.senders, seq: 0,
-    outstanding: 0, acks: [], // {seq, sentAt, ok, code, ackAt}
+    outstanding: 0, acks: [], resends: 0, // acks: {seq, sentAt, ok, code, ackAt}
+    resent: new Set(),        // "sender:seq" of the sends resent: out of order by design
     received: [],             // [sender, seq] in arrival order
     ids: new Set(), duplicates: 0, markers: new Set(),
     joinedAt: null, firstJoinedAt: null, disconnects: [], outages: [],
@@ -53,15 +56,31 @@ function makeClient(i, token) {
   return c;
 }
 
+const RETRY = ["queue_unavailable", "delivery_incomplete"];
+
 function send(c, text, onAck) {
   c.outstanding++;
   const sentAt = now();
-  c.socket.timeout(10000).emit("message", { room: c.room, text }, (err, ack) => {
-    c.outstanding--;
-    onAck({ sentAt, ackAt: now(), ok: !err && ack && ack.ok,
-            code: err ? "timeout" : ack && !ack.ok ? ack.error.code : null,
-            id: ack && ack.ok ? ack.message.id : null });
-  });
+  const clientId = `f${c.i}-${text.replace(":", "-")}`;
+  const answers = [];
+  const attempt = (n) => c.socket.timeout(10000).emit("message",
+    { room: c.room, text, client_id: clientId }, (err, ack) => {
+      const code = err ? "timeout" : ack && !ack.ok ? ack.error.code : null;
+      answers.push(code);
+      if ((err || RETRY.includes(code)) && n < 4 && !stopping) {
+        c.resends++;
+        c.resent.add(text);
+        // once back in the room (a resend before the re-join would be not_in_room)
+        const resend = () => (c.joinedAt ? attempt(n + 1) : setTimeout(resend, 50));
+        return setTimeout(resend, 250 * n);
+      }
+      c.outstanding--;
+      onAck({ sentAt, ackAt: now(), ok: !err && ack && ack.ok, code,
+              id: ack && ack.ok ? ack.message.id : null,
+              // every attempt said "nobody got it"
+              refused: answers.every((a) => a === "queue_unavailable") });
+    });
+  attempt(1);
 }
 
 function burst(c) {
@@ -92,9 +111,20 @@ function progress() {
 function analyse(markerAcks) {
   const okBySender = new Map(); // sender -> [{seq, sentAt}]
   const codes = {};
+  const refused = new Set(); // "sender:seq" answered queue_unavailable at every attempt
+  let resends = 0;
   for (const c of clients) {
     okBySender.set(c.i, c.acks.filter((a) => a.ok));
-    for (const a of c.acks) if (!a.ok) codes[a.code] = (codes[a.code] || 0) + 1;
+    resends += c.resends;
+    for (const a of c.acks) {
+      if (!a.ok) codes[a.code] = (codes[a.code] || 0) + 1;
+      if (a.refused) refused.add(`${c.i}:${a.seq}`);
+    }
+  }
+  // deliveries of a send answered queue_unavailable: "nobody got it" must hold
+  let refusedReceived = 0;
+  for (const c of clients) {
+    for (const [s, q] of c.received) if (refused.has(`${s}:${q}`)) refusedReceived++;
   }
   let inversions = 0, duplicates = 0, lost = 0, expected = 0, stayed = 0, minOwed = null;
   const lostSamples = [];
@@ -103,6 +133,7 @@ function analyse(markerAcks) {
     duplicates += c.duplicates;
     const last = new Map();
     for (const [sender, seq] of c.received) {
+      if (clients[sender].resent.has(`${sender}:${seq}`)) continue;
       if ((last.get(sender) || 0) > seq) inversions++;
       last.set(sender, seq);
     }
@@ -134,7 +165,8 @@ function analyse(markerAcks) {
     }
     minOwed = minOwed === null ? expected - owedBefore : Math.min(minOwed, expected - owedBefore);
   }
-  return { ...progress(), codes, inversions, duplicates, lost, expected, stayed, minOwed,
+  return { ...progress(), codes, resends, refused: refused.size, refusedReceived,
+           inversions, duplicates, lost, expected, stayed, minOwed,
            lostSamples, disconnects, notBack, slowestBackMs: Math.round(slowestBack) };
 }
 

@@ -60,7 +60,7 @@ REDIS_DOWN = 3.0  # (d): likewise
 BACK_WITHIN = 15.0
 FAULTS = {"a": f"connections cut {OFFLINE:g} s", "b": "worker SIGKILLed",
           "c": "instance drained and restarted", "d": f"Redis down {REDIS_DOWN:g} s"}
-EXPECTED_CODES = {"queue_unavailable", "shutting_down", "operation has timed out",
+EXPECTED_CODES = {"queue_unavailable", "delivery_incomplete", "shutting_down", "operation has timed out",
                   "socket has been disconnected", "disconnected"}
 
 # Node clients: 40 in 5 rooms, each in 2 (16 members a room), 10 senders (2 a room), a

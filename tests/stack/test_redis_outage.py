@@ -1,7 +1,8 @@
 """Redis stopped and restarted mid-run: nothing crashes, emits resume, nothing is lost silently.
 
 Every message sent around the outage must be either delivered to the member on the
-other process, or answered with an error ack (the sender knows to retry).
+other process, or answered with an error ack (the sender knows to retry); one answered
+`queue_unavailable` reached nobody.
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ def test_messages_around_an_outage_are_delivered_or_reported(outage_redis, start
     print(f"\noutage: {len(acks)} sent, {len(ok)} delivered, {len(reported)} reported, "
           f"{len(silently_lost)} silently lost, resumed {resumed_after:.1f}s after restart")
     assert silently_lost == []
-    assert {a["error"]["code"] for a in reported} == {"queue_unavailable"}
+    assert {a["error"]["code"] for a in reported} <= {"queue_unavailable", "delivery_incomplete"}
+    assert any(a["error"]["code"] == "queue_unavailable" for a in reported)
+    # "queue_unavailable" means nobody got it (acks are in the order of the texts)
+    refused = {str(n) for n, a in enumerate(acks)
+               if not a["ok"] and a["error"]["code"] == "queue_unavailable"}
+    assert refused.isdisjoint(m["text"] for m in receiver.of("message"))
     assert resumed_after < RESUME_WITHIN
     assert delivered  # traffic flowed both before and after
     assert [server.worker_pids() for server in servers] == workers_before, "a worker crashed"

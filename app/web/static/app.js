@@ -464,7 +464,8 @@
     const clientId = crypto.randomUUID ? crypto.randomUUID()
       : `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}`;
     const attempt = (n) => chat.timeout(5000).emit("message", { room, text, client_id: clientId }, (err, ack) => {
-      const transient = err || (ack && !ack.ok && ack.error && ack.error.code === "queue_unavailable");
+      const transient = err || (ack && !ack.ok && ack.error
+        && ["queue_unavailable", "delivery_incomplete"].includes(ack.error.code));
       if (transient && n < 3 && state.chat === chat) {
         setTimeout(() => attempt(n + 1), 1000 * n);
         return;
