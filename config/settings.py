@@ -23,6 +23,7 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 TRANSPORTS = ("websocket", "polling")
 ENGINEIO_TRANSPORTS = ("template", "stock")
 LOG_FORMATS = ("text", "json")
+ASYNCAPI_ACCESS = ("public", "admin", "off")
 # Python's level names (WARN, FATAL and NOTSET included: logging takes them)
 LOG_LEVELS = tuple(logging.getLevelNamesMapping())
 
@@ -62,6 +63,9 @@ class Settings:
     # GET /metrics (Prometheus text format). Not for the public: keep it off the
     # internet at the proxy (docs/deployment.md, "Metrics").
     metrics_enabled: bool = True
+    # GET /api/asyncapi.json (the event contract): public | admin (an admin's token) |
+    # off. Production's default is admin: the contract maps the attack surface.
+    asyncapi_access: str = "public"
 
     # --- authentication (JWT) ---------------------------------------------
     jwt_secret: str = INSECURE_JWT_SECRET
@@ -211,6 +215,8 @@ class Settings:
             problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if self.asyncapi_access not in ASYNCAPI_ACCESS:
+            problems.append(f"ASYNCAPI_ACCESS must be one of {', '.join(ASYNCAPI_ACCESS)}")
         if self.reuse_port not in ("auto", "true", "false"):
             problems.append("REUSE_PORT must be auto, true or false")
         if self.engineio_transport not in ENGINEIO_TRANSPORTS:
@@ -316,7 +322,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "development": {"log_level": "DEBUG"},
     "testing": {"log_level": "WARNING", "jwt_ttl_seconds": 300},
     "production": {"bind": "0.0.0.0:5000", "secret_key": "", "jwt_secret": "",
-                   "log_level": "INFO"},
+                   "log_level": "INFO", "asyncapi_access": "admin"},
 }
 
 

@@ -14,12 +14,14 @@ from app.api.headers import register_security_headers
 from config.settings import Settings
 
 URL_PREFIX = "/api"
-BLUEPRINTS = (health.bp, auth.bp, rooms.bp, asyncapi.bp)
+BLUEPRINTS = (health.bp, auth.bp, rooms.bp)
 
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix=URL_PREFIX)
+    if settings.asyncapi_access != "off":
+        app.register_blueprint(asyncapi.bp, url_prefix=URL_PREFIX)
     if settings.metrics_enabled:
         app.register_blueprint(metrics.bp)
     register_error_handlers(app)

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel
 
+from app.api.requests import current_identity
 from app.services import get_services
 from app.sockets import NAMESPACES
 from app.sockets.base import BaseNamespace
@@ -171,6 +172,8 @@ def build_document(settings: Settings, namespaces=NAMESPACES) -> dict[str, Any]:
 
 @bp.get("/asyncapi.json")
 def asyncapi():
+    if get_services().settings.asyncapi_access == "admin":
+        current_identity("admin")  # 401 without a token, 403 for a non-admin
     document = current_app.extensions.get("asyncapi")
     if document is None:  # built once per worker: the namespaces do not change
         document = current_app.extensions["asyncapi"] = build_document(get_services().settings)

@@ -29,7 +29,9 @@ def stack():
     redis_server, servers, nginx = RedisServer(), ServerGroup(), None
     try:  # whatever fails to start, what did start is stopped
         redis_server.start()
-        instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url) for _ in range(2)]
+        # ASYNCAPI_ACCESS as in production (APP_ENV=production needs real secrets)
+        instances = [servers.start(MESSAGE_QUEUE_URL=redis_server.url, ASYNCAPI_ACCESS="admin")
+                     for _ in range(2)]
         nginx = Nginx([f"127.0.0.1:{instance.port}" for instance in instances])
         yield {"redis": redis_server, "instances": instances, "nginx": nginx.start()}
     finally:
@@ -74,6 +76,11 @@ def test_rest_through_nginx(stack, auth_header):
     for path in ("/metrics", "/metrics?x=1"):
         hidden = requests.get(base + path, timeout=10)
         assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "not_found"
+    # the event contract: an admin's, not the internet's
+    contract = base + "/api/asyncapi.json"
+    assert requests.get(contract, timeout=10).status_code == 401
+    assert requests.get(contract, timeout=10, headers=auth_header("bob")).status_code == 403
+    assert requests.get(contract, timeout=10, headers=auth_header("root", "admin")).ok
 
 
 def test_polling_and_websocket_clients_share_rooms_across_instances(stack, connect, admin,
