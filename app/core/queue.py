@@ -279,6 +279,7 @@ class LoggedDelivery:
 
     log: EventLog | None = None
     recovery = None  # app.core.recovery.Recovery, set by the server
+    repeats = False  # can a logged event come again (a retry through Redis)?
 
     def _init_delivery(self) -> None:
         self.offset_sids: set[str] = set()
@@ -362,10 +363,12 @@ class LoggedDelivery:
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         result = super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if (self.position is not None and self.log is not None and room != sid
-                and self.log.key_for(namespace, room) is not None):
+        if self.repeats and self.position is not None and self._logged_room(sid, namespace, room):
             self.entered.setdefault((namespace, room), {})[sid] = self.position
         return result
+
+    def _logged_room(self, sid: str, namespace: str, room) -> bool:
+        return room != sid and self.log is not None and self.log.key_for(namespace, room) is not None
 
     def basic_leave_room(self, sid, namespace, room):
         entered = self.entered.get((namespace, room))
@@ -375,9 +378,13 @@ class LoggedDelivery:
 
     def replayed_up_to(self, sid: str, namespace: str, rooms, key: tuple[int, int]) -> None:
         """A recovered socket's replay went up to `key` in `rooms`."""
+        if not self.repeats:
+            return
         for room in rooms:
-            entered = self.entered.setdefault((namespace, room), {})
-            entered[sid] = max(entered.get(sid, key), key)
+            if (self._logged_room(sid, namespace, room)
+                    and sid in self.rooms.get(namespace, {}).get(room, {})):  # still in it
+                entered = self.entered.setdefault((namespace, room), {})
+                entered[sid] = max(entered.get(sid, key), key)
 
     # A recovering socket's record follows its rooms.
     def enter_room(self, sid, namespace, room, eio_sid=None):
@@ -534,6 +541,7 @@ class _Pending:
 
 
 class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
+    repeats = True
     def __init__(self, settings: Settings, *, write_only: bool = False,
                  logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
@@ -838,7 +846,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         """Publish `batch` and judge each item. The caller's error says whether anybody
         may have the message: QueueUnavailable when nobody does (Redis was not
         reached, the script did not run), DeliveryIncomplete when some may (a logged
-        message is in the log once its script ran, whatever PUBLISH reached)."""
+        message is in the log once its script ran, whatever PUBLISH reached; a plain
+        emit of a worker was delivered to its own sockets before it was published)."""
         attempts = self._settings.publish_attempts
         maybe_sent = False
         for attempt in range(1, attempts + 1):
@@ -847,9 +856,6 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 if self.write_only:
                     self._await_refill()
                 *counts, born = self._execute(batch)
-                self._queue_works()
-                expected = self._expected(born)
-                break
             except RedisError as exc:
                 # Some of the batch may have gone out: receivers drop repeats by seq.
                 maybe_sent = maybe_sent or _failures.maybe_sent or not _nothing_sent(exc)
@@ -857,21 +863,33 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 metrics.queue_publish_error()
                 if attempt < attempts:
                     time.sleep(0.1 * 2 ** (attempt - 1))
+                continue
+            # (redis-py's reconnect may have hidden a pipeline that ran on a master
+            # since replaced: its NOSCRIPTs then say nothing about the first one)
+            maybe_sent = maybe_sent or _failures.maybe_sent
+            break
         else:
             self._publishing.refused += len(batch)
-            error = (DeliveryIncomplete("the message queue failed while publishing: the message "
-                                        "may have reached some workers") if maybe_sent else
-                     QueueUnavailable("the message queue is unavailable: the message was not "
-                                      "sent"))
             for item in batch:
-                item.error, item.judged = error, True
+                if maybe_sent or self._delivered_here(item):
+                    item.error = DeliveryIncomplete("the message queue failed while publishing: "
+                                                    "the message may have reached some workers")
+                else:
+                    item.error = QueueUnavailable("the message queue is unavailable: the "
+                                                  "message was not sent")
+                item.judged = True
                 metrics.queue_published("failed")
             return
+        self._queue_works()
+        try:
+            expected = self._expected(born)
+        except RedisError as exc:  # (an external emitter reads the set): nobody can tell
+            self._publishing.failed(exc)
+            expected = None
         for item, receivers in zip(batch, counts, strict=True):
             item.judged = True
             if receivers is NOSCRIPT:
-                error, outcome = QueueUnavailable("the message queue is recovering: the "
-                                                  "message was not sent"), "failed"
+                outcome, why, nobody = "failed", "the message was not sent", not maybe_sent
             else:
                 if item.log is not None:
                     stream_id, receivers = receivers
@@ -886,13 +904,19 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     metrics.queue_published("ok")
                     continue
                 outcome = "partial"
-                if receivers == 0 and item.log is None:  # nobody has it, nor a log
-                    error = QueueUnavailable(f"the message queue is recovering: {why}")
-                else:
-                    error = DeliveryIncomplete(f"the message queue is recovering: {why}")
+                # nobody has it: no subscription, no log, no earlier attempt that ran
+                nobody = receivers == 0 and item.log is None and not maybe_sent
+            if nobody and not self._delivered_here(item):
+                item.error = QueueUnavailable(f"the message queue is recovering: {why}")
+            else:
+                item.error = DeliveryIncomplete(f"the message queue is recovering: {why}")
             self._publishing.refused += 1
             metrics.queue_published(outcome)
-            item.error = error
+
+    def _delivered_here(self, item: _Pending) -> bool:
+        """A plain emit of a worker reached its own sockets before it was published
+        (python-socketio's PubSubManager); a logged one comes back through Redis."""
+        return item.log is None and not self.write_only
 
     def _execute(self, batch: list[_Pending]) -> list:
         """One pipeline: the batch's publishes and log appends, then the set's birth
@@ -963,8 +987,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                     if self._subscription.restored():
                         self.membership.queue_restored()
                     self._beat()  # registered at once, within the set's refill
-                    if self.position is None:
-                        self._read_position()
+                    self._read_position()
                 yield from self.pubsub.listen()
             except Exception as exc:
                 self._subscribed = False
@@ -973,15 +996,18 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
 
     def _read_position(self) -> None:
-        """A new worker starts from the log's top: a repeat of what was logged before
-        it subscribed is owed to none of its sockets (they had it from their history or
-        replay). Unread, the first message sets it."""
+        """On every subscribe, the position moves up to the log's top: what was logged
+        while this worker was not subscribed (a new worker, a broken subscription) is
+        owed to the sockets that enter a room from now on by their history or replay,
+        not by a repeat. Unread, the next message moves it."""
         if self.log is None or not self.log.enabled:
             return
         with contextlib.suppress(RedisError, ValueError, AttributeError):
             top = self.publisher().hget(self.log.last_key, "last")
-            if top is not None and self.position is None:
-                self.position = parse_id(_text(top))
+            if top is not None:
+                top = parse_id(_text(top))
+                if self.position is None or top > self.position:
+                    self.position = top
 
     def _listen(self):
         for message in super()._listen():

@@ -7,7 +7,7 @@ SIGTERM-drained and started again. Sends carry a `client_id` and are resent as t
 README's client does. Then: every message acked ok reached every member that stayed
 connected, none reached a member twice, none answered `queue_unavailable` reached
 anyone, no member saw one sender's messages out of order, every client was back within
-5 s of each disconnect, and new clients reach the restarted instance.
+10 s of each disconnect, and new clients reach the restarted instance.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from tests.helpers import ROOT, Client, Nginx, NodeClients, chat_connections, wa
 
 CLIENTS, ROOMS, SENDERS = 40, 5, 10
 REDIS_DOWN = 3.0  # the fault's length, not a wait
-BACK_WITHIN_MS = 5000
+# From a disconnect to the re-join's ack: a bound for a loaded machine, not a speed (5 s
+# was once exceeded by 22 ms beside a whole parallel suite and two CPU-bound processes;
+# a stranded client never comes back).
+BACK_WITHIN_MS = 10_000
 
 
 def fault_clients(url: str, tokens: list[str], node_modules) -> NodeClients:
