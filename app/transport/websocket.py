@@ -31,8 +31,12 @@ _utf8_decoder = getincrementaldecoder("utf-8")
 # counts, control frames and empty fragments too (a client sending only PINGs
 # froze its worker, tests/security/test_floods.py).
 FAIR_SHARE = 16
-# Frames one message may be split into: empty continuations would never end it.
+# Frames one message may be split into: MAX_FRAGMENTS, plus one per MIN_FRAGMENT_BYTES
+# of its payload. Empty continuations would never end a message, and the work of a
+# message grows with its frames: this bounds it by its bytes (a 4 MiB message in 64-byte
+# fragments is legal, Autobahn 9.3/9.4), not by a count alone.
 MAX_FRAGMENTS = 1024
+MIN_FRAGMENT_BYTES = 64
 # Seconds a connection we close waits for the client to close its side.
 DRAIN_SECONDS = 2.0
 # Close codes a peer may send (RFC 6455 7.4.1; 3000-4999 are for libraries and apps).
@@ -258,7 +262,7 @@ class WebSocket:
             size += len(payload)
             if size > self.max_size:
                 raise ProtocolError("message too large", TOO_BIG)
-            if len(fragments) >= MAX_FRAGMENTS:
+            if len(fragments) >= MAX_FRAGMENTS + size // MIN_FRAGMENT_BYTES:
                 raise ProtocolError("message in too many fragments", TOO_BIG)
             if decoder is None:
                 fragments.append(payload)

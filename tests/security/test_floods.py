@@ -336,7 +336,7 @@ ATTACKS = {
     # must wait in the client's socket, not in the worker (which would end the flooder
     # as a slow consumer, at MAX_QUEUED_BYTES)
     "large-ping-flood": ({}, frame_flood(b"", masked_frame(0x89, b"p" * 125), cut=False)),
-    # one message that never ends: cut at MAX_FRAGMENTS (1009)
+    # one message that never ends: cut at MAX_FRAGMENTS, its bytes allowing no more (1009)
     "empty-continuation-flood": (
         {}, frame_flood(masked_frame(0x01, b"4"), masked_frame(0x00), cut=True)),
     # messages of 1024 fragments (the most allowed) one after the other: legal, and

@@ -39,7 +39,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.transport.websocket import MAX_FRAGMENTS
+from app.transport.websocket import MAX_FRAGMENTS, MIN_FRAGMENT_BYTES
 from tests.helpers import (
     AckProbe,
     parse_server_frames,
@@ -155,7 +155,7 @@ class Message:
         self.frames += 1
         self.size += len(payload)
         faults = set()
-        if self.size > MAX_SIZE or self.frames > MAX_FRAGMENTS:
+        if self.size > MAX_SIZE or self.frames > MAX_FRAGMENTS + self.size // MIN_FRAGMENT_BYTES:
             faults.add(1009)
         if self.decoder is None:
             self.parts.append(payload)
@@ -172,9 +172,10 @@ class Message:
 
 def expect(stream: bytes, safe: frozenset[str]) -> Expected:
     """What the server must do with `stream`: an RFC 6455 reader for the server's side
-    (max frame and message MAX_SIZE, at most MAX_FRAGMENTS frames per message, no
-    extension), then Engine.IO's rule that a text message is a packet (a digit
-    first). `safe`: the packets known to leave the connection open."""
+    (max frame and message MAX_SIZE, at most MAX_FRAGMENTS frames per message plus one
+    per MIN_FRAGMENT_BYTES of it, no extension), then Engine.IO's rule that a text
+    message is a packet (a digit first). `safe`: the packets known to leave the
+    connection open."""
     pongs: list[bytes] = []
     unsure = None
     message = None
@@ -437,11 +438,21 @@ def lies(draw) -> Piece:
 
 @st.composite
 def floods(draw) -> Piece:
-    """Thousands of frames that make no message: PINGs, PONGs, or one message of empty
-    continuations (around MAX_FRAGMENTS: 1024 frames may make one message, not 1025)."""
-    kind = draw(st.sampled_from(["pings", "pongs", "empty continuations"]))
+    """Thousands of frames: PINGs, PONGs, one message of empty continuations (around
+    MAX_FRAGMENTS: 1024 frames may make one message, not 1025), or an ignored ack in
+    small fragments (around the allowance of one more per MIN_FRAGMENT_BYTES)."""
+    kind = draw(st.sampled_from(["pings", "pongs", "empty continuations", "small fragments"]))
     n = draw(st.sampled_from([1, 100, 1022, 1023, 1024, 3000]) | st.integers(1, 3000))
     mask = draw(st.binary(min_size=4, max_size=4))
+    if kind == "small fragments":
+        size = draw(st.sampled_from([1, 2, 8, 16, 64]))
+        n = draw(st.sampled_from([1024, 1025, 1040, 1041, 1042, 1057, 1058, 1170, 1171, 1365,
+                                  1366, 3000]) | st.integers(1024, 3000))
+        n = min(n, MAX_SIZE // size + 1)  # one byte over MAX_SIZE at most (1009)
+        data = b'43/chat,99["' + b"x" * (n * size - 14) + b'"]'
+        return Piece(f"{n} fragments of {size} bytes", b"".join(
+            Frame(TEXT if i == 0 else CONT, data[i * size:(i + 1) * size], fin=i == n - 1,
+                  mask=mask).encode() for i in range(n)))
     if kind == "pings":
         data = b"".join(Frame(PING, i.to_bytes(2, "big"), mask=mask).encode() for i in range(n))
     elif kind == "pongs":
