@@ -33,6 +33,7 @@ import logging
 import queue
 import socket
 import time
+from urllib.parse import parse_qs
 
 import engineio
 from engineio import exceptions, packet
@@ -396,9 +397,13 @@ class Session(ConformantSocket, Socket):
             self.server.pings.at(due, self.server._ping_if_due, self.sid)
 
     def send_ping(self) -> None:
+        # The pong is due pingTimeout after the ping was due, as the client counts: a
+        # pinger late by its resolution does not extend a silent client's session.
+        late = min(time.monotonic() - self.ping_due, self.server.pings.resolution) \
+            if self.ping_due is not None else 0.0
         self.ping_due = None
         if not self.closing and not self.closed:
-            self.last_ping = time.time()
+            self.last_ping = time.time() - max(late, 0.0)
             self.send(packet.Packet(packet.PING))
 
     def _upgrade_websocket(self, environ, start_response):
@@ -408,9 +413,20 @@ class Session(ConformantSocket, Socket):
             return _refusal("upgrade_in_progress", "this session is already upgrading")
         green = environ.get("gunicorn.socket")
         raw = raw_socket(green) if green is not None else None
-        if self.upgraded or raw is None or self.server.wait_readable is None \
+        if raw is None or self.server.wait_readable is None \
                 or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
             return super()._upgrade_websocket(environ, start_response)
+        if self.upgraded:
+            # Another WebSocket for a session already on one: accepted and closed at
+            # once, as Node does (a client sees a close, not a failed handshake: Node's
+            # `ws` throws on a 400 nobody listens for); the session keeps its own.
+            if accept(environ, green):
+                extra = Connection(WebSocket(green, raw, self.server.wait_readable,
+                                             self.server.max_http_buffer_size), green, raw)
+                extra.closed_by_reader(POLICY_VIOLATION)
+                extra.close()
+                extra.drain()
+            raise StopIteration
         # On a plain socket without permessage-deflate: app/transport/websocket.py.
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
@@ -604,6 +620,16 @@ class EngineServer(ConformantServer, engineio.Server):
                 sessions[sid] = session
             value = sessions
         super().__setattr__(name, value)
+
+    def handle_request(self, environ, start_response):
+        # python-engineio answers 400 to a WebSocket for a session already on one,
+        # before the session sees it: the session accepts and closes it, as Node does.
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
+            session = self.sockets.get(sid) if sid else None
+            if session is not None and session.upgraded and not session.closed:
+                return session._upgrade_websocket(environ, start_response)
+        return super().handle_request(environ, start_response)
 
     def _service_task(self):
         """python-engineio's watch over every session (ping timeouts, closed sessions

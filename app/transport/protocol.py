@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from urllib.parse import parse_qs
 
 from engineio import exceptions, packet, payload
@@ -96,9 +97,25 @@ class ConformantSocket:
         if self.poll_pending:
             (queue or self.queue).put(packet.Packet(packet.NOOP))
 
+    def _expired(self) -> bool:
+        """Past its pong's deadline, counted from when its ping was due (the worker's
+        sweep, or its pinger, has not come by yet): the session ends now, not when they
+        do (Node's timers are exact). A WebSocket session is the sweep's."""
+        if self.upgraded:
+            return False
+        if self.last_ping:
+            return not self.check_ping_timeout()
+        due = getattr(self, "ping_due", None)  # (monotonic) the template's pinger
+        if due is not None and time.monotonic() > due + self.server.ping_timeout:
+            self.close(wait=False, reason=self.server.reason.PING_TIMEOUT)
+            return True
+        return False
+
     def handle_get_request(self, environ, start_response):
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
             return super().handle_get_request(environ, start_response)
+        if self._expired():
+            raise exceptions.EngineIOError("ping timeout")  # -> 400
         if self.poll_pending:
             # "Receiving data": more than one GET at a time gets 400 and closes the
             # session (the waiting one gets CLOSE: see close()). python-engineio let
@@ -122,6 +139,8 @@ class ConformantSocket:
         (as Node does: a parse error closes the session); python-engineio answered an
         unknown type after waiting, forever, for a poll to take the session's CLOSE.
         """
+        if self._expired():
+            raise exceptions.EngineIOError("ping timeout")  # -> 400
         length = int(environ.get("CONTENT_LENGTH") or 0)
         if length > self.server.max_http_buffer_size:
             raise exceptions.ContentTooLongError()

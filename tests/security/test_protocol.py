@@ -408,3 +408,39 @@ def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
     finally:
         client.kill()
         client.wait()
+
+
+@stock_deviation("a polling session outlives its pong's deadline until the next sweep")
+def test_a_silent_polling_session_ends_at_its_pong_deadline(start_own_server):
+    """The Engine.IO test suite's timing: pingInterval 300 ms, pingTimeout 200 ms, no
+    poll; a request made once both have passed since the handshake finds the session
+    gone (python-engineio's sweep and the template's pinger each came up to 100 ms late,
+    and the session answered 200)."""
+    server = start_own_server(PING_INTERVAL="0.3", PING_TIMEOUT="0.2")
+    for method in ("POST", "GET"):
+        url = open_polling(server)
+        time.sleep(0.5)  # from the handshake's answer: the deadline under test
+        late = requests.request(method, url, data="3" if method == "POST" else None, timeout=10)
+        assert late.status_code == 400, (method, late.text)
+
+
+@stock_deviation("a second WebSocket for an upgraded session is refused with 400")
+def test_a_second_websocket_for_an_upgraded_session_is_accepted_and_closed(server):
+    """As Node (the Engine.IO test suite): the second connection opens and is closed at
+    once; the session stays on its WebSocket."""
+    opened = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = json.loads(opened.text[1:])["sid"]
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    first = websocket.create_connection(url, timeout=10)
+    first.send("2probe")
+    assert first.recv() == "3probe"
+    first.send("5")
+    assert requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                        timeout=10).status_code == 400  # the session is the WebSocket's
+    second = websocket.create_connection(url, timeout=10)  # a 101, not a 400
+    opcode, _ = second.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    second.close()
+    first.send("40/nowhere,")
+    assert first.recv().startswith("44/nowhere,")
+    first.close()
