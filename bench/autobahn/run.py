@@ -23,9 +23,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-# 9.x measure speed with messages up to 16 MiB, not conformance; 12.x and 13.x test
-# permessage-deflate, which this code never negotiates (the async library's server does).
-EXCLUDED = ["9.*", "12.*", "13.*"]
+# 12.x and 13.x test permessage-deflate, which this code never negotiates (the async
+# library's server does). 9.x (messages up to 16 MiB, 4 MiB in fragments of 64 bytes)
+# run: MAX_SIZE in echo_server.py is theirs.
+EXCLUDED = ["12.*", "13.*"]
 
 
 def free_port() -> int:
