@@ -13,17 +13,42 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 
+# A supervised loop that failed this many times in a row, each within CRASH_LOOP_SECONDS
+# of its start, and last failed less than CRASH_LOOP_SECONDS ago, cannot run: readiness
+# says so (GET /api/ready) until it has run that long.
+CRASH_LOOP_FAILURES = 3
+CRASH_LOOP_SECONDS = 10.0
+# name -> (failures in a row, the last error, when it last failed): this process's
+_failing: dict[str, tuple[int, str, float]] = {}
+
+
 def supervised(sleep: Callable[[float], None], loop: Callable[..., None], *args) -> None:
     """Run a worker's background loop for the worker's life: an unexpected error is
     logged and the loop started again (a dead pinger, watchdog or publisher would
-    silently stop its duty for every client of the worker)."""
+    silently stop its duty for every client of the worker); one that keeps failing is
+    reported by `failing_tasks` (readiness)."""
+    name = getattr(loop, "__qualname__", repr(loop))
     while True:
+        started = time.monotonic()
         try:
             loop(*args)
             return
-        except Exception:
-            log.exception("background task %s failed: restarting it", loop.__name__)
+        except Exception as exc:
+            log.exception("background task %s failed: restarting it", name)
+            now = time.monotonic()
+            count, _, _ = _failing.get(name, (0, "", 0.0))
+            count = count + 1 if now - started < CRASH_LOOP_SECONDS else 1
+            _failing[name] = (count, f"{exc.__class__.__name__}: {exc}", now)
             sleep(0.5)
+
+
+def failing_tasks(now: float | None = None) -> str | None:
+    """The background loops of this worker that cannot run (crash-looping), or None."""
+    now = time.monotonic() if now is None else now
+    stuck = [f"{name} ({count} failures in a row, last: {error})"
+             for name, (count, error, at) in _failing.items()
+             if count >= CRASH_LOOP_FAILURES and now - at < CRASH_LOOP_SECONDS]
+    return "failing: " + "; ".join(stuck) if stuck else None
 
 
 # A sweep over every socket of a worker runs in this many slices per interval.

@@ -16,7 +16,8 @@ def test_ready_without_a_queue_is_200(server):
     response = ready(server)
     assert response.status_code == 200
     assert response.json() == {"status": "ready",
-                               "checks": {"message_queue": "ok", "accepting": "ok"}}
+                               "checks": {"message_queue": "ok", "accepting": "ok",
+                                          "background_tasks": "ok"}}
 
 
 def test_ready_turns_503_while_redis_is_down_and_200_when_it_is_back(
