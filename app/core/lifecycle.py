@@ -38,7 +38,8 @@ def supervised(sleep: Callable[[float], None], loop: Callable[..., None], *args)
             now = time.monotonic()
             count, _, _ = _failing.get(name, (0, "", 0.0))
             count = count + 1 if now - started < CRASH_LOOP_SECONDS else 1
-            _failing[name] = (count, f"{exc.__class__.__name__}: {exc}", now)
+            # (cut: readiness is answered to anyone who asks)
+            _failing[name] = (count, f"{exc.__class__.__name__}: {exc}"[:200], now)
             sleep(0.5)
 
 

@@ -337,6 +337,15 @@ class _DetachedQueue:
 DETACHED_QUEUE = _DetachedQueue()
 
 
+def _direct(environ, server) -> bool:
+    """Can the template's WebSocket code serve this upgrade: the plain socket from
+    gunicorn, a readable-waiter for the async mode, no permessage-deflate offered?"""
+    green = environ.get("gunicorn.socket")
+    return (green is not None and raw_socket(green) is not None
+            and server.wait_readable is not None
+            and "HTTP_SEC_WEBSOCKET_EXTENSIONS" not in environ)
+
+
 def _refusal(code: str, message: str, headers=()) -> dict:
     """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
     list would be taken for packets to poll)."""
@@ -351,6 +360,7 @@ class Session(ConformantSocket, Socket):
 
     writer: FrameWriter | None = None
     ping_due: float | None = None
+    closing_extra = False  # a second WebSocket for this upgraded session is being closed
     upgrade: Connection | None = None  # the WebSocket this session is upgrading to
 
     @property
@@ -397,8 +407,10 @@ class Session(ConformantSocket, Socket):
             self.server.pings.at(due, self.server._ping_if_due, self.sid)
 
     def send_ping(self) -> None:
-        # The pong is due pingTimeout after the ping was due, as the client counts: a
-        # pinger late by its resolution does not extend a silent client's session.
+        # The pong is due pingTimeout after the ping was due: a pinger late by up to its
+        # resolution (100 ms) does not extend a silent session past the protocol's
+        # deadline (the Engine.IO test suite's), at the cost of as much of the client's
+        # time to answer (negligible against PING_TIMEOUT's 20 s).
         late = min(time.monotonic() - self.ping_due, self.server.pings.resolution) \
             if self.ping_due is not None else 0.0
         self.ping_due = None
@@ -413,20 +425,8 @@ class Session(ConformantSocket, Socket):
             return _refusal("upgrade_in_progress", "this session is already upgrading")
         green = environ.get("gunicorn.socket")
         raw = raw_socket(green) if green is not None else None
-        if raw is None or self.server.wait_readable is None \
-                or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
+        if not _direct(environ, self.server):
             return super()._upgrade_websocket(environ, start_response)
-        if self.upgraded:
-            # Another WebSocket for a session already on one: accepted and closed at
-            # once, as Node does (a client sees a close, not a failed handshake: Node's
-            # `ws` throws on a 400 nobody listens for); the session keeps its own.
-            if accept(environ, green):
-                extra = Connection(WebSocket(green, raw, self.server.wait_readable,
-                                             self.server.max_http_buffer_size), green, raw)
-                extra.closed_by_reader(POLICY_VIOLATION)
-                extra.close()
-                extra.drain()
-            raise StopIteration
         # On a plain socket without permessage-deflate: app/transport/websocket.py.
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
@@ -440,6 +440,26 @@ class Session(ConformantSocket, Socket):
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
         self._websocket_handler(Connection(ws, green, raw))
+        raise StopIteration  # gunicorn: the response was written here; it closes the socket
+
+    def _close_extra_websocket(self, environ):
+        """Another WebSocket for this session, already on one: accepted and closed at
+        once, as Node does (its client sees a close, not a failed handshake: Node's `ws`
+        throws on a 400 nobody listens for); the session keeps its own."""
+        green = environ["gunicorn.socket"]
+        raw = raw_socket(green)
+        if not accept(environ, green):
+            return _refusal("bad_handshake", "not a WebSocket upgrade",
+                            [("Sec-WebSocket-Version", "13")])
+        self.closing_extra = True
+        try:
+            extra = Connection(WebSocket(green, raw, self.server.wait_readable,
+                                         self.server.max_http_buffer_size), green, raw)
+            extra.closed_by_reader(POLICY_VIOLATION)
+            extra.close()
+            extra.drain()
+        finally:
+            self.closing_extra = False
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
     def _websocket_handler(self, ws: Connection):
@@ -623,13 +643,27 @@ class EngineServer(ConformantServer, engineio.Server):
 
     def handle_request(self, environ, start_response):
         # python-engineio answers 400 to a WebSocket for a session already on one,
-        # before the session sees it: the session accepts and closes it, as Node does.
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        # before the session sees it: the session accepts and closes it, as Node does,
+        # where the template's WebSocket code serves (else the 400 stays), from an
+        # accepted origin, one at a time per session.
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket" \
+                and environ.get("REQUEST_METHOD") == "GET" and self._origin_accepted(environ):
             sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
             session = self.sockets.get(sid) if sid else None
-            if session is not None and session.upgraded and not session.closed:
-                return session._upgrade_websocket(environ, start_response)
+            if (session is not None and session.upgraded and not session.closed
+                    and not session.closing_extra and _direct(environ, self)):
+                refused = session._close_extra_websocket(environ)  # or served: StopIteration
+                start_response(refused["status"], refused["headers"])
+                return [refused["response"]]
         return super().handle_request(environ, start_response)
+
+    def _origin_accepted(self, environ) -> bool:
+        """python-engineio's Origin check (it runs before anything else there)."""
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin or self.cors_allowed_origins == []:
+            return True
+        allowed = self._cors_allowed_origins(environ)
+        return allowed is None or origin in allowed
 
     def _service_task(self):
         """python-engineio's watch over every session (ping timeouts, closed sessions

@@ -15,6 +15,7 @@ import _socket
 import base64
 import contextlib
 import hashlib
+import io
 import socket
 import ssl
 import struct
@@ -253,28 +254,31 @@ class WebSocket:
                         return payload.decode()
                     except UnicodeDecodeError:
                         raise ProtocolError("text frame is not UTF-8", INVALID_DATA) from None
-                fragments, size = [], 0
-                # text is checked fragment by fragment: invalid UTF-8 ends the
-                # connection at once, not when (if ever) the message ends
+                # one growing buffer (a list of pieces cost twice the message's size
+                # in 64-byte fragments); text is checked fragment by fragment: invalid
+                # UTF-8 ends the connection at once, not when (if ever) the message ends
+                fragments = io.StringIO() if opcode == _TEXT else bytearray()
+                size = count = 0
                 decoder = _utf8_decoder() if opcode == _TEXT else None
             elif opcode != _CONTINUATION:
                 raise ProtocolError("new message inside a fragmented one")
             size += len(payload)
+            count += 1
             if size > self.max_size:
                 raise ProtocolError("message too large", TOO_BIG)
-            if len(fragments) >= MAX_FRAGMENTS + size // MIN_FRAGMENT_BYTES:
+            if count > MAX_FRAGMENTS + size // MIN_FRAGMENT_BYTES:
                 raise ProtocolError("message in too many fragments", TOO_BIG)
             if decoder is None:
-                fragments.append(payload)
+                fragments += payload
                 if fin:
-                    return b"".join(fragments)
+                    return bytes(fragments)
             else:
                 try:
-                    fragments.append(decoder.decode(payload, fin))
+                    fragments.write(decoder.decode(payload, fin))
                 except UnicodeDecodeError:
                     raise ProtocolError("text frame is not UTF-8", INVALID_DATA) from None
                 if fin:
-                    return "".join(fragments)
+                    return fragments.getvalue()
 
     def _parse(self) -> tuple[bool, int, bytes] | None:
         """The next whole frame in the buffer (fin, opcode, payload), or None."""

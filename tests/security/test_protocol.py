@@ -441,6 +441,10 @@ def test_a_second_websocket_for_an_upgraded_session_is_accepted_and_closed(serve
     opcode, _ = second.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     second.close()
+    # from an origin the server does not accept: refused before anything, as any request
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=10, origin="https://elsewhere.example")
+    assert refused.value.status_code == 400
     first.send("40/nowhere,")
     assert first.recv().startswith("44/nowhere,")
     first.close()
