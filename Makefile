@@ -19,6 +19,16 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt bench/requirements.txt | $(B
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# The gevent profile (gevent on the newest gunicorn, requirements-gevent.txt): the
+# gevent pass of `make test` runs in it.
+GEVENT_VENV ?= .venv-gevent
+$(GEVENT_VENV)/.dev: requirements.txt requirements-dev.txt requirements-gevent.txt bench/requirements.txt
+	$(PYTHON) -m venv $(GEVENT_VENV)
+	$(GEVENT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GEVENT_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
+	$(GEVENT_VENV)/bin/python -m pip install --quiet -r requirements-gevent.txt
+	touch $@
+
 run: $(VENV)/.runtime
 	$(BIN)/gunicorn -c config/gunicorn.conf.py
 
@@ -26,9 +36,9 @@ run: $(VENV)/.runtime
 # tests, then per async mode the tests against real servers in parallel processes and
 # the transport tests on python-engineio's own transport. Every step runs; the summary
 # names each that failed. ASYNC_MODE=gevent make test runs one mode.
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(GEVENT_VENV)/.dev
 	scripts/ensure-test-tools.sh
-	BIN=$(BIN) scripts/test.sh
+	BIN=$(BIN) GEVENT_BIN=$(GEVENT_VENV)/bin scripts/test.sh
 
 # Template vs Node Socket.IO reference vs bare python-socketio, ~6 minutes (docs/performance.md).
 bench: $(VENV)/.dev

@@ -12,6 +12,7 @@ it forks workers, and removes a dead worker's live gauges.
 
 import errno
 import glob
+import importlib.metadata
 import logging
 import os
 import shutil
@@ -31,6 +32,29 @@ try:
     _settings = load_settings()
 except SettingsError as exc:
     sys.exit(str(exc))  # the list of problems alone (gunicorn printed it in a traceback)
+
+# The gunicorn releases each worker class was tested with (requirements.txt, and
+# requirements-gevent.txt for gevent on the newest): config/worker hooks use gunicorn's
+# internals (app/worker.py). 26.0 removed the eventlet worker.
+TESTED_GUNICORN = {"eventlet": ("25.3.0",), "gevent": ("25.3.0", "27.0.1")}
+
+
+def _check_gunicorn(mode: str, version: str) -> str | None:
+    """Why this gunicorn cannot serve `mode`, or None."""
+    if mode == "eventlet" and int(version.split(".")[0]) >= 26:
+        return (f"ASYNC_MODE=eventlet needs gunicorn 25.x, and {version} is installed "
+                "(gunicorn 26.0 removed the eventlet worker): install requirements.txt "
+                "(gunicorn==25.3.0), or set ASYNC_MODE=gevent (requirements-gevent.txt)")
+    if version not in TESTED_GUNICORN[mode]:
+        return (f"gunicorn {version} is not one the template was tested with for "
+                f"ASYNC_MODE={mode} ({' or '.join(TESTED_GUNICORN[mode])}): install one "
+                "of those (requirements.txt, requirements-gevent.txt), or run the suite "
+                "on it and add it to TESTED_GUNICORN in config/gunicorn.conf.py")
+    return None
+
+
+if (_problem := _check_gunicorn(_settings.async_mode, importlib.metadata.version("gunicorn"))):
+    sys.exit(_problem)
 
 wsgi_app = "wsgi:application"
 bind = _settings.bind

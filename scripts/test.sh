@@ -15,14 +15,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-.venv/bin}
+# gevent runs on the newest gunicorn (requirements-gevent.txt), eventlet on 25.x
+GEVENT_BIN=${GEVENT_BIN:-$BIN}
 MODES=${ASYNC_MODE:-eventlet gevent}
 PROCESSES=${TEST_PROCESSES:-4}
 # The tests of what ENGINEIO_TRANSPORT=stock changes (the fallback for a library
 # version the template's transport was not tested with).
 STOCK_TESTS=(tests/transport tests/security/test_protocol.py tests/security/test_floods.py
              tests/sockets/test_chat.py tests/sockets/test_connect_auth.py tests/recovery)
-# (parsed as the shell would: PYTEST_ARGS='-k "chat and not flood"' keeps its quotes)
-eval "PYTEST=(\"\$BIN/python\" -m pytest ${PYTEST_ARGS:-})"
 PARALLEL=(-n "$PROCESSES" --dist loadfile)
 
 failed=()
@@ -44,6 +44,11 @@ step "lint" "$BIN/ruff" check .
 
 again=""  # after the first mode: " and not mode_independent"
 for mode in $MODES; do
+    bin=$BIN
+    [ "$mode" = gevent ] && bin=$GEVENT_BIN
+    # (parsed as the shell would: PYTEST_ARGS='-k "chat and not flood"' keeps its quotes)
+    eval "PYTEST=(\"\$bin/python\" -m pytest ${PYTEST_ARGS:-})"
+    echo "=== $mode on gunicorn $("$bin/python" -c 'import gunicorn; print(gunicorn.__version__)')"
     step "in-process tests, $mode" env ASYNC_MODE="$mode" TEST_TIER=in-process \
         "${PYTEST[@]}" -m "not servers$again"
     step "server tests, $mode" env ASYNC_MODE="$mode" \
