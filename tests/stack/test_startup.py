@@ -19,7 +19,7 @@ from tests.helpers import (
 )
 
 
-def tested_gunicorn() -> dict[str, tuple[str, ...]]:
+def gunicorn_releases_tested() -> dict[str, tuple[str, ...]]:
     """config/gunicorn.conf.py's TESTED_GUNICORN, read without running the file."""
     tree = ast.parse((ROOT / "config" / "gunicorn.conf.py").read_text())
     (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
@@ -72,5 +72,5 @@ def test_gunicorn_serves_a_worker_class_only_on_a_release_it_was_tested_with(mod
         assert "gunicorn 26.0 removed the eventlet worker" in checked.stderr
         assert "Traceback" not in checked.stderr
     else:
-        assert version in tested_gunicorn()[mode], f"gunicorn {version} untested for {mode}"
+        assert version in gunicorn_releases_tested()[mode], f"gunicorn {version} untested for {mode}"
         assert checked.returncode == 0, checked.stderr
