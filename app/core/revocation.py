@@ -33,6 +33,9 @@ class Revocations:
         self._redis = redis  # None: memory only (one process)
         self._prefix = prefix
         self.bans: dict[str, float] = {}  # user id -> until (epoch seconds)
+        # user id -> the ban's reason: whichever ends a banned socket (the kick, or its
+        # token watcher if it comes first) tells it the same `kicked` notice
+        self.ban_reasons: dict[str, str] = {}
         self.tokens: dict[str, float] = {}  # jti -> until
         self.families: dict[str, float] = {}  # token family -> until
 
@@ -40,11 +43,16 @@ class Revocations:
         return f"{self._prefix}:{kind}:{name}"
 
     # --- writing ------------------------------------------------------------
-    def ban(self, user_id: str, seconds: float) -> float:
+    def ban(self, user_id: str, seconds: float, reason: str = "") -> float:
         until = time.time() + seconds
         self._store("ban", user_id, until)
         self.bans[user_id] = until
+        self.ban_reasons[user_id] = reason
         return until
+
+    def kick_notice(self, user_id: str) -> dict:
+        """What a banned user's socket is told as it is ended (`kicked`)."""
+        return {"reason": self.ban_reasons.get(user_id, ""), "until": int(self.bans[user_id])}
 
     def revoke(self, jti: str, until: float) -> None:
         if jti and until > time.time():
@@ -90,6 +98,7 @@ class Revocations:
         """Install a ban or revocation sent over the control bus (each worker)."""
         if payload.get("user_id"):
             self.bans[str(payload["user_id"])] = float(payload["until"])
+            self.ban_reasons[str(payload["user_id"])] = str(payload.get("reason", ""))
         if payload.get("jti"):
             self.tokens[str(payload["jti"])] = float(payload["until"])
         if payload.get("family"):
@@ -132,6 +141,7 @@ class Revocations:
             if until > now:
                 return BANNED
             del self.bans[identity.id]
+            self.ban_reasons.pop(identity.id, None)
         until = self.tokens.get(identity.jti) if identity.jti else None
         if until is not None:
             if until > now:

@@ -61,8 +61,8 @@ class AdminNamespace(BaseNamespace):
         if payload["ban_seconds"]:
             # stored first (connects and REST everywhere), then every worker ends and
             # refuses the user's live sockets
-            command["until"] = self.services.revocations.ban(payload["user_id"],
-                                                             payload["ban_seconds"])
+            command["until"] = self.services.revocations.ban(
+                payload["user_id"], payload["ban_seconds"], payload["reason"])
         answers = self.server.manager.control.run("kick", command)
         sockets = sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))
         result = {"user_id": payload["user_id"], "sockets": sockets, "workers": len(answers),

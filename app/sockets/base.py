@@ -84,6 +84,7 @@ TOKEN_EXPIRED = AuthError("the token has expired: send a fresh one (refresh) or 
 # Server -> client events about the socket's token (every namespace).
 TOKEN_EXPIRING_EVENT = "token_expiring"  # {expires_in, expires_at}: send `refresh` soon
 SESSION_ENDED_EVENT = "session_ended"  # {code, message}: then the server disconnects
+KICKED_EVENT = "kicked"  # {reason, until?}: kicked or banned by an admin, then disconnected
 REFUSAL_MESSAGES = {BANNED: "this user is banned", REVOKED: "this token was revoked"}
 
 
@@ -347,7 +348,12 @@ class BaseNamespace(socketio.Namespace):
         left = identity.expires_at - now
         if left <= 0:
             self.end_socket(sid, TOKEN_EXPIRED.code, TOKEN_EXPIRED.message)
-        elif (refusal := self.services.revocations.refusal(identity, now)) is not None:
+        elif (refusal := self.services.revocations.refusal(identity, now)) == BANNED:
+            # as the kick says it (app/sockets/worker_ops.py), whichever comes first
+            self.emit(KICKED_EVENT, self.services.revocations.kick_notice(identity.id), to=sid,
+                      ignore_queue=True)
+            self.server.disconnect(sid, namespace=self.path, ignore_queue=True)
+        elif refusal is not None:
             self.end_socket(sid, refusal, REFUSAL_MESSAGES[refusal])
         elif left <= warning and sid not in self.warned:
             self.warned.add(sid)

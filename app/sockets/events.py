@@ -67,10 +67,10 @@ class TokenExpiring(BaseModel):
 
 
 class SessionEnded(BaseModel):
-    """The socket's token expired, or was revoked, or its user banned: the server
-    disconnects next."""
+    """The socket's token expired or was revoked: the server disconnects next (a banned
+    user's socket is told `kicked`)."""
 
-    code: Literal["token_expired", "banned", "token_revoked"]
+    code: Literal["token_expired", "token_revoked"]
     message: str
 
 

@@ -21,8 +21,7 @@ from app.core.chat import (
     user_room,
 )
 from app.services import Services
-
-KICKED_EVENT = "kicked"
+from app.sockets.base import KICKED_EVENT
 
 
 def local_rooms(sio: socketio.Server) -> dict[str, int]:
