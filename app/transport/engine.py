@@ -346,6 +346,11 @@ def _direct(environ, server) -> bool:
             and "HTTP_SEC_WEBSOCKET_EXTENSIONS" not in environ)
 
 
+def _bad_handshake() -> dict:
+    # RFC 6455 4.2.2: a refused handshake names the version(s) the server speaks
+    return _refusal("bad_handshake", "not a WebSocket upgrade", [("Sec-WebSocket-Version", "13")])
+
+
 def _refusal(code: str, message: str, headers=()) -> dict:
     """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
     list would be taken for packets to poll)."""
@@ -433,9 +438,7 @@ class Session(ConformantSocket, Socket):
         if not accept(environ, green):
             if not self.connected:  # a new session: it ends here, its address slot freed
                 self.close(wait=False, abort=True)
-            # RFC 6455 4.2.2: a refused handshake names the version(s) the server speaks
-            return _refusal("bad_handshake", "not a WebSocket upgrade",
-                            [("Sec-WebSocket-Version", "13")])
+            return _bad_handshake()
         server = self.server
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
@@ -449,8 +452,7 @@ class Session(ConformantSocket, Socket):
         green = environ["gunicorn.socket"]
         raw = raw_socket(green)
         if not accept(environ, green):
-            return _refusal("bad_handshake", "not a WebSocket upgrade",
-                            [("Sec-WebSocket-Version", "13")])
+            return _bad_handshake()
         self.closing_extra = True
         try:
             extra = Connection(WebSocket(green, raw, self.server.wait_readable,
