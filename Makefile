@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench autobahn lint clean web-vendor
+.PHONY: run test compat bench autobahn lint clean web-vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev $(GEVENT_VENV)/.dev
 	scripts/ensure-test-tools.sh
 	BIN=$(BIN) GEVENT_BIN=$(GEVENT_VENV)/bin scripts/test.sh
+
+# The adapters' contract tests against the installed library releases, seconds: run
+# after changing a pin, before `make test` (docs/architecture.md, "Library internals").
+compat: $(VENV)/.dev
+	TEST_TIER=in-process $(BIN)/python -m pytest -q tests/adapters -m "not servers"
 
 # Template vs Node Socket.IO reference vs bare python-socketio, ~6 minutes (docs/performance.md).
 bench: $(VENV)/.dev

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 
+from app.adapters import versions
 from app.api import register_blueprints
 from app.cli import register_commands
 from app.core.chat import CHAT_NAMESPACE, room_key
@@ -29,7 +30,7 @@ from app.sockets import NAMESPACES, register_namespaces
 from app.sockets.server import create_socketio_server, wrap_wsgi
 from app.web import bp as web_blueprint
 from config.notices import silence_library_notices
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         settings = load_settings(environ={}, env_file="",
                                  **{**settings.__dict__, **overrides})
     configure_logging(settings)
+    # the hooks of app/adapters are tested with these releases only
+    if (problem := versions.refusal(settings.async_mode)) is not None:
+        raise SettingsError(problem)
 
     flask_app = Flask(__name__)
     flask_app.config.update(SECRET_KEY=settings.secret_key,

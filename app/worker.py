@@ -14,6 +14,7 @@ import gc
 import signal
 import socket
 
+from app.adapters import gunicorn_hooks
 from app.core.lifecycle import supervised
 from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
@@ -44,7 +45,7 @@ def tune_gc(gen0_threshold: int) -> None:
 
 
 def install_graceful_shutdown(services: Services, worker) -> None:
-    stop_accepting = worker.handle_exit
+    stop_accepting = gunicorn_hooks.stop_accepting(worker)
     handler_timeout = max(worker.cfg.graceful_timeout - CLOSE_MARGIN, 0.5)
 
     def on_sigterm(sig, frame):
@@ -65,25 +66,26 @@ def prepare_connections(worker) -> None:
       gunicorn's handler after it: `listener.getsockname()` raised EBADF and gunicorn
       logged a traceback. That client is closed instead (it retries, elsewhere).
     """
-    handle = worker.handle
+    def unless_closed(handle):
+        def handle_unless_closed(listener, client, addr):
+            try:
+                listener.getsockname()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    client.close()
+                return None
+            with contextlib.suppress(OSError):  # (not TCP: a Unix socket)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return handle(listener, client, addr)
 
-    def handle_unless_closed(listener, client, addr):
-        try:
-            listener.getsockname()
-        except OSError:
-            with contextlib.suppress(OSError):
-                client.close()
-            return None
-        with contextlib.suppress(OSError):  # (not TCP: a Unix socket)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return handle(listener, client, addr)
+        return handle_unless_closed
 
-    worker.handle = handle_unless_closed  # read by the worker's run(), which comes next
+    gunicorn_hooks.wrap_connection_handler(worker, unless_closed)
 
 
 def on_worker_exit(worker) -> None:
     """gunicorn `worker_exit`, in the worker, after its last connection closed."""
-    wsgi = getattr(worker, "wsgi", None)
+    wsgi = gunicorn_hooks.loaded_app(worker)
     if wsgi is None:
         # the app refused to load (a SettingsError at start): nothing joined the queue,
         # and an error here would bury that refusal under the master's traceback
@@ -94,7 +96,7 @@ def on_worker_exit(worker) -> None:
 
 def on_worker_boot(worker) -> None:
     """gunicorn `post_worker_init`: the app is loaded in this worker, not serving yet."""
-    services: Services = worker.wsgi.extensions[EXTENSION_KEY]
+    services: Services = gunicorn_hooks.loaded_app(worker).extensions[EXTENSION_KEY]
     tune_gc(services.settings.gc_gen0_threshold)
     start_queue(services)
     # serving before every other worker knows this one could let their publishes miss

@@ -13,6 +13,7 @@ it forks workers, and removes a dead worker's live gauges.
 import errno
 import glob
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import shutil
@@ -25,6 +26,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config.notices import silence_library_notices
 from config.settings import SettingsError, load_settings
 
+
+def _load_versions():
+    spec = importlib.util.spec_from_file_location(
+        "app_adapters_versions",
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "app", "adapters", "versions.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_versions = _load_versions()
+
 # before gunicorn imports the worker class, and with it eventlet
 silence_library_notices()
 
@@ -33,27 +47,12 @@ try:
 except SettingsError as exc:
     sys.exit(str(exc))  # the list of problems alone (gunicorn printed it in a traceback)
 
-# The gunicorn releases each worker class was tested with (requirements.txt, and
-# requirements-gevent.txt for gevent on the newest): config/worker hooks use gunicorn's
-# internals (app/worker.py). 26.0 removed the eventlet worker.
-TESTED_GUNICORN = {"eventlet": ("25.3.0",), "gevent": ("25.3.0", "27.0.1")}
-
-
-def _check_gunicorn(mode: str, version: str) -> str | None:
-    """Why this gunicorn cannot serve `mode`, or None."""
-    if mode == "eventlet" and int(version.split(".")[0]) >= 26:
-        return (f"ASYNC_MODE=eventlet needs gunicorn 25.x, and {version} is installed "
-                "(gunicorn 26.0 removed the eventlet worker): install requirements.txt "
-                "(gunicorn==25.3.0), or set ASYNC_MODE=gevent (requirements-gevent.txt)")
-    if version not in TESTED_GUNICORN[mode]:
-        return (f"gunicorn {version} is not one the template was tested with for "
-                f"ASYNC_MODE={mode} ({' or '.join(TESTED_GUNICORN[mode])}): install one "
-                "of those (requirements.txt, requirements-gevent.txt), or run the suite "
-                "on it and add it to TESTED_GUNICORN in config/gunicorn.conf.py")
-    return None
-
-
-if (_problem := _check_gunicorn(_settings.async_mode, importlib.metadata.version("gunicorn"))):
+# The worker hooks use gunicorn internals (app/adapters/gunicorn_hooks.py), tested with
+# the releases in app/adapters/versions.py: any other stops the server here. (Read from
+# the file: importing app/ would import python-engineio, and the async library with it,
+# before gunicorn has patched it.)
+if (_problem := _versions.gunicorn_refusal(_settings.async_mode,
+                                          importlib.metadata.version("gunicorn"))):
     sys.exit(_problem)
 
 wsgi_app = "wsgi:application"

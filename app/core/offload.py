@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from app.adapters.eventlet_hooks import set_thread_pool_size
+
 T = TypeVar("T")
 # OS threads for such work, per worker. Few on purpose: a login flood then queues for
 # them instead of taking every core from the event loop (measured: with eventlet's
@@ -26,8 +28,7 @@ def run_blocking(function: Callable[..., T], *args) -> T:
         from eventlet import patcher, tpool
 
         if patcher.is_monkey_patched("socket"):
-            if tpool._nthreads != THREADS and not tpool._setup_already:
-                tpool.set_num_threads(THREADS)
+            set_thread_pool_size(THREADS)
             return tpool.execute(function, *args)
     if "gevent" in sys.modules:
         from gevent import monkey

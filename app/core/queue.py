@@ -51,10 +51,12 @@ import socketio
 from engineio import packet as eio_packet
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 from socketio import packet as sio_packet
 from socketio.redis_manager import parse_redis_sentinel_url
 
+from app.adapters.redis_hooks import NotingRetry, nothing_sent, start_noting
+from app.adapters.redis_hooks import maybe_sent as redis_maybe_sent
+from app.adapters.socketio_hooks import RedisManagerHooks
 from app.core import metrics
 from app.core.control import LocalControlBus, RedisControlBus, control_key
 from app.core.errors import DeliveryIncomplete, QueueUnavailable
@@ -140,31 +142,6 @@ return birth(KEYS[1]) or ''
 
 _BORN_SHA = hashlib.sha1(_BORN_SCRIPT.encode()).hexdigest()
 NOSCRIPT = object()  # a script Redis did not have: it did not run
-
-
-def _nothing_sent(exc: Exception) -> bool:
-    """Did `exc` happen before any command was written? redis-py says so only in its
-    messages: a connection that could not be made, or none free in the pool."""
-    text = str(exc)
-    return ("connecting to" in text or "No connection available" in text
-            or "Too many connections" in text or isinstance(exc, redis.sentinel.MasterNotFoundError))
-
-
-_failures = threading.local()
-
-
-class _NotingRetry(Retry):
-    """redis-py's retry, noting for the current thread (greenlet) whether a failure it
-    retried may have come after commands were written: its immediate reconnect would
-    otherwise hide a broken pipeline behind the refused connection that follows."""
-
-    def call_with_retry(self, do, fail, *args, **kwargs):
-        def noted(error, *count):
-            if not _nothing_sent(error):
-                _failures.maybe_sent = True
-            return fail(error, *count)
-
-        return super().call_with_retry(do, noted, *args, **kwargs)
 
 
 def _text(value) -> str:
@@ -330,7 +307,7 @@ class LoggedDelivery:
             if marked not in packets:
                 packets[marked] = self._eio_packets(namespace, [event, *data] + [offset] * marked)
             for pkt in packets[marked]:
-                self.server._send_eio_packet(eio_sid, pkt)
+                self.server.send_engineio_packet(eio_sid, pkt)
 
     def send_logged(self, eio_sid: str, namespace: str, event: str, data: list,
                     offset: str) -> None:
@@ -339,7 +316,7 @@ class LoggedDelivery:
         if message is not None:
             data = [{**message, "stream_id": offset}, *data[1:]]
         for pkt in self._eio_packets(namespace, [event, *data, offset]):
-            self.server._send_eio_packet(eio_sid, pkt)
+            self.server.send_engineio_packet(eio_sid, pkt)
 
     def _eio_packets(self, namespace: str, data: list) -> list:
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
@@ -540,7 +517,7 @@ class _Pending:
         self.receivers = 0
 
 
-class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
+class RedisQueueManager(LoggedDelivery, RedisManagerHooks):
     repeats = True
     def __init__(self, settings: Settings, *, write_only: bool = False,
                  logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
@@ -596,7 +573,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         # back would make its worker look gone (RESTORE_GRACE).
         options: dict = {"socket_keepalive": True, "health_check_interval": 30,
                          "socket_connect_timeout": s.redis_socket_timeout,
-                         "retry": _NotingRetry(NoBackoff(), 1)}
+                         "retry": NotingRetry(NoBackoff(), 1)}
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
@@ -610,7 +587,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             url, max_connections=s.redis_max_connections, timeout=s.redis_pool_timeout, **options)
         return redis.Redis(connection_pool=pool)
 
-    def _redis_connect(self) -> None:
+    def connect_redis(self) -> None:
         # Called by the listener on every (re)subscribe: a fresh subscription,
         # while the publisher's pool stays (it reconnects by itself).
         if self.pubsub is not None:
@@ -673,7 +650,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             with contextlib.suppress(RedisError):
                 self.publisher().zrem(self.members_key, self.host_id)
             with contextlib.suppress(QueueUnavailable):
-                self._publish({"method": LEAVE})
+                self.publish_message({"method": LEAVE})
                 self.server.sleep(LEAVE_GRACE)
         finally:
             self._leaving.set()
@@ -795,14 +772,14 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         on_id = None if message is None else (lambda id, m=message: m.__setitem__("stream_id", id))
         entry = Entry.fields(event, args, skip_sid)
         once = getattr(_once, "key", None)
-        self._publish({"method": "emit", "event": event, "data": args, "binary": False,
+        self.publish_message({"method": "emit", "event": event, "data": args, "binary": False,
                        "namespace": namespace, "room": room, "skip_sid": skip_sid,
                        # no host_id: python-socketio's listener skips its own host's
                        "callback": None},
                       LogWrite(key, entry, on_id, once))
         return None
 
-    def _publish(self, data, log: LogWrite | None = None):
+    def publish_message(self, data, log: LogWrite | None = None):
         self._seq += 1
         # "pub", not python-socketio's "host_id": a callback's host_id is its recipient
         payload = self.json.dumps({**data, "pub": self.host_id, "seq": self._seq,
@@ -851,14 +828,14 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
         attempts = self._settings.publish_attempts
         maybe_sent = False
         for attempt in range(1, attempts + 1):
-            _failures.maybe_sent = False
+            start_noting()
             try:
                 if self.write_only:
                     self._await_refill()
                 *counts, born = self._execute(batch)
             except RedisError as exc:
                 # Some of the batch may have gone out: receivers drop repeats by seq.
-                maybe_sent = maybe_sent or _failures.maybe_sent or not _nothing_sent(exc)
+                maybe_sent = maybe_sent or redis_maybe_sent() or not nothing_sent(exc)
                 self._publishing.failed(exc)
                 metrics.queue_publish_error()
                 if attempt < attempts:
@@ -866,7 +843,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 continue
             # (redis-py's reconnect may have hidden a pipeline that ran on a master
             # since replaced: its NOSCRIPTs then say nothing about the first one)
-            maybe_sent = maybe_sent or _failures.maybe_sent
+            maybe_sent = maybe_sent or redis_maybe_sent()
             break
         else:
             self._publishing.refused += len(batch)
@@ -962,7 +939,7 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                      int(s.idempotency_window_seconds * 1000))
 
     # --- receiving --------------------------------------------------------
-    def _handle_emit(self, message):
+    def on_emit_message(self, message):
         # every local delivery, of this worker's emits and of other workers'
         data = message.get("data")
         if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
@@ -971,16 +948,16 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
             return self.deliver_logged(message["event"], data, message.get("namespace") or "/",
                                        message.get("room"), message.get("skip_sid"),
                                        message.get("offset"), message.get("again") is True)
-        return super()._handle_emit(message)
+        return super().on_emit_message(message)
 
-    def _redis_listen_with_retries(self):
+    def listen_with_retries(self):
         # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
         # emits resume seconds after Redis is back) and one log line per outage.
         retry_sleep = 0.5
         while True:
             try:
                 if not self._subscribed:
-                    self._redis_connect()
+                    self.connect_redis()
                     self.pubsub.subscribe(self.channel)
                     self._subscribed = True
                     retry_sleep = 0.5
@@ -1009,8 +986,8 @@ class RedisQueueManager(LoggedDelivery, socketio.RedisManager):
                 if self.position is None or top > self.position:
                     self.position = top
 
-    def _listen(self):
-        for message in super()._listen():
+    def received_messages(self):
+        for message in super().received_messages():
             try:
                 data = self.json.loads(message)
                 host, seq = data.get("pub"), data.get("seq")

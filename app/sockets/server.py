@@ -11,6 +11,8 @@ from urllib.parse import parse_qs
 
 import socketio
 
+from app.adapters import eventlet_hooks, gunicorn_hooks
+from app.adapters.socketio_hooks import ServerHooks
 from app.core.errors import AppError
 from app.core.lifecycle import Deadlines, Lifecycle, sweep_paced
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
@@ -52,7 +54,7 @@ class _Connecting:
         return self.attachments_held
 
 
-class RealtimeServer(socketio.Server):
+class RealtimeServer(ServerHooks):
     """python-socketio's server, refusing Engine.IO connections over the per-address
     limit, and sending a draining worker's new clients elsewhere."""
 
@@ -92,28 +94,29 @@ class RealtimeServer(socketio.Server):
         # {eio sid: TCP socket}
         self.stock_websockets: dict[str, socket.socket] | None = (
             {} if settings.engineio_transport == "stock" else None)
-        # eio_sid -> its namespace connect in progress (see _handle_connect)
+        # eio_sid -> its namespace connect in progress (see on_connect_packet)
         self._connecting: dict[str, _Connecting] = {}
         # connections already logged for an event outside their namespaces
         self._told_unconnected: set[str] = set()
 
-    def _engineio_server_class(self):
+    def engineio_server_class(self):
         return self.engineio_class  # app/transport: the Engine.IO transport layer
 
     # A draining worker refuses at the Engine.IO level (handshake refused, or the
     # connection cut), never with a namespace refusal: socket.io clients retry the
     # former, through the proxy, to a live worker, and give up for good on the latter.
-    def _handle_eio_connect(self, eio_sid, environ):
+    def on_eio_connect(self, eio_sid, environ):
         if self.lifecycle.draining:
             return DRAINING.to_dict()
         refusal = self.address_limit.admit(eio_sid, client_address(environ, self.proxy_hops))
         if refusal is not None:
             log.info("connection refused code=%s reason=%s", refusal.code, refusal.message)
             return refusal.to_dict()  # Engine.IO answers 401 with this JSON
-        if self.stock_websockets is not None and "gunicorn.socket" in environ \
+        sock = gunicorn_hooks.connection_socket(environ)
+        if self.stock_websockets is not None and sock is not None \
                 and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            self.stock_websockets[eio_sid] = environ["gunicorn.socket"]
-        return super()._handle_eio_connect(eio_sid, environ)
+            self.stock_websockets[eio_sid] = sock
+        return super().on_eio_connect(eio_sid, environ)
 
     def stock_upgrade(self, environ, sock) -> None:
         """A polling session upgrading to this WebSocket (stock transport): see
@@ -122,7 +125,7 @@ class RealtimeServer(socketio.Server):
         if sid in self.eio.sockets:
             self.stock_websockets[sid] = sock
 
-    def _handle_connect(self, eio_sid, namespace, data):
+    def on_connect_packet(self, eio_sid, namespace, data):
         if self.lifecycle.draining:
             self.end_session(eio_sid)
             return None
@@ -132,7 +135,7 @@ class RealtimeServer(socketio.Server):
             # socket.io-protocol v5 (test suite): `44/nsp,{"message":"Invalid namespace"}`;
             # python-socketio sent the string "Unable to connect", which socket.io-client
             # reads as an error without a message
-            return self._send_packet(eio_sid, self.packet_class(
+            return self.send_socketio_packet(eio_sid, self.packet_class(
                 socketio.packet.CONNECT_ERROR, data={"message": "Invalid namespace"},
                 namespace=namespace))
         # The server MUST answer a CONNECT with CONNECT (socket.io-protocol v5,
@@ -150,14 +153,14 @@ class RealtimeServer(socketio.Server):
         try:
             if eio_sid not in self.environ:  # the session ended while the claim waited
                 return None
-            return super()._handle_connect(eio_sid, namespace, data)
+            return super().on_connect_packet(eio_sid, namespace, data)
         finally:
             self._connecting.pop(eio_sid, None)  # no CONNECT: what waited is dropped
             if state is not None:
                 self.manager.preset_sid = None
                 self.recovery.end(state, eio_sid)
 
-    def _send_packet(self, eio_sid, pkt):
+    def send_socketio_packet(self, eio_sid, pkt):
         # The CONNECT of a socket with recovery carries its private session id.
         if pkt.packet_type == socketio.packet.CONNECT and isinstance(pkt.data, dict):
             state = self.recovery.current
@@ -166,46 +169,46 @@ class RealtimeServer(socketio.Server):
         connecting = self._connecting.get(eio_sid) if self._connecting else None
         if connecting is not None and (pkt.namespace or "/") == connecting.namespace:
             if pkt.packet_type not in (socketio.packet.CONNECT, socketio.packet.CONNECT_ERROR):
-                connecting.held.append((self._send_packet, pkt))
+                connecting.held.append((self.send_socketio_packet, pkt))
                 return
             del self._connecting[eio_sid]
-            super()._send_packet(eio_sid, pkt)
+            super().send_socketio_packet(eio_sid, pkt)
             if pkt.packet_type == socketio.packet.CONNECT:
                 for send, held in connecting.held:
                     send(eio_sid, held)
             return
-        super()._send_packet(eio_sid, pkt)
+        super().send_socketio_packet(eio_sid, pkt)
 
     def disconnect(self, sid, namespace=None, ignore_queue=False):
         # A server's disconnect (kick, ban, expiry) is final: the socket's recovery
-        # record goes too (python-socketio's path here never calls _handle_disconnect).
+        # record goes too (python-socketio's path here never calls on_disconnect_packet).
         namespace = namespace or "/"
         if self.manager.eio_sid_from_sid(sid, namespace) is not None:
             self.recovery.disconnected(sid, self.reason.SERVER_DISCONNECT)
         return super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
 
-    def _handle_disconnect(self, eio_sid, namespace, reason=None):
+    def on_disconnect_packet(self, eio_sid, namespace, reason=None):
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
         if sid is not None:
             self.recovery.disconnected(sid, reason)
-        return super()._handle_disconnect(eio_sid, namespace, reason)
+        return super().on_disconnect_packet(eio_sid, namespace, reason)
 
-    def _send_eio_packet(self, eio_sid, eio_pkt):
+    def send_engineio_packet(self, eio_sid, eio_pkt):
         connecting = self._connecting.get(eio_sid) if self._connecting else None
         if connecting is not None and connecting.holds(eio_pkt.data):
-            connecting.held.append((self._send_eio_packet, eio_pkt))
+            connecting.held.append((self.send_engineio_packet, eio_pkt))
             return
         # python-socketio's emit hands each local recipient its event here (and only
-        # emits do: acks and connects take _send_packet): counted for /metrics.
+        # emits do: acks and connects take send_socketio_packet): counted for /metrics.
         deliveries.pending += 1
-        super()._send_eio_packet(eio_sid, eio_pkt)
+        super().send_engineio_packet(eio_sid, eio_pkt)
 
-    def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
+    def run_event_handler(self, server, sid, eio_sid, data, namespace, id):
         # python-socketio's, with the ack sent once the handler's publishes are done
         # (app/core/queue.py, `deferred_acks`): handlers of one client still run in
         # order, and their publishes leave in that order.
         with deferred_acks() as pending:
-            result = server._trigger_event(data[0], namespace, sid, *data[1:])
+            result = server.trigger_handler(data[0], namespace, sid, *data[1:])
         if result == self.not_handled or (id is None and not pending):
             return
         if not pending:
@@ -228,27 +231,27 @@ class RealtimeServer(socketio.Server):
 
     def _send_ack(self, eio_sid, namespace, id, result) -> None:
         data = [] if result is None else list(result) if isinstance(result, tuple) else [result]
-        self._send_packet(eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace,
+        self.send_socketio_packet(eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace,
                                                      id=id, data=data))
 
-    def _handle_eio_disconnect(self, eio_sid, reason=None):
+    def on_eio_disconnect(self, eio_sid, reason=None):
         self.address_limit.release(eio_sid)
         self._told_unconnected.discard(eio_sid)
         if self.stock_websockets is not None:
             sock = self.stock_websockets.pop(eio_sid, None)
             if sock is not None and reason == self.eio.reason.PING_TIMEOUT:
                 _cut(sock)
-        return super()._handle_eio_disconnect(eio_sid, reason)
+        return super().on_eio_disconnect(eio_sid, reason)
 
     # A client that sends what the protocol does not allow is disconnected with one
     # log line, instead of a traceback per packet (python-socketio raises on them).
-    def _handle_eio_message(self, eio_sid, data):
+    def on_eio_message(self, eio_sid, data):
         try:
-            return super()._handle_eio_message(eio_sid, data)
+            return super().on_eio_message(eio_sid, data)
         except Exception as exc:  # malformed packet: any parse error of hostile input
             self._drop_malformed(eio_sid, exc)
 
-    def _handle_event(self, eio_sid, namespace, id, data):
+    def on_event_packet(self, eio_sid, namespace, id, data):
         if not (isinstance(data, list) and data and isinstance(data[0], str)):
             return self._drop_malformed(eio_sid, ValueError("event without a name"))
         if data[0] in self.reserved_events:
@@ -267,11 +270,11 @@ class RealtimeServer(socketio.Server):
                          "dropped (realtime_unconnected_events_total counts them)",
                          namespace or "/", eio_sid)
             return None
-        return super()._handle_event(eio_sid, namespace, id, data)
+        return super().on_event_packet(eio_sid, namespace, id, data)
 
     def _drop_malformed(self, eio_sid, exc: Exception) -> None:
         log.info("malformed packet from %s (%s): disconnecting", eio_sid, exc)
-        self._binary_packet.pop(eio_sid, None)
+        self.forget_partial_packet(eio_sid)
         self.end_session(eio_sid)
 
     def end_session(self, eio_sid: str) -> None:
@@ -354,22 +357,6 @@ def create_socketio_server(settings: Settings, namespaces: list[str],
     return sio
 
 
-class _EventletInput:
-    """Where eventlet's WebSocket server looks for the connection's socket.
-
-    gunicorn puts it in `gunicorn.socket`; python-engineio's WSGIApp builds this shim
-    as a new class on every request, which each open WebSocket then keeps.
-    """
-
-    __slots__ = ("socket",)
-
-    def __init__(self, sock) -> None:
-        self.socket = sock
-
-    def get_socket(self):
-        return self.socket
-
-
 def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle: Lifecycle):
     """One WSGI function: `/socket.io/` to python-socketio, every other path to Flask.
 
@@ -386,6 +373,8 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
     of each parked WebSocket green thread, about 0.7 KB per connection.
     """
     handle_request = sio.handle_request
+    connection_socket = gunicorn_hooks.connection_socket
+    provide_websocket_socket = eventlet_hooks.provide_websocket_socket
     max_body = settings.max_http_buffer_size
     compression = settings.websocket_compression
     stock = sio.stock_websockets is not None
@@ -409,10 +398,11 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
             return too_large(environ, start_response)
         if not compression:
             environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        sock = environ.get("gunicorn.socket")
+        sock = connection_socket(environ)
         if sock is not None and environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            # (here, not in a helper: this frame stays on the connection's stack)
-            environ["eventlet.input"] = _EventletInput(sock)
+            # (inline, not in a helper around handle_request: this frame stays on the
+            # connection's stack)
+            provide_websocket_socket(environ, sock)
             lifecycle.websockets.add(sock)
             if stock and "sid=" in environ.get("QUERY_STRING", ""):
                 sio.stock_upgrade(environ, sock)

@@ -7,10 +7,8 @@ Engine.IO server python-socketio builds on, and the watchdog and the drain ask
 `may_back_up` lists): that is the whole interface.
 
 ENGINEIO_TRANSPORT picks the transport: `template` (the default, below) or `stock`,
-python-engineio's own `engineio.Server` as released, for a python-engineio or
-python-socketio version the template's transport was not tested with
-(`TESTED_VERSIONS`: the template's refuses to start with any other). What stock
-mode lacks is listed in docs/architecture.md ("The transport layer").
+python-engineio's own `engineio.Server` as released. What stock mode lacks is listed
+in docs/architecture.md ("The transport layer").
 
 What is here, and why
 ---------------------
@@ -38,52 +36,21 @@ reader's fair share), grow memory without bound (fragments, pending control
 replies and the write backlog are capped in bytes), or corrupt another frame
 (every frame, close frames included, goes through one ordered writer).
 
-It relies on python-engineio internals: the exact list is in docs/architecture.md,
-and the versions it was tested with are `TESTED_VERSIONS` (requirements.txt pins them).
+It builds on python-engineio internals, named in app/adapters/engineio_hooks.py (and
+started only on the releases in app/adapters/versions.py).
 """
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import engineio
 
-from config.settings import Settings, SettingsError
-
-# The releases the template's transport was tested with (the suite, in both async
-# modes): it overrides internals of the first and the server around it overrides
-# internals of the second, which any other release may have changed. Keep the pins in
-# requirements.txt among these.
-TESTED_VERSIONS = {"python-engineio": ("4.15.1",), "python-socketio": ("5.18.1",)}
-
-
-def untested_versions() -> dict[str, str]:
-    """{distribution: installed version} of the libraries not at a tested version."""
-    installed = {name: metadata.version(name) for name in TESTED_VERSIONS}
-    return {name: version for name, version in installed.items()
-            if version not in TESTED_VERSIONS[name]}
-
-
-def check_versions() -> None:
-    """Refuse to run the template's transport on library versions it was not tested
-    with: it could fail in any way, at any time, instead of now, with a clear line."""
-    untested = untested_versions()
-    if not untested:
-        return
-    found = " and ".join(f"{name} {version}" for name, version in untested.items())
-    tested = ", ".join(" or ".join(TESTED_VERSIONS[name]) if len(untested) == 1
-                       else f"{name} {' or '.join(TESTED_VERSIONS[name])}" for name in untested)
-    pins = " ".join(f"{name}=={TESTED_VERSIONS[name][-1]}" for name in untested)
-    verb = "is not a version" if len(untested) == 1 else "are not versions"
-    raise SettingsError(f"{found} {verb} the template's transport was tested with "
-                        f"({tested}); set ENGINEIO_TRANSPORT=stock or pin {pins}")
+from config.settings import Settings
 
 
 def engine_server_class(settings: Settings):
     """The Engine.IO server class python-socketio should build on (ENGINEIO_TRANSPORT)."""
     if settings.engineio_transport == "stock":
         return engineio.Server  # as released: no internal of it is touched
-    check_versions()
     from app.transport.engine import EngineServer
 
     return EngineServer

@@ -35,10 +35,11 @@ import socket
 import time
 from urllib.parse import parse_qs
 
-import engineio
 from engineio import exceptions, packet
 from engineio.socket import Socket
 
+from app.adapters import engineio_hooks
+from app.adapters.gunicorn_hooks import connection_socket
 from app.core.lifecycle import Deadlines, sweep_paced
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
 from app.transport.protocol import ConformantServer, ConformantSocket
@@ -299,7 +300,7 @@ def library_websocket(websocket_class):
     def websocket(handler, server):
         def app(environ, start_response):
             def wrapped(ws):
-                return handler(Connection(ws, environ.get("gunicorn.socket")))
+                return handler(Connection(ws, connection_socket(environ)))
             # .__call__ named: a call through the type slot would add a C frame to
             # the parked stack of every connection (~0.7 KB each)
             return websocket_class(wrapped, server).__call__(environ, start_response)
@@ -340,7 +341,7 @@ DETACHED_QUEUE = _DetachedQueue()
 def _direct(environ, server) -> bool:
     """Can the template's WebSocket code serve this upgrade: the plain socket from
     gunicorn, a readable-waiter for the async mode, no permessage-deflate offered?"""
-    green = environ.get("gunicorn.socket")
+    green = connection_socket(environ)
     return (green is not None and raw_socket(green) is not None
             and server.wait_readable is not None
             and "HTTP_SEC_WEBSOCKET_EXTENSIONS" not in environ)
@@ -359,7 +360,7 @@ def _refusal(code: str, message: str, headers=()) -> dict:
             "response": json.dumps({"code": code, "message": message}).encode()}
 
 
-class Session(ConformantSocket, Socket):
+class Session(ConformantSocket, engineio_hooks.SocketHooks):
     """An Engine.IO session: python-engineio's, with the transport above and the
     protocol fixes of app/transport/protocol.py."""
 
@@ -401,7 +402,7 @@ class Session(ConformantSocket, Socket):
         if self.closed or self.closing:
             return False
         self.closing = True
-        self.server._trigger_event("disconnect", self.sid, reason, run_async=False)
+        self.server.trigger_handler("disconnect", self.sid, reason, run_async=False)
         return True
 
     # Pings: the worker's pinger (EngineServer) sends them when due.
@@ -423,15 +424,15 @@ class Session(ConformantSocket, Socket):
             self.last_ping = time.time() - max(late, 0.0)
             self.send(packet.Packet(packet.PING))
 
-    def _upgrade_websocket(self, environ, start_response):
+    def upgrade_websocket(self, environ, start_response):
         if self.upgrading:
             # one upgrade at a time: each would hold a connection (and escape
             # MAX_CONNECTIONS_PER_ADDRESS, counted per session)
             return _refusal("upgrade_in_progress", "this session is already upgrading")
-        green = environ.get("gunicorn.socket")
+        green = connection_socket(environ)
         raw = raw_socket(green) if green is not None else None
         if not _direct(environ, self.server):
-            return super()._upgrade_websocket(environ, start_response)
+            return super().upgrade_websocket(environ, start_response)
         # On a plain socket without permessage-deflate: app/transport/websocket.py.
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
@@ -442,14 +443,14 @@ class Session(ConformantSocket, Socket):
         server = self.server
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
-        self._websocket_handler(Connection(ws, green, raw))
+        self.websocket_handler(Connection(ws, green, raw))
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
     def _close_extra_websocket(self, environ):
         """Another WebSocket for this session, already on one: accepted and closed at
         once, as Node does (its client sees a close, not a failed handshake: Node's `ws`
         throws on a 400 nobody listens for); the session keeps its own."""
-        green = environ["gunicorn.socket"]
+        green = connection_socket(environ)
         raw = raw_socket(green)
         if not accept(environ, green):
             return _bad_handshake()
@@ -464,7 +465,7 @@ class Session(ConformantSocket, Socket):
             self.closing_extra = False
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
-    def _websocket_handler(self, ws: Connection):
+    def websocket_handler(self, ws: Connection):
         green = ws.green
         if green is not None:  # as python-engineio: reads and writes give up after this
             green.settimeout(self.server.ping_interval + self.server.ping_timeout)
@@ -616,7 +617,7 @@ class _Sessions(dict):
         super().__setitem__(sid, session)
 
 
-class EngineServer(ConformantServer, engineio.Server):
+class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
     """python-engineio's server with the sessions above, one pinger per worker and the
     protocol fixes of app/transport/protocol.py."""
 
@@ -630,7 +631,7 @@ class EngineServer(ConformantServer, engineio.Server):
         self.write_batch = WriteBatch(self)
         self.wait_readable = readable_waiter(self.async_mode)  # eventlet or gevent
         self.pause = pauser(self.async_mode)
-        self._async = {**self._async, "websocket": library_websocket(self._async["websocket"])}
+        engineio_hooks.wrap_websocket_server(self, library_websocket)
 
     def __setattr__(self, name, value) -> None:
         # python-engineio assigns `self.sockets = {}` (at start, and in disconnect()):
@@ -664,10 +665,10 @@ class EngineServer(ConformantServer, engineio.Server):
         origin = environ.get("HTTP_ORIGIN")
         if not origin or self.cors_allowed_origins == []:
             return True
-        allowed = self._cors_allowed_origins(environ)
+        allowed = self.cors_allowed_origins_for(environ)
         return allowed is None or origin in allowed
 
-    def _service_task(self):
+    def service_task(self):
         """python-engineio's watch over every session (ping timeouts, closed sessions
         left in `sockets`), once per ping timeout as there, but in slices: its own
         loop waits once per session (at 5,000 sessions a wake-up every 4 ms)."""

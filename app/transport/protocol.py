@@ -1,10 +1,10 @@
 """Engine.IO v4 as the specification and Node's reference server have it, on python-engineio.
 
 Mixins, independent of the template's WebSocket transport (engine.py), so that any
-python-engineio server can use them:
+python-engineio server can use them (through the hooks of app/adapters):
 
-    class MyServer(ConformantServer, engineio.Server): ...
-    class MySocket(ConformantSocket, engineio.socket.Socket): ...
+    class MyServer(ConformantServer, engineio_hooks.ServerHooks): ...
+    class MySocket(ConformantSocket, engineio_hooks.SocketHooks): ...
 
 Sections cited are those of the Engine.IO protocol v4 (socketio/engine.io-protocol,
 "Transports", "Upgrade"); the behaviour matched is Node's engine.io (server.ts,
@@ -58,13 +58,13 @@ class ConformantServer:
             return _bad_request(start_response, 2, "Bad handshake method")
         return super().handle_request(environ, start_response)
 
-    def _ok(self, packets=None, headers=None, jsonp_index=None):
+    def ok_response(self, packets=None, headers=None, jsonp_index=None):
         if packets is None:
             # "Sending data": a POST is answered `ok` (python-engineio said `OK`); Node
             # sends it as text/html
             return {"status": "200 OK", "headers": [("Content-Type", "text/html")],
                     "response": b"ok"}
-        return super()._ok(packets, headers=headers, jsonp_index=jsonp_index)
+        return super().ok_response(packets, headers=headers, jsonp_index=jsonp_index)
 
 
 class ConformantSocket:

@@ -22,6 +22,8 @@ import struct
 import time
 from codecs import getincrementaldecoder
 
+from app.adapters import eventlet_hooks, gevent_hooks
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _READ_SIZE = 65536
@@ -87,12 +89,12 @@ def accept(environ, sock) -> bool:
 
 
 def raw_socket(green):
-    """The non-blocking OS socket under a green one (eventlet `.fd`, gevent `._sock`)."""
+    """The non-blocking OS socket under a green one (eventlet's or gevent's)."""
     raw = green
     for _ in range(3):  # eventlet may wrap a green socket in another
         if isinstance(raw, _socket.socket) or raw is None:
             break
-        raw = getattr(raw, "fd", None) or getattr(raw, "_sock", None)
+        raw = eventlet_hooks.os_socket(raw) or gevent_hooks.os_socket(raw)
     if not isinstance(raw, _socket.socket) or isinstance(raw, ssl.SSLSocket) \
             or isinstance(green, ssl.SSLSocket) or raw.gettimeout() != 0.0:
         return None  # TLS in the server, or not a socket we can write to directly

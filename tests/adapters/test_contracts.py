@@ -1,0 +1,307 @@
+"""One contract per hook of app/adapters: what the template relies on in each library,
+checked against the installed release. A release that renames a private method,
+changes its signature, stops calling it, or moves an attribute fails here, naming the
+hook, before anything else does.
+
+(These tests read the libraries' private names: that is their job. The check that the
+template does so nowhere else is test_private_names.py.)"""
+
+from __future__ import annotations
+
+import _socket
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+import socket
+from pathlib import Path
+
+import engineio
+import pytest
+import socketio
+from engineio.socket import Socket
+
+from app.adapters import engineio_hooks, eventlet_hooks, gevent_hooks, gunicorn_hooks, redis_hooks
+from app.adapters.hooks import Hooked
+from app.adapters.socketio_hooks import RedisManagerHooks, ServerHooks
+from app.transport.websocket import raw_socket
+from tests.helpers import ASYNC_MODE
+
+
+def source(package: str) -> str:
+    """Every module of an installed library, as one text."""
+    root = Path(importlib.util.find_spec(package).origin).parent
+    return "\n".join(path.read_text() for path in sorted(root.rglob("*.py")))
+
+
+# {adapter class: (library class, {private name: the signature relied on})}
+OVERRIDES = {
+    ServerHooks: (socketio.Server, {
+        "_engineio_server_class": "(self)",
+        "_handle_eio_connect": "(self, eio_sid, environ)",
+        "_handle_eio_message": "(self, eio_sid, data)",
+        "_handle_eio_disconnect": "(self, eio_sid, reason)",
+        "_handle_connect": "(self, eio_sid, namespace, data)",
+        "_handle_disconnect": "(self, eio_sid, namespace, reason=None)",
+        "_handle_event": "(self, eio_sid, namespace, id, data)",
+        "_handle_event_internal": "(self, server, sid, eio_sid, data, namespace, id)",
+        "_send_packet": "(self, eio_sid, pkt)",
+        "_send_eio_packet": "(self, eio_sid, eio_pkt)",
+    }),
+    RedisManagerHooks: (socketio.RedisManager, {
+        "_redis_connect": "(self)",
+        "_publish": "(self, data)",
+        "_handle_emit": "(self, message)",
+        "_redis_listen_with_retries": "(self)",
+        "_listen": "(self)",
+    }),
+    engineio_hooks.ServerHooks: (engineio.Server, {
+        "_service_task": "(self)",
+        "_ok": "(self, packets=None, headers=None, jsonp_index=None)",
+    }),
+    engineio_hooks.SocketHooks: (Socket, {
+        "_upgrade_websocket": "(self, environ, start_response)",
+        "_websocket_handler": "(self, ws)",
+    }),
+}
+# {adapter class: {public alias: (private name, signature)}}: library steps the
+# template calls
+ALIASES = {
+    ServerHooks: {"trigger_handler": ("_trigger_event", "(self, event, namespace, *args)")},
+    engineio_hooks.ServerHooks: {
+        "trigger_handler": ("_trigger_event", "(self, event, *args, **kwargs)"),
+        "cors_allowed_origins_for": ("_cors_allowed_origins", "(self, environ)"),
+    },
+}
+HOOKS = [(adapter, library, private, signature)
+         for adapter, (library, hooks) in OVERRIDES.items()
+         for private, signature in hooks.items()]
+# how the library reaches a step it does not call by name
+CALLED_AS = {"_upgrade_websocket": r"getattr\(self, '_upgrade_' \+ transport\)"}
+LIBRARY = {socketio.Server: "socketio", socketio.RedisManager: "socketio",
+           engineio.Server: "engineio", Socket: "engineio"}
+
+
+def test_every_hook_of_the_adapters_has_a_contract_here():
+    assert {adapter: set(adapter.HOOKS) for adapter in OVERRIDES} == \
+        {adapter: set(hooks) for adapter, (_, hooks) in OVERRIDES.items()}
+
+
+@pytest.mark.parametrize("adapter, library, private, signature", HOOKS,
+                         ids=[f"{library.__name__}.{private}" for _, library, private, _ in HOOKS])
+def test_an_overridden_step_exists_with_its_signature_and_the_library_still_takes_it(
+        adapter, library, private, signature):
+    step = getattr(library, private, None)
+    assert callable(step), f"{library.__name__}.{private} is gone"
+    assert str(inspect.signature(step)) == signature
+    # called (or handed to a task) by the library itself, not only defined: an override
+    # of a step nobody takes would silently do nothing
+    called_as = CALLED_AS.get(private, rf"\.{private}\b(?!\s*=)")
+    uses = re.findall(called_as, source(LIBRARY[library]))
+    assert uses, f"python-{LIBRARY[library]} no longer uses {private}"
+    public = adapter.HOOKS[private]
+    assert not hasattr(library, public), f"{library.__name__} now has {public} of its own"
+    assert not re.search(rf"\bself\.{public}\s*=", source(LIBRARY[library])), public
+
+
+@pytest.mark.parametrize("adapter", list(OVERRIDES))
+def test_an_override_of_the_public_name_is_what_the_library_calls(adapter):
+    for private, public in adapter.HOOKS.items():
+        library = OVERRIDES[adapter][0]
+        assert adapter.__dict__[public] is getattr(library, private)  # by default: the library's
+
+        def override(self, *args, **kwargs):
+            return ("overridden", args)
+
+        subclass = type("Sub", (adapter,), {public: override})
+        assert subclass.__dict__[private] is override  # no call in between
+        deeper = type("Deeper", (subclass,), {})
+        assert deeper.__dict__.get(private, override) is override
+
+
+@pytest.mark.parametrize("adapter, public, private, signature",
+                         [(a, p, *spec) for a, aliases in ALIASES.items()
+                          for p, spec in aliases.items()])
+def test_a_called_step_exists_with_its_signature(adapter, public, private, signature):
+    library = OVERRIDES[adapter][0]
+    assert str(inspect.signature(getattr(library, private))) == signature
+    assert getattr(adapter, public) is getattr(library, private)
+
+
+def test_hooked_applies_the_table_to_every_subclass():
+    class Base:
+        def _step(self):
+            return "library"
+
+    class Adapter(Hooked, Base):
+        HOOKS = {"_step": "step"}
+
+    class Mine(Adapter):
+        def step(self):
+            return "mine, after " + super().step()
+
+    assert Mine()._step() == "mine, after library"
+    assert Adapter()._step() == "library"
+
+
+# --- python-socketio and python-engineio: attributes ------------------------------
+
+def test_a_partial_binary_packet_is_kept_by_client_where_forget_partial_packet_drops_it():
+    server = ServerHooks(async_mode="threading")
+    assert server._binary_packet == {}
+    assert re.search(r"self\._binary_packet\[eio_sid\] = pkt", source("socketio"))
+    server._binary_packet["sid"] = object()
+    server.forget_partial_packet("sid")
+    server.forget_partial_packet("gone")  # no error for a client without one
+    assert server._binary_packet == {}
+
+
+def test_the_websocket_server_class_is_what_sessions_serve_websockets_with():
+    server = engineio.Server(async_mode="threading")
+    library_class = server._async["websocket"]
+    engineio_hooks.wrap_websocket_server(server, lambda cls: ("wrapped", cls))
+    assert server._async["websocket"] == ("wrapped", library_class)
+    assert "self.server._async['websocket'](" in inspect.getsource(Socket._upgrade_websocket) \
+        or "self.server._async['websocket'](" in inspect.getsource(Socket)
+
+
+# --- gunicorn ---------------------------------------------------------------------
+
+def library_file(module: str) -> str:
+    """A library module's source, read without importing it (gunicorn's worker modules
+    import their async library: the other one's, in this process, would break it)."""
+    return Path(importlib.util.find_spec(module.split(".")[0]).origin).parent.joinpath(
+        *module.split(".")[1:]).with_suffix(".py").read_text()
+
+
+def test_gunicorn_workers_keep_the_attributes_the_worker_hooks_use():
+    base = library_file("gunicorn.workers.base")
+    assert "def handle_exit(self, sig, frame):" in base
+    assert "self.wsgi = self.app.wsgi()" in base
+    # the async workers read `self.handle` when they start serving (after post_worker_init)
+    assert "partial(self.handle, " in library_file("gunicorn.workers.ggevent")
+    if int(importlib.metadata.version("gunicorn").split(".")[0]) < 26:
+        assert "partial(self.handle, " in library_file("gunicorn.workers.geventlet")
+
+
+def test_gunicorn_puts_the_client_socket_in_the_environ():
+    assert '"gunicorn.socket": sock' in library_file("gunicorn.http.wsgi")
+    assert gunicorn_hooks.connection_socket({"gunicorn.socket": "sock"}) == "sock"
+    assert gunicorn_hooks.connection_socket({}) is None
+
+
+def test_the_gunicorn_hooks_reach_a_worker_object():
+    class Worker:  # what the hooks are given: gunicorn's, with the attributes checked above
+        wsgi = "app"
+
+        def handle_exit(self, sig, frame):
+            return "exit"
+
+        def handle(self, listener, client, addr):
+            return "handled"
+
+    worker = Worker()
+    assert gunicorn_hooks.loaded_app(worker) == "app"
+    assert gunicorn_hooks.loaded_app(object()) is None
+    assert gunicorn_hooks.stop_accepting(worker)(15, None) == "exit"
+    gunicorn_hooks.wrap_connection_handler(worker, lambda handle: lambda *a: ("wrapped", handle(*a)))
+    assert worker.handle(None, None, None) == ("wrapped", "handled")
+
+
+# --- eventlet and gevent ------------------------------------------------------------
+
+# Each async library's own, in its own pass (one library's sockets and hub in the
+# other's patched process would break it).
+eventlet_pass = pytest.mark.skipif(ASYNC_MODE != "eventlet", reason="eventlet's pass")
+gevent_pass = pytest.mark.skipif(ASYNC_MODE != "gevent", reason="gevent's pass")
+
+
+@eventlet_pass
+def test_eventlet_thread_pool_size_is_set_through_its_globals():
+    from eventlet import tpool
+
+    assert isinstance(tpool._nthreads, int) and isinstance(tpool._setup_already, bool)
+    if not tpool._setup_already:
+        eventlet_hooks.set_thread_pool_size(3)
+        assert tpool._nthreads == 3
+
+
+def test_engineio_reads_the_websocket_socket_from_eventlet_input():
+    driver = Path(importlib.util.find_spec("engineio.async_drivers.eventlet").origin).read_text()
+    assert "environ['eventlet.input'].get_socket()" in driver
+    environ: dict = {}
+    eventlet_hooks.provide_websocket_socket(environ, "sock")
+    assert environ["eventlet.input"].get_socket() == "sock"
+
+
+@eventlet_pass
+def test_the_os_socket_is_found_under_an_eventlet_green_socket():
+    from eventlet.green import socket as green_socket
+
+    green = green_socket.socket()
+    try:
+        green.setblocking(False)
+        assert isinstance(eventlet_hooks.os_socket(green), _socket.socket)
+        assert raw_socket(green) is eventlet_hooks.os_socket(green)
+    finally:
+        green.close()
+
+
+@gevent_pass
+def test_the_os_socket_is_found_under_a_gevent_socket():
+    import gevent.socket
+
+    green = gevent.socket.socket()
+    try:
+        assert isinstance(gevent_hooks.os_socket(green), _socket.socket)
+        assert raw_socket(green) is gevent_hooks.os_socket(green)
+    finally:
+        green.close()
+
+
+# --- redis-py -----------------------------------------------------------------------
+
+def test_a_refused_connection_is_known_to_have_sent_nothing():
+    import redis
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = redis.Redis(port=port, socket_connect_timeout=1, retry=redis_hooks.NotingRetry(
+        redis.backoff.NoBackoff(), 1))
+    redis_hooks.start_noting()
+    with pytest.raises(redis.ConnectionError) as refused:
+        client.ping()
+    assert redis_hooks.nothing_sent(refused.value)
+    assert not redis_hooks.maybe_sent()
+
+
+def test_an_exhausted_pool_is_known_to_have_sent_nothing():
+    import redis
+
+    pool = redis.ConnectionPool(max_connections=1)
+    pool._created_connections = 1  # (as if its one connection were out)
+    with pytest.raises(redis.ConnectionError) as exhausted:
+        pool.get_connection()
+    assert redis_hooks.nothing_sent(exhausted.value)
+    blocking = redis.BlockingConnectionPool(max_connections=1, timeout=0.01)
+    blocking.pool.get_nowait()
+    with pytest.raises(redis.ConnectionError) as waited:
+        blocking.get_connection()
+    assert redis_hooks.nothing_sent(waited.value)
+
+
+def test_a_failure_after_a_write_is_noted_by_the_retry():
+    import redis
+
+    retry = redis_hooks.NotingRetry(redis.backoff.NoBackoff(), 1)
+    calls = []
+
+    def do():
+        calls.append(1)
+        raise redis.ConnectionError("Connection closed by server.")
+
+    redis_hooks.start_noting()
+    with pytest.raises(redis.ConnectionError):
+        retry.call_with_retry(do, lambda error, *count: None)
+    assert len(calls) == 2 and redis_hooks.maybe_sent()
