@@ -40,7 +40,7 @@ class Services:
 
     @property
     def manager(self):
-        """The client manager: in-memory or the Redis queue (see app/core/queue.py)."""
+        """The client manager: in-memory or the Redis queue (see app/core/queue)."""
         return self.sio.manager
 
 

@@ -100,7 +100,7 @@ def on_worker_boot(worker) -> None:
     tune_gc(services.settings.gc_gen0_threshold)
     start_queue(services)
     # serving before every other worker knows this one could let their publishes miss
-    # its clients and be acked ok (app/core/queue.py): a fraction of a second at boot
+    # its clients and be acked ok (app/core/queue): a fraction of a second at boot
     services.manager.wait_announced()
     sio, settings = services.sio, services.settings
     for loop, *args in ((watch_slow_consumers, sio, settings.max_queued_packets),

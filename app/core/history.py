@@ -10,7 +10,7 @@ With a queue configured: one Redis Stream per (namespace, room),
 about HISTORY_MAX_LENGTH entries on every append and expired when the room has been
 quiet for HISTORY_MAX_AGE_SECONDS (older entries are also left out of reads). The
 append is made by the queue's ordered publisher, in the same Lua script as the
-PUBLISH (app/core/queue.py, `APPEND_SCRIPT`), so that:
+PUBLISH (app/core/queue/scripts.py, `APPEND_SCRIPT`), so that:
 
 - ids are global: one counter (`<channel>:log:last`) gives every entry of every
   room an id ("<ms>-<n>") greater than any before it, so one id (a socket's offset)

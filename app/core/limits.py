@@ -34,7 +34,7 @@ def client_address(environ: dict, proxy_hops: int) -> str:
 
 
 # The sum of one field over the live workers' hashes: the workers registered in the
-# queue's set (app/core/queue.py) within its TTL, and this one. KEYS[1]: that set;
+# queue's set (app/core/queue/membership.py) within its TTL, and this one. KEYS[1]: that set;
 # ARGV: hash prefix, field, ttl ms, this worker.
 _TOTAL_SCRIPT = """
 local now = redis.call('TIME')

@@ -129,7 +129,7 @@ def flush_periodically(sleep, interval: float = 1.0) -> None:
         deliveries.flush()
 
 
-# --- message queue (app/core/queue.py calls these) ----------------------------------
+# --- message queue (app/core/queue calls these) ----------------------------------
 _PUBLISH_OUTCOMES = {outcome: QUEUE_PUBLISHES.labels(outcome)
                      for outcome in ("ok", "failed", "partial")}
 

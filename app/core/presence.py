@@ -12,7 +12,7 @@ With a queue configured, in Redis:
   (never a scan of the keyspace).
 Each change is one script (the count, the name, the worker's share), so a count that
 reaches 0 is deleted in the same step: a join on another worker cannot fall between.
-When a worker disappears (SIGKILL: app/core/queue.py's membership), one surviving
+When a worker disappears (SIGKILL: app/core/queue/membership.py), one surviving
 worker (an atomic claim) takes its shares off the room counts and sends the leave
 events. Without a queue the same bookkeeping lives in memory.
 """

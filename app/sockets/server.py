@@ -205,7 +205,7 @@ class RealtimeServer(ServerHooks):
 
     def run_event_handler(self, server, sid, eio_sid, data, namespace, id):
         # python-socketio's, with the ack sent once the handler's publishes are done
-        # (app/core/queue.py, `deferred_acks`): handlers of one client still run in
+        # (app/core/queue, `deferred_acks`): handlers of one client still run in
         # order, and their publishes leave in that order.
         with deferred_acks() as pending:
             result = server.trigger_handler(data[0], namespace, sid, *data[1:])

@@ -15,7 +15,7 @@ until it kills them. Instead, on SIGTERM a worker:
 4. returns: gunicorn finds no open connection and the worker exits.
 
 Before all that it tells the other workers it leaves the message queue
-(app/core/queue.py), so that they stop counting it at once: gunicorn may end the
+(app/core/queue), so that they stop counting it at once: gunicorn may end the
 worker as soon as its last connection closes.
 """
 

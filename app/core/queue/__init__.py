@@ -1,0 +1,73 @@
+"""The message queue: python-socketio client managers chosen by MESSAGE_QUEUE_URL.
+
+- empty URL: `LocalManager`, in memory, one process;
+- redis://, rediss://, unix://, redis+sentinel://: `RedisQueueManager`, which every
+  worker (and any external emitter) shares through one Redis pub/sub channel.
+
+The guarantee (docs/architecture.md, "The message queue"): **an emit whose publish
+returns has been handed by Redis to the subscription of every live worker, in the
+order this worker published it; otherwise the caller gets QueueUnavailable.**
+
+How it holds, for outages of any length and any number of concurrent publishes:
+
+- One ordered publisher per worker (`_publisher_loop`): every publish of the worker
+  goes through one queue and one pipeline, so Redis sees them in the order they were
+  made (pooled connections raced before: one sender's messages reached other workers
+  out of order). Each message carries (host_id, seq); a retry after a broken
+  connection may publish a message twice, and receivers drop what they already had.
+- Known workers (`Membership`): every worker registers in a Redis sorted set every
+  HEARTBEAT seconds, and keeps in memory the workers it has seen there. PUBLISH says
+  how many subscriptions got a message; fewer than the live workers known means some
+  worker's clients missed it, and the caller is told. The memory outlives a Redis
+  restart (the set is empty then): a known worker stays expected until it has been
+  missing from the set after the queue has worked for MEMBER_TTL seconds, so an
+  outage never makes a worker look gone. A worker leaving on purpose says so (`leave`).
+- No worker is unknown (`Membership.complete`, `wait_announced`): a worker serves only
+  once every other live worker has read a set that holds it (a new worker's clients
+  were otherwise missed by publishes judged without it, acked ok, when an outage came
+  before the others' next heartbeat). The set carries its birth (Redis's run id and
+  a time; a restarted Redis has a new run id, whatever an AOF brings back): a view
+  that finds it reborn, or that starts with no memory (a new worker, an external
+  emitter), refuses until the set has existed for REFILL seconds, in which every live
+  worker registers again. Every publish pipeline reads the birth too.
+- Outages are logged once when they start and once when they end, with counts.
+
+Modules: `redis_manager` (the manager: connections, start), `publisher` (the ordered
+publisher and the judgement of each publish), `receiver` (the subscription, repeats
+dropped), `membership` (the set of live workers), `delivery` (logged events to this
+worker's sockets), `scripts` (Lua), `local` (the in-memory manager).
+"""
+
+from __future__ import annotations
+
+from app.core.history import EventLog
+from app.core.idempotency import SeenMessages
+from app.core.queue.delivery import deferred_acks, logged_once, publish_now
+from app.core.queue.local import LocalManager
+from app.core.queue.membership import MEMBER_TTL, Membership, SetView
+from app.core.queue.redis_manager import RedisQueueManager
+from config.settings import Settings
+
+__all__ = ["MEMBER_TTL", "LocalManager", "Membership", "RedisQueueManager", "SetView",
+           "create_manager", "deferred_acks", "logged_once", "publish_now"]
+
+
+def create_manager(settings: Settings, *, write_only: bool = False,
+                   logged: dict[str, str] | None = None):
+    """The manager for MESSAGE_QUEUE_URL, with its event log (app/core/history.py):
+    `logged` maps a namespace to the prefix of its rooms whose broadcasts are logged."""
+    prefix = settings.message_queue_channel
+    if not settings.uses_redis:
+        if write_only:
+            raise RuntimeError("an external emitter needs MESSAGE_QUEUE_URL: with the "
+                               "in-memory manager only the server process reaches clients")
+        manager = LocalManager(SeenMessages(settings.idempotency_window_seconds))
+        manager.log = EventLog(None, prefix, settings.history_max_length,
+                               settings.history_max_age_seconds)
+    else:
+        seen = None if write_only else SeenMessages(settings.idempotency_window_seconds)
+        manager = RedisQueueManager(settings, write_only=write_only, seen=seen)
+        manager.log = EventLog(manager.publisher, prefix, settings.history_max_length,
+                               settings.history_max_age_seconds)
+    manager.log.logged.update(logged or {})
+    return manager

@@ -1,0 +1,121 @@
+"""The Redis manager: every worker (and any external emitter) shares one pub/sub channel."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+import redis
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from socketio.redis_manager import parse_redis_sentinel_url
+
+from app.adapters.redis_hooks import NotingRetry
+from app.adapters.socketio_hooks import RedisManagerHooks
+from app.core.control import RedisControlBus, control_key
+from app.core.idempotency import SeenMessages
+from app.core.lifecycle import supervised
+from app.core.outage import Outage
+from app.core.queue.delivery import LoggedDelivery
+from app.core.queue.membership import Heartbeat, Membership
+from app.core.queue.publisher import Pending, Publisher
+from app.core.queue.receiver import Receiver
+from config.settings import Settings
+
+
+class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisManagerHooks):
+    def __init__(self, settings: Settings, *, write_only: bool = False,
+                 logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
+        super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
+                         write_only=write_only, logger=logger)
+        self._settings = settings
+        self.seen = seen
+        self._init_delivery()
+        self.members_key = settings.message_queue_channel + ":workers"
+        self.born_key = self.members_key + ":born"
+        self.membership = Membership()
+        self.announced = None  # an event: every other live worker has read this one
+        self._first_registration: float | None = None  # Redis ms
+        self._seq = 0
+        # host_id -> (last seq received from it, when): repeats and gaps per publisher
+        self._last_seq: dict[str, tuple[int, float]] = {}
+        self._pending: collections.deque[Pending] = collections.deque()
+        self._wakeup = None
+        self._subscribed = False
+        self._registered = False
+        self._leaving = None  # an event once leave() has started
+        self._publishing = Outage("publish")  # publishes and this worker's registration
+        self._subscription = Outage("subscription")
+        self._members_script = None
+        # Are APPEND_SCRIPT and BORN_SCRIPT in this Redis's script cache? Loaded before
+        # the first batch and after every resubscribe (a restarted Redis has none: a
+        # batch's EVALSHA would fail with NOSCRIPT and its message be refused).
+        self._scripts_loaded = False
+        # Called by the heartbeat with the live workers' ids when this worker's view of
+        # them is fresh (presence and shared connection counts keep their per-worker
+        # entries alive; presence reaps a dead worker's: app/core/presence.py).
+        self.heartbeat_hooks: list[Callable[[set[str]], None]] = []
+        self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
+                                       timeout=settings.gather_timeout,
+                                       key=control_key(settings))
+
+    def publisher(self) -> redis.Redis:
+        """The shared client for publishes and commands, created on first use."""
+        if self.redis is None:
+            self.redis = self._client(for_publishing=True)
+        return self.redis
+
+    def subscriber(self) -> redis.Redis:
+        """A new client for a pub/sub subscription: no read timeout, it idles by design."""
+        return self._client(for_publishing=False)
+
+    def _client(self, *, for_publishing: bool) -> redis.Redis:
+        s = self._settings
+        # One immediate reconnect (a pooled connection the restart broke), never
+        # redis-py's default of 10 with backoff: the loops here retry on their own
+        # schedule, and a heartbeat or resubscribe asleep in a backoff after Redis is
+        # back would make its worker look gone (RESTORE_GRACE).
+        options: dict = {"socket_keepalive": True, "health_check_interval": 30,
+                         "socket_connect_timeout": s.redis_socket_timeout,
+                         "retry": NotingRetry(NoBackoff(), 1)}
+        if for_publishing:
+            options["socket_timeout"] = s.redis_socket_timeout
+        url = s.message_queue_url
+        if urlparse(url).scheme == "redis+sentinel":
+            sentinels, service, extra = parse_redis_sentinel_url(url)
+            sentinel = redis.sentinel.Sentinel(sentinels, **{**options, **extra})
+            return sentinel.master_for(service or self.channel, max_connections=s.redis_max_connections)
+        if not for_publishing:
+            return redis.Redis.from_url(url, **options)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=s.redis_max_connections, timeout=s.redis_pool_timeout, **options)
+        return redis.Redis(connection_pool=pool)
+
+    def connect_redis(self) -> None:
+        # Called by the listener on every (re)subscribe: a fresh subscription,
+        # while the publisher's pool stays (it reconnects by itself).
+        if self.pubsub is not None:
+            with contextlib.suppress(RedisError):
+                self.pubsub.close()
+        self.publisher()
+        self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+        self._scripts_loaded = False
+
+    def initialize(self) -> None:
+        super().initialize()  # starts python-socketio's listener (_thread)
+        if self.write_only:
+            return
+        self._wakeup = self.server.eio.create_event()
+        self.announced = self.server.eio.create_event()
+        self.server.start_background_task(supervised, self.server.sleep, self._publisher_loop)
+        self.server.start_background_task(supervised, self.server.sleep, self._heartbeat_loop)
+        self.control.start(self.server.start_background_task, self.subscriber)
+
+    def listeners(self) -> int:
+        """How many workers are subscribed to the channel right now."""
+        return int(self.publisher().pubsub_numsub(self.channel)[0][1])
