@@ -338,13 +338,14 @@ class _DetachedQueue:
 DETACHED_QUEUE = _DetachedQueue()
 
 
-def _direct(environ, server) -> bool:
-    """Can the template's WebSocket code serve this upgrade: the plain socket from
-    gunicorn, a readable-waiter for the async mode, no permessage-deflate offered?"""
+def _direct(environ, server):
+    """The OS socket the template's WebSocket code serves this upgrade on (a plain
+    socket from gunicorn, a readable-waiter for the async mode, no permessage-deflate
+    offered), or None: the async library's WebSocket server serves it."""
+    if server.wait_readable is None or "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
+        return None
     green = connection_socket(environ)
-    return (green is not None and raw_socket(green) is not None
-            and server.wait_readable is not None
-            and "HTTP_SEC_WEBSOCKET_EXTENSIONS" not in environ)
+    return raw_socket(green) if green is not None else None
 
 
 def _bad_handshake() -> dict:
@@ -429,10 +430,10 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             # one upgrade at a time: each would hold a connection (and escape
             # MAX_CONNECTIONS_PER_ADDRESS, counted per session)
             return _refusal("upgrade_in_progress", "this session is already upgrading")
-        green = connection_socket(environ)
-        raw = raw_socket(green) if green is not None else None
-        if not _direct(environ, self.server):
+        raw = _direct(environ, self.server)
+        if raw is None:
             return super().upgrade_websocket(environ, start_response)
+        green = connection_socket(environ)
         # On a plain socket without permessage-deflate: app/transport/websocket.py.
         # (Called from here, not through python-engineio's websocket entry: one frame
         # less on the stack every open connection keeps, docs/performance.md.)
@@ -446,12 +447,11 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
         self.websocket_handler(Connection(ws, green, raw))
         raise StopIteration  # gunicorn: the response was written here; it closes the socket
 
-    def _close_extra_websocket(self, environ):
+    def _close_extra_websocket(self, environ, raw):
         """Another WebSocket for this session, already on one: accepted and closed at
         once, as Node does (its client sees a close, not a failed handshake: Node's `ws`
         throws on a 400 nobody listens for); the session keeps its own."""
         green = connection_socket(environ)
-        raw = raw_socket(green)
         if not accept(environ, green):
             return _bad_handshake()
         self.closing_extra = True
@@ -654,8 +654,9 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
             sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
             session = self.sockets.get(sid) if sid else None
             if (session is not None and session.upgraded and not session.closed
-                    and not session.closing_extra and _direct(environ, self)):
-                refused = session._close_extra_websocket(environ)  # or served: StopIteration
+                    and not session.closing_extra and (raw := _direct(environ, self)) is not None):
+                # (or served: StopIteration)
+                refused = session._close_extra_websocket(environ, raw)
                 start_response(refused["status"], refused["headers"])
                 return [refused["response"]]
         return super().handle_request(environ, start_response)

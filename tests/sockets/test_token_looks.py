@@ -59,3 +59,23 @@ def test_a_socket_still_connecting_is_looked_at_again_shortly(app):
     deadlines.run_due(time.monotonic())
     assert ended == []  # a disconnect would do nothing yet
     assert chat.looks["sid"] - time.monotonic() < 1.0
+
+
+def test_a_ban_found_by_the_look_tells_the_socket_why_before_ending_it(app):
+    """The look can find a ban before the kick reaches the socket (the kick yields
+    between sockets; another worker's ban arrives over the control bus): the socket is
+    told `kicked` with the ban's reason, as the kick would, then disconnected."""
+    chat, deadlines, ended = _chat(app)
+    said: list = []
+    chat.emit = lambda event, data, to=None, **kwargs: said.append(("emit", event, data, to))
+    chat.server.disconnect = lambda sid, namespace=None, **kwargs: said.append(("disconnect", sid))
+    chat.identities["sid"] = Identity("erin", "erin", "user", int(time.time()) + 3600)
+    until = int(time.time()) + 60
+    # as another worker's ban arrives here: no kick on this worker
+    chat.services.revocations.remember({"user_id": "erin", "until": until, "reason": "spam"})
+    chat._watch_token("sid", 0.0)
+
+    deadlines.run_due(time.monotonic())
+    assert said == [("emit", "kicked", {"reason": "spam", "until": until}, "sid"),
+                    ("disconnect", "sid")]
+    assert ended == []  # not `session_ended`

@@ -28,6 +28,8 @@ from config.settings import Settings
 
 
 class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisManagerHooks):
+    repeats = True  # a logged event can come again: a client_id's retry (LoggedDelivery)
+
     def __init__(self, settings: Settings, *, write_only: bool = False,
                  logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
