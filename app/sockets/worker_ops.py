@@ -78,8 +78,10 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
 
     def kick(payload: dict) -> dict:
         until = payload.get("until")
-        if until is not None:  # a ban: refused on this worker's live sockets at once
-            revocations.remember({"user_id": payload["user_id"], "until": until})
+        if until is not None:  # a ban: refused on this worker's live sockets at once,
+            # with its reason (their token looks may find it before the kick reaches them)
+            revocations.remember({"user_id": payload["user_id"], "until": until,
+                                  "reason": payload.get("reason", "")})
         return {"sockets": local_kick(sio, str(payload["user_id"]),
                                       str(payload.get("reason", "")), until)}
 

@@ -79,3 +79,14 @@ def test_a_ban_found_by_the_look_tells_the_socket_why_before_ending_it(app):
     assert said == [("emit", "kicked", {"reason": "spam", "until": until}, "sid"),
                     ("disconnect", "sid")]
     assert ended == []  # not `session_ended`
+
+
+def test_a_ban_sent_with_a_kick_keeps_its_reason_on_every_worker(app):
+    """Each worker installs the ban before kicking its sockets: a look that runs while
+    the kick yields finds it, and must say why as the kick does (a busy run's failure:
+    `kicked` {reason: ""} from a worker that had the ban without its reason)."""
+    services = app.extensions["realtime"]
+    until = int(time.time()) + 60
+    services.sio.manager.control.run("kick", {"user_id": "frank", "reason": "spam",
+                                              "until": until})
+    assert services.revocations.kick_notice("frank") == {"reason": "spam", "until": until}
