@@ -120,7 +120,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
 def chat_connections(url: str, admin_token: str, workers: int) -> dict[int, int]:
     """chat_connections_per_worker from a new /admin client at `url`, once `workers`
     workers answer (a respawned one too, after a Redis outage as well)."""
-    admin = Client().connect(url, ["/admin"], auth={"token": admin_token})
+    def connected():
+        try:
+            return Client().connect(url, ["/admin"], auth={"token": admin_token})
+        except socketio.exceptions.ConnectionError:
+            # the kernel may hand the connection to a worker respawned a moment ago,
+            # still booting (after a kill): a client tries again, as real ones do
+            return None
+
+    admin = wait_for(connected, interval=0.2, message="an /admin client to connect")
     try:
         return chat_connections_per_worker(admin, workers)
     finally:
@@ -471,6 +479,23 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def stop_between_writes(self) -> None:
+        """Kill it with no write command running: every PUBLISH it answered has been
+        written to every subscription (PUBLISH counts the subscriptions it queued the
+        message on; a Redis killed before writing them out loses it for those, a limit
+        docs/architecture.md states)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            # writes (PUBLISH and scripts included) wait from now on; the PING's answer
+            # comes after what earlier commands queued has been written out
+            sock.sendall(b"CLIENT PAUSE 60000 WRITE\r\nPING\r\n")
+            answer = b""
+            while b"+PONG" not in answer:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+        self.stop()
 
     def stop(self) -> None:
         if self.process is not None:
