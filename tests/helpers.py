@@ -31,6 +31,7 @@ from typing import Any
 
 import engineio
 import pytest
+import redis
 import requests
 import socketio
 import websocket
@@ -485,16 +486,11 @@ class RedisServer:
         written to every subscription (PUBLISH counts the subscriptions it queued the
         message on; a Redis killed before writing them out loses it for those, a limit
         docs/architecture.md states)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5) as client:
             # writes (PUBLISH and scripts included) wait from now on; the PING's answer
             # comes after what earlier commands queued has been written out
-            sock.sendall(b"CLIENT PAUSE 60000 WRITE\r\nPING\r\n")
-            answer = b""
-            while b"+PONG" not in answer:
-                chunk = sock.recv(64)
-                if not chunk:
-                    break
-                answer += chunk
+            client.client_pause(60000, all=False)
+            client.ping()
         self.stop()
 
     def stop(self) -> None:

@@ -231,8 +231,8 @@ class RealtimeServer(ServerHooks):
 
     def _send_ack(self, eio_sid, namespace, id, result) -> None:
         data = [] if result is None else list(result) if isinstance(result, tuple) else [result]
-        self.send_socketio_packet(eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace,
-                                                     id=id, data=data))
+        self.send_socketio_packet(eio_sid, self.packet_class(
+            socketio.packet.ACK, namespace=namespace, id=id, data=data))
 
     def on_eio_disconnect(self, eio_sid, reason=None):
         self.address_limit.release(eio_sid)

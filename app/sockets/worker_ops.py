@@ -41,10 +41,10 @@ def local_stats(sio: socketio.Server) -> dict[str, Any]:
     }
 
 
-def local_kick(sio: socketio.Server, user_id: str, reason: str, until: float | None = None) -> int:
-    """Tell and disconnect every local socket of `user_id`, in every namespace."""
+def local_kick(sio: socketio.Server, user_id: str, notice: dict) -> int:
+    """Tell (`kicked` with `notice`) and disconnect every local socket of `user_id`, in
+    every namespace."""
     kicked = 0
-    notice = {"reason": reason} if until is None else {"reason": reason, "until": int(until)}
     for namespace in list(sio.manager.rooms):
         for sid, _eio_sid in list(sio.manager.get_participants(namespace, user_room(user_id))):
             sio.emit(KICKED_EVENT, notice, to=sid, namespace=namespace, ignore_queue=True)
@@ -76,14 +76,17 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
     bus = sio.manager.control
     revocations = services.revocations
 
-    def kick(payload: dict) -> dict:
-        until = payload.get("until")
-        if until is not None:  # a ban: refused on this worker's live sockets at once,
-            # with its reason (their token looks may find it before the kick reaches them)
-            revocations.remember({"user_id": payload["user_id"], "until": until,
-                                  "reason": payload.get("reason", "")})
-        return {"sockets": local_kick(sio, str(payload["user_id"]),
-                                      str(payload.get("reason", "")), until)}
+    def kick(payload: dict) -> dict:  # {user_id, reason, until?}
+        user_id = str(payload["user_id"])
+        if payload.get("until") is not None:
+            # a ban: refused on this worker's live sockets at once, with its reason
+            # (their token looks may find it before the kick reaches them), and told
+            # the notice those looks tell
+            revocations.remember(payload)
+            notice = revocations.kick_notice(user_id)
+        else:
+            notice = {"reason": str(payload.get("reason", ""))}
+        return {"sockets": local_kick(sio, user_id, notice)}
 
     def revoke(payload: dict) -> dict:  # {jti | family, until}
         revocations.remember(payload)
