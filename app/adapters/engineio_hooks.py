@@ -24,6 +24,8 @@ class ServerHooks(Hooked, engineio.Server):
     }
     # (environ) -> the origins a request may come from (None: any)
     cors_allowed_origins_for = engineio.Server._cors_allowed_origins
+    # (environ) -> the CORS headers of an answer to that request
+    cors_headers = engineio.Server._cors_headers
     # (event, *args, run_async=...) -> the handler's result
     trigger_handler = engineio.Server._trigger_event
 

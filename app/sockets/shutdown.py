@@ -9,9 +9,10 @@ until it kills them. Instead, on SIGTERM a worker:
    cut), which socket.io clients retry, never at the namespace, which they do not;
 2. lets the event handlers already running finish (their acks are delivered);
 3. sends every local socket `shutdown` {reason, reconnect: true}, waits (up to
-   CLOSE_GRACE) for the notices to be written, then ends each connection without a
-   protocol-level close, so standard clients reconnect by themselves, through the
-   proxy, to a worker that is up;
+   CLOSE_GRACE) for the notices to be written, then ends each connection: a WebSocket
+   is cut (no close handshake), a long-polling session is closed (its poll gets
+   CLOSE, waited for up to CLOSE_GRACE if the client is between two polls); standard
+   clients reconnect by themselves, through the proxy, to a worker that is up;
 4. returns: gunicorn finds no open connection and the worker exits.
 
 Before all that it tells the other workers it leaves the message queue
@@ -25,7 +26,7 @@ import logging
 
 from app.core.lifecycle import wait_until
 from app.services import Services
-from app.transport import backlog
+from app.transport import backlog, closing
 
 log = logging.getLogger("app.shutdown")
 
@@ -55,11 +56,15 @@ def drain(services: Services, handler_timeout: float) -> int:
                CLOSE_GRACE, sio.sleep)
     for eio_sid, session in sessions.items():
         if not session.upgraded:
-            # polling: end the session; the client's next poll fails and it reconnects
+            # polling: end the session; its poll gets CLOSE and the client reconnects
             sio.end_session(eio_sid)
     # WebSockets: cut the TCP connection (no close handshake), which standard clients
     # treat as a lost connection and reconnect.
     cut = lifecycle.cut_websockets()
     log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
+    # A polling client between two polls learns of the close at its next one (CLOSE,
+    # app/transport/protocol.py): the worker waits for it, as it exits once this returns.
+    wait_until(lambda: not any(closing(session) for session in sessions.values()),
+               CLOSE_GRACE, sio.sleep)
     return len(sessions)
 

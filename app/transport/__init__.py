@@ -4,7 +4,8 @@ Namespaces, the event pipeline and the queue (app/sockets, app/core) never impor
 from here; app/sockets/server.py asks `engine_server_class(settings)` for the
 Engine.IO server python-socketio builds on, and the watchdog and the drain ask
 `backlog(session)` how much waits for a client (the watchdog, of the sessions
-`may_back_up` lists): that is the whole interface.
+`may_back_up` lists) and `closing(session)` whether an ended session's CLOSE still
+waits for its client's next poll: that is the whole interface.
 
 ENGINEIO_TRANSPORT picks the transport: `template` (the default, below) or `stock`,
 python-engineio's own `engineio.Server` as released. What stock mode lacks is listed
@@ -42,6 +43,8 @@ started only on the releases in app/adapters/versions.py).
 
 from __future__ import annotations
 
+import time
+
 import engineio
 
 from config.settings import Settings
@@ -70,3 +73,9 @@ def backlog(session) -> int:
     (its WebSocket writer takes packets off it as it sends them)."""
     count = getattr(session, "backlog", None)
     return session.queue.qsize() if count is None else count
+
+
+def closing(session) -> bool:
+    """An ended long-polling session whose CLOSE waits for the client's next poll (the
+    template's transport keeps it for that poll; python-engineio forgets it at once)."""
+    return getattr(session, "farewell_until", 0.0) > time.monotonic()

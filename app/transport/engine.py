@@ -683,7 +683,8 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
             return
         try:
             if session.closed:
-                self.sockets.pop(sid, None)
+                if session.farewell_until <= time.monotonic():  # its CLOSE taken
+                    self.sockets.pop(sid, None)
             elif not session.closing:
                 session.check_ping_timeout()
         except Exception:  # one session's failure must not spare the others

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs
 
 from engineio import exceptions, packet, payload
 
+from app.transport import closing as _closing
+
 log = logging.getLogger("app.transport")
 
 # Packets of one polling POST handled before the worker serves its other clients again
@@ -40,7 +42,8 @@ def _bad_request(start_response, code: int, message: str) -> list[bytes]:
 
 
 class ConformantServer:
-    """For an `engineio.Server` subclass: its answers to HTTP requests."""
+    """For an `engineio.Server` subclass: its answers to HTTP requests (with the
+    aliases of app/adapters/engineio_hooks.ServerHooks)."""
 
     def handle_request(self, environ, start_response):
         # "Query parameters": `transport` is mandatory. python-engineio served a
@@ -56,7 +59,40 @@ class ConformantServer:
         if method != "OPTIONS" and (method not in ("GET", "POST") or (
                 method == "POST" and "sid" not in query)):
             return _bad_request(start_response, 2, "Bad handshake method")
+        sid = query.get("sid", [None])[0]
+        session = self.sockets.get(sid) if sid is not None else None
+        if session is not None and session.closed:
+            if method == "GET" and "HTTP_UPGRADE" not in environ and _closing(session):
+                return self._farewell(session, query, environ, start_response)
+            # Node's answer (python-engineio raised KeyError on a POST)
+            if not _closing(session):
+                self.sockets.pop(sid, None)
+            return _bad_request(start_response, 1, "Session ID unknown")
         return super().handle_request(environ, start_response)
+
+    def disconnect(self, sid=None):
+        if sid is None:
+            return super().disconnect()
+        # python-engineio's forgot the session at once: its farewell is kept (_farewell)
+        session = self.sockets.get(sid)
+        if session is not None:
+            session.close(reason=self.reason.SERVER_DISCONNECT)
+            if not _closing(session):
+                self.sockets.pop(sid, None)
+        return None
+
+    def _farewell(self, session, query, environ, start_response) -> list[bytes]:
+        """The first poll after the server closed a session no poll waited on: what was
+        queued for it, CLOSE last (Node's polling transport keeps that CLOSE for the next
+        GET; a 400 instead read as a transport error, not a clean close)."""
+        self.sockets.pop(session.sid, None)
+        try:
+            jsonp_index = int(query["j"][0]) if "j" in query else None
+        except ValueError:
+            return _bad_request(start_response, 3, "Bad request")
+        answer = self.ok_response(session.poll(), jsonp_index=jsonp_index)
+        start_response(answer["status"], answer["headers"] + self.cors_headers(environ))
+        return [answer["response"]]
 
     def ok_response(self, packets=None, headers=None, jsonp_index=None):
         if packets is None:
@@ -71,6 +107,8 @@ class ConformantSocket:
     """For an `engineio.socket.Socket` subclass: long-polling by the protocol."""
 
     poll_pending = False  # a long-polling GET waits for packets
+    # (monotonic) until when the CLOSE of a server-side close waits for a poll to take it
+    farewell_until = 0.0
 
     def send(self, pkt):
         if pkt.packet_type == packet.OPEN:
@@ -83,6 +121,8 @@ class ConformantSocket:
 
     def poll(self):
         packets = super().poll()
+        if self.farewell_until and any(pkt.packet_type == packet.CLOSE for pkt in packets):
+            self.farewell_until = 0.0
         if self.upgraded and not self.poll_pending and packets:
             # python-engineio's own WebSocket handler queues the upgrade's NOOP even
             # when no GET waits (see end_poll), and its writer polls the queue: not on
@@ -173,6 +213,13 @@ class ConformantSocket:
             # at a ping timeout. Closed by the client (its CLOSE packet): NOOP, as Node.
             by_client = reason == self.server.reason.CLIENT_DISCONNECT
             self.queue.put(packet.Packet(packet.NOOP if by_client else packet.CLOSE))
+            if reason in (None, self.server.reason.SERVER_DISCONNECT):
+                # Ended by the application (a drain, a kick): kept for the next poll if
+                # none waits (ConformantServer._farewell), as Node keeps a socket it
+                # closes until its transport has said so; for as long as a client that
+                # polls at all takes to come back. (A ping timeout or a broken request
+                # ends it at once, as there.)
+                self.farewell_until = time.monotonic() + self.server.ping_timeout
             # Not waiting: a poll may never come (and python-engineio's poll puts the
             # end marker back when it takes it with the CLOSE: join() never returned).
             return super().close(wait=False, abort=True, reason=reason)

@@ -71,6 +71,7 @@ ALIASES = {
     engineio_hooks.ServerHooks: {
         "trigger_handler": ("_trigger_event", "(self, event, *args, **kwargs)"),
         "cors_allowed_origins_for": ("_cors_allowed_origins", "(self, environ)"),
+        "cors_headers": ("_cors_headers", "(self, environ)"),
     },
 }
 HOOKS = [(adapter, library, private, signature)

@@ -410,6 +410,40 @@ def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
         client.wait()
 
 
+@stock_deviation("a polling session the server ends between two polls answers the next "
+                 "one 400, which socket.io-client reads as a transport error")
+def test_a_polling_session_ended_between_polls_gets_close_at_its_next_poll(
+        start_own_server, make_token):
+    """Node keeps a socket it closes until its transport has said so: the next poll
+    gets what was queued, CLOSE last, and the client sees a clean close."""
+    server = start_own_server(GRACEFUL_TIMEOUT="10")
+    http = requests.Session()  # kept alive: the draining worker closes its port at once
+    opened = http.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+    token = json.dumps({"token": make_token("between-polls")})
+    assert http.post(url, data=f"40/chat,{token}", timeout=10).status_code == 200
+    assert http.get(url, timeout=10).text.startswith("40/chat,")
+    mark = server.log_mark()
+    os.killpg(server.process.pid, signal.SIGTERM)  # the drain ends the session: no poll waits
+    wait_for(lambda: "shutdown: notified" in server.log(mark), timeout=15)
+    answer = http.get(url, timeout=10)
+    assert answer.status_code == 200, answer.text
+    packets = answer.text.split("\x1e")
+    assert packets[-1] == "1", packets  # CLOSE, after the shutdown notice queued before it
+    assert any(p.startswith('42/chat,["shutdown"') for p in packets), packets
+
+
+@stock_deviation("a POST for a session the server closed fails inside python-engineio")
+def test_requests_for_a_session_the_server_closed_get_close_then_400(server):
+    url = open_polling(server)
+    too_large = requests.post(url, data="4" + "x" * 100_000, timeout=10)  # closes it
+    assert (too_large.status_code, too_large.json()["code"]) == (413, "payload_too_large")
+    late = requests.post(url, data="3", timeout=10)
+    assert (late.status_code, late.json()) == (400, {"code": 1, "message": "Session ID unknown"})
+    assert requests.get(url, timeout=10).text.split("\x1e")[-1] == "1"  # its farewell
+    assert requests.get(url, timeout=10).status_code == 400  # then the session is gone
+
+
 @stock_deviation("a polling session outlives its pong's deadline until the next sweep")
 def test_a_silent_polling_session_ends_at_its_pong_deadline(start_own_server):
     """The Engine.IO test suite's timing: pingInterval 300 ms, pingTimeout 200 ms, no
