@@ -31,7 +31,6 @@ from typing import Any
 
 import engineio
 import pytest
-import redis
 import requests
 import socketio
 import websocket
@@ -480,18 +479,6 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def stop_between_writes(self) -> None:
-        """Kill it with no write command running: every PUBLISH it answered has been
-        written to every subscription (PUBLISH counts the subscriptions it queued the
-        message on; a Redis killed before writing them out loses it for those, a limit
-        docs/architecture.md states)."""
-        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5) as client:
-            # writes (PUBLISH and scripts included) wait from now on; the PING's answer
-            # comes after what earlier commands queued has been written out
-            client.client_pause(60000, all=False)
-            client.ping()
-        self.stop()
 
     def stop(self) -> None:
         if self.process is not None:

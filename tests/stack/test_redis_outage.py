@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
+import redis
 
+from app.core.chat import ROOM_PREFIX, post_message
+from app.core.errors import DeliveryIncomplete
+from app.core.queue import create_manager
 from tests.helpers import RedisServer, wait_for
 
 RESUME_WITHIN = 10.0  # seconds after Redis is back (resubscribe backoff is capped at 2 s)
@@ -89,3 +94,36 @@ def test_messages_around_an_outage_are_delivered_or_reported(outage_redis, start
     assert resumed_after < RESUME_WITHIN
     assert delivered  # traffic flowed both before and after
     assert [server.worker_pids() for server in servers] == workers_before, "a worker crashed"
+
+
+def test_what_a_subscription_missed_is_delivered_from_the_log_when_it_resubscribes(
+        private_redis, start_own_server, connect, settings):
+    """PUBLISH counts a subscription once the message is queued on it: a Redis killed
+    before writing it out, or one dropping the subscriber at its output-buffer limit,
+    loses it for that worker though the sender was told ok. Here a message is logged and
+    published where no subscription hears it (the emitter is told); the worker's next
+    subscribe reads the log since its position and delivers it, once, in order."""
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
+    alice, bob = connect(server.url, user="alice"), connect(server.url, user="bob")
+    for client in (alice, bob):
+        assert client.call("join", {"room": "window"})["ok"] is True
+
+    def texts() -> list[str]:
+        return [m["text"] for m in bob.of("message")]
+
+    assert alice.call("message", {"room": "window", "text": "before"})["ok"] is True
+    wait_for(lambda: texts() == ["before"], message=lambda: f"bob's messages: {texts()}")
+    emitter = create_manager(replace(settings, message_queue_url=private_redis.url),
+                             write_only=True, logged={"/chat": ROOM_PREFIX})
+    emitter.channel += ":nowhere"
+    with pytest.raises(DeliveryIncomplete):  # logged, heard by none: the sender is told
+        post_message(emitter, "window", "missed", {"id": "ops", "name": "ops"})
+    alice.round_trip()
+    assert texts() == ["before"]  # lost to the worker's subscription
+    with redis.Redis(port=private_redis.port) as admin:  # the worker subscribes again
+        assert admin.client_kill_filter(_type="pubsub") >= 1
+    wait_for(lambda: texts() == ["before", "missed"], message=lambda: f"bob's messages: {texts()}")
+    assert alice.call("message", {"room": "window", "text": "after"})["ok"] is True
+    wait_for(lambda: texts()[2:] == ["after"], message=lambda: f"bob's messages: {texts()}")
+    assert texts() == ["before", "missed", "after"]
+    assert "1 logged event(s) this worker missed" in server.log()

@@ -30,6 +30,11 @@ How it holds, for outages of any length and any number of concurrent publishes:
   that finds it reborn, or that starts with no memory (a new worker, an external
   emitter), refuses until the set has existed for REFILL seconds, in which every live
   worker registers again. Every publish pipeline reads the birth too.
+- Nothing counted is lost to a subscription (`Receiver._catch_up`): PUBLISH counts a
+  subscription when the message is queued on it, and a Redis killed before writing
+  it out loses it there. Every resubscribe reads the log after the worker's position
+  in the rooms it has sockets in and delivers what it missed, in order, before the
+  new subscription's messages (history on, and Redis with an append-only file).
 - Outages are logged once when they start and once when they end, with counts.
 
 Modules: `redis_manager` (the manager: connections, start), `publisher` (the ordered

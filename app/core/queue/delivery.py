@@ -78,6 +78,9 @@ class LoggedDelivery:
         # the id its recovery replay went up to: a repeat of an id not above it is not
         # owed to it (it had the message, from this worker, its history or its replay)
         self.entered: dict[tuple[str, Any], dict[str, tuple[int, int]]] = {}
+        # After a catch-up from the log (Receiver._catch_up): the id it read up to, and
+        # the rooms it read; until the subscription passes that id
+        self.covered: tuple[tuple[int, int], set] | None = None
 
     def logged_key(self, namespace: str, room, callback, kwargs) -> str | None:
         if self.log is None or callback is not None or kwargs.get("ignore_queue"):
@@ -85,21 +88,30 @@ class LoggedDelivery:
         return self.log.key_for(namespace, room)
 
     def deliver_logged(self, event: str, data: list, namespace: str, room, skip_sid,
-                       offset: str | None, repeat: bool = False) -> None:
+                       offset: str | None, repeat: bool = False, caught_up: bool = False) -> None:
+        """`repeat`: a retry of an event delivered before, to the sockets it missed;
+        `caught_up`: read from the log at a resubscribe (Receiver._catch_up)."""
+        key = parse_id(offset) if offset else None
+        repeat = repeat and key is not None
+        if self.covered is not None and key is not None and not caught_up:
+            top, rooms = self.covered
+            if key > top:
+                self.covered = None
+            elif not repeat and (namespace, room) in rooms:
+                return  # the catch-up read it from the log
         message = message_with_id(data)
         if message is not None and offset:
             message["stream_id"] = offset
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         packets: dict[bool, list] = {}
-        key = parse_id(offset) if offset else None
-        repeat = repeat and key is not None
         if key is not None and not repeat and (self.position is None or key > self.position):
             self.position = key
-        entered = self.entered.get((namespace, room), {}) if repeat else None
+        # (a socket that entered the room, or was replayed, at or past this id had it)
+        entered = self.entered.get((namespace, room), {}) if repeat or caught_up else None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            if repeat and (since := entered.get(sid)) is not None and since >= key:
+            if entered and (since := entered.get(sid)) is not None and since >= key:
                 continue
             held = self.replaying.get(sid)
             if held is not None and key is not None:

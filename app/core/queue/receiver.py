@@ -8,7 +8,8 @@ import time
 
 from redis.exceptions import RedisError
 
-from app.core.history import parse_id
+from app.core.errors import QueueUnavailable
+from app.core.history import format_id, parse_id
 from app.core.queue.delivery import first_delivery
 from app.core.queue.membership import LEAVE
 from app.core.queue.scripts import decoded
@@ -36,38 +37,81 @@ class Receiver:
     def listen_with_retries(self):
         # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
         # emits resume seconds after Redis is back) and one log line per outage.
-        retry_sleep = 0.5
+        retry_sleep = 0.0  # the first attempt after a break at once, then backing off
         while True:
             try:
                 if not self._subscribed:
                     self.connect_redis()
                     self.pubsub.subscribe(self.channel)
                     self._subscribed = True
-                    retry_sleep = 0.5
+                    retry_sleep = 0.0
                     if self._subscription.restored():
                         self.membership.queue_restored()
                     self._beat()  # registered at once, within the set's refill
-                    self._read_position()
+                    self._catch_up()
                 yield from self.pubsub.listen()
             except Exception as exc:
                 self._subscribed = False
                 self._subscription.failed(exc)
                 time.sleep(retry_sleep)
-                retry_sleep = min(retry_sleep * 2, MAX_RESUBSCRIBE_DELAY)
+                retry_sleep = min(max(retry_sleep * 2, 0.25), MAX_RESUBSCRIBE_DELAY)
 
-    def _read_position(self) -> None:
-        """On every subscribe, the position moves up to the log's top: what was logged
-        while this worker was not subscribed (a new worker, a broken subscription) is
-        owed to the sockets that enter a room from now on by their history or replay,
-        not by a repeat. Unread, the next message moves it."""
+    def _catch_up(self) -> None:
+        """On every subscribe: up to the log's top.
+
+        A worker that was subscribed before (it has a position) is owed what was logged
+        since, in the rooms where it has sockets: Redis counts a subscription in
+        PUBLISH's reply once the message is queued for it, and a Redis killed before
+        writing it out lost it for that worker, the sender told ok. Those entries are
+        delivered now, in id order, before anything the new subscription brings (which
+        then skips what they covered). A new worker, or one further behind than a
+        recovery's budget (RECOVERY_MAX_ENTRIES, _BYTES), moves to the top: what it
+        skipped is owed to its sockets by their history or replay.
+        """
         if self.log is None or not self.log.enabled:
             return
         with contextlib.suppress(RedisError, ValueError, AttributeError):
             top = self.publisher().hget(self.log.last_key, "last")
-            if top is not None:
-                top = parse_id(decoded(top))
-                if self.position is None or top > self.position:
-                    self.position = top
+            if top is None:
+                return
+            top = parse_id(decoded(top))
+            if self.position is not None and top > self.position:
+                self._deliver_missed(top)
+            if self.position is None or top > self.position:
+                self.position = top
+
+    def _deliver_missed(self, top: tuple[int, int]) -> None:
+        rooms = {key: (namespace, room) for namespace, members in self.rooms.items()
+                 for room, sids in members.items()
+                 if sids and (key := self.log.key_for(namespace, room)) is not None}
+        if not rooms:
+            return
+        settings, after = self._settings, format_id(self.position)
+        try:
+            streams, _ = self.log.snapshot_streams(list(rooms), after,
+                                                   settings.recovery_max_entries,
+                                                   settings.recovery_max_bytes)
+        except QueueUnavailable:
+            streams = None
+        if streams is None:
+            log.warning("resubscribed: the log since %s could not be read, or holds more than "
+                        "RECOVERY_MAX_ENTRIES or _BYTES: what this worker missed is owed by "
+                        "history", after)
+            return
+        missed = sorted(((key, entry) for key, entries in streams.items() for entry in entries),
+                        key=lambda item: item[1].key)
+        for key, entry in missed:
+            data = entry.data
+            if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
+                continue
+            namespace, room = rooms[key]
+            self.deliver_logged(entry.event, data, namespace, room, entry.skip_sid, entry.id,
+                                caught_up=True)
+        if missed:
+            log.info("resubscribed: %d logged event(s) this worker missed, delivered from the log",
+                     len(missed))
+        # what the new subscription brings of these rooms up to here, they had now
+        self.covered = (max(top, missed[-1][1].key) if missed else top, set(rooms.values()))
 
     def received_messages(self):
         for message in super().received_messages():

@@ -81,9 +81,11 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisMan
         # redis-py's default of 10 with backoff: the loops here retry on their own
         # schedule, and a heartbeat or resubscribe asleep in a backoff after Redis is
         # back would make its worker look gone (RESTORE_GRACE).
+        # A subscription is never reconnected by redis-py (it would subscribe again
+        # unseen): the listener does, and catches up from the log (Receiver._catch_up).
         options: dict = {"socket_keepalive": True, "health_check_interval": 30,
                          "socket_connect_timeout": s.redis_socket_timeout,
-                         "retry": NotingRetry(NoBackoff(), 1)}
+                         "retry": NotingRetry(NoBackoff(), 1 if for_publishing else 0)}
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
