@@ -51,12 +51,20 @@ bench: $(VENV)/.dev
 	cd bench && npm ci --no-audit --no-fund --silent
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# The demo page's socket.io-client (needs npm): install the version pinned in
-# web/package.json and copy its dist file to app/web/static/vendor/, which is committed
-# so that `make run` and the image need only Python (tests/web checks they match).
+# The browser code the template serves (needs npm): install the versions pinned in
+# web/package.json and copy the demo page's socket.io-client to app/web/static/vendor/
+# and the Socket.IO Admin UI (without source maps) with its icon font to
+# app/web/admin_ui/, which are committed so that `make run` and the image need only
+# Python (tests/web checks they match).
+ADMIN_UI := app/web/admin_ui
 web-vendor:
 	cd web && npm ci --no-audit --no-fund --silent
 	cp web/node_modules/socket.io-client/dist/socket.io.min.js app/web/static/vendor/
+	rm -rf $(ADMIN_UI) && cp -r web/node_modules/@socket.io/admin-ui/ui/dist $(ADMIN_UI)
+	find $(ADMIN_UI) -name '*.map' -delete
+	mkdir -p $(ADMIN_UI)/mdi/css $(ADMIN_UI)/mdi/fonts
+	cp web/node_modules/@mdi/font/css/materialdesignicons.min.css $(ADMIN_UI)/mdi/css/
+	cp web/node_modules/@mdi/font/fonts/materialdesignicons-webfont.woff2 $(ADMIN_UI)/mdi/fonts/
 
 # RFC 6455 conformance of the WebSocket code, Autobahn|Testsuite (docs/conformance.md).
 # wstest is Python 2 code: installed once into its own virtualenv.

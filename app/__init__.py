@@ -28,6 +28,7 @@ from app.logging_setup import configure_logging
 from app.services import EXTENSION_KEY, Services
 from app.sockets import NAMESPACES, register_namespaces
 from app.sockets.server import create_socketio_server, wrap_wsgi
+from app.web import admin_ui_bp as admin_ui_blueprint
 from app.web import bp as web_blueprint
 from config.notices import silence_library_notices
 from config.settings import Settings, SettingsError, load_settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     register_blueprints(flask_app, settings)
     flask_app.register_blueprint(web_blueprint)  # the demo page at / (app/web/)
+    flask_app.register_blueprint(admin_ui_blueprint)  # the Socket.IO Admin UI at /admin-ui/
     register_namespaces(sio, services)
     register_commands(flask_app)
     flask_app.wsgi_app = wrap_wsgi(sio, flask_app.wsgi_app, settings, lifecycle)

@@ -66,6 +66,11 @@ class Settings:
     # GET /api/asyncapi.json (the event contract): public | admin (an admin's token) |
     # off. Production's default is admin: the contract maps the attack surface.
     asyncapi_access: str = "public"
+    # The official Socket.IO Admin UI at /admin-ui/ (app/sockets/admin_ui.py): admins
+    # only; read-only unless false (then it may disconnect sockets). Its figures and
+    # socket list are refreshed this often, while someone watches.
+    admin_ui_read_only: bool = True
+    admin_ui_interval: float = 2.0
 
     # --- authentication (JWT) ---------------------------------------------
     jwt_secret: str = INSECURE_JWT_SECRET

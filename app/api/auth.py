@@ -30,6 +30,7 @@ from app.core.offload import run_blocking
 from app.core.revocation import REVOKED
 from app.core.schema import Payload
 from app.core.tokens import REFRESH, Identity
+from app.core.users import User
 from app.services import Services, get_services
 
 bp = Blueprint("auth", __name__)
@@ -66,19 +67,25 @@ def token_pair(services: Services, user_id: str, name: str, role: str,
 def issue_token():
     credentials = json_body(LoginBody)
     services = get_services()
+    address = client_address(request.environ, services.settings.proxy_hops)
+    user = sign_in(services, credentials["username"], credentials["password"], address)
+    return token_pair(services, user.id, user.name, user.role)
+
+
+def sign_in(services: Services, username: str, password: str, address: str) -> User:
+    """The user of these credentials, within the login limits (here and for the Admin
+    UI's sign-in, app/sockets/admin_ui.py); AuthError if they are wrong."""
     settings, attempts = services.settings, services.attempts
-    username = credentials["username"]
-    address = client_address(request.environ, settings.proxy_hops)
     attempts.check(f"address:{address}", settings.login_attempts_per_address, "login attempts")
     failures_key = f"user:{username}"
     attempts.check(failures_key, settings.login_failures_per_user, "failed logins", add=0)
-    user = run_blocking(services.users.authenticate, username, credentials["password"])
+    user = run_blocking(services.users.authenticate, username, password)
     if user is None:
         attempts.count(failures_key)
         raise AuthError("wrong username or password", code="invalid_credentials")
     # no token for a banned user (told only once the password is right)
     services.revocations.check(Identity(id=user.id, name=user.name, role=user.role, expires_at=0))
-    return token_pair(services, user.id, user.name, user.role)
+    return user
 
 
 @bp.post("/auth/refresh")

@@ -6,10 +6,11 @@ import socketio
 
 from app.services import Services
 from app.sockets.admin import AdminNamespace
+from app.sockets.admin_ui import AdminUiNamespace
 from app.sockets.chat import ChatNamespace
 from app.sockets.worker_ops import register_worker_ops
 
-NAMESPACES = (ChatNamespace, AdminNamespace)
+NAMESPACES = (ChatNamespace, AdminNamespace, AdminUiNamespace)
 
 
 def register_namespaces(sio: socketio.Server, services: Services) -> None:

@@ -112,4 +112,6 @@ CONNECT_ERRORS = {
     "token_revoked": "the token was revoked (logout)",
     "shutting_down": "the worker is draining: connect again",
     "internal_error": "the server failed (logged with a traceback)",
+    "invalid_credentials": "/admin-ui: the Admin UI's username and password are missing or wrong",
+    "rate_limited": "/admin-ui: too many sign-ins from this address or failed ones for this user",
 }

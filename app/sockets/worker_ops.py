@@ -21,6 +21,7 @@ from app.core.chat import (
     user_room,
 )
 from app.services import Services
+from app.sockets.admin_ui import local_disconnect, local_snapshot
 from app.sockets.base import KICKED_EVENT
 
 
@@ -103,6 +104,8 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
 
         manager.heartbeat_hooks.append(heartbeat)
 
+    bus.register("admin_ui", lambda payload: local_snapshot(sio))
+    bus.register("admin_ui_disconnect", lambda payload: {"sockets": local_disconnect(sio, payload)})
     bus.register("rooms", lambda payload: local_rooms(sio))
     bus.register("stats", lambda payload: local_stats(sio))
     bus.register("kick", kick)

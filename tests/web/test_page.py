@@ -1,5 +1,6 @@
 """The demo page's files (app/web/): served at /, under a strict Content-Security-Policy,
-and the vendored socket.io-client is byte for byte the pinned npm package's file."""
+and the vendored socket.io-client is byte for byte the pinned npm package's file; the
+Socket.IO Admin UI at /admin-ui/ too, loading nothing from another origin."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
-from app.web import CONTENT_SECURITY_POLICY
+from app.web import ADMIN_UI, CONTENT_SECURITY_POLICY
 from tests.helpers import ROOT
 
 WEB = ROOT / "web"
@@ -92,3 +94,28 @@ def test_the_vendored_client_is_the_pinned_package_file(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     dist = tmp_path / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
     assert dist.read_bytes() == VENDORED.read_bytes(), "run `make web-vendor`"
+    # the Admin UI's build (without source maps) and its icon font, file for file
+    modules = tmp_path / "node_modules"
+    expected = {path.relative_to(modules / "@socket.io/admin-ui/ui/dist"): path
+                for path in (modules / "@socket.io/admin-ui/ui/dist").rglob("*")
+                if path.is_file() and path.suffix != ".map"}
+    for name in ("css/materialdesignicons.min.css", "fonts/materialdesignicons-webfont.woff2"):
+        expected[Path("mdi", name)] = modules / "@mdi/font" / name
+    vendored = {path.relative_to(ADMIN_UI): path for path in ADMIN_UI.rglob("*") if path.is_file()}
+    assert sorted(vendored) == sorted(expected), "run `make web-vendor`"
+    for name, path in expected.items():
+        assert vendored[name].read_bytes() == path.read_bytes(), f"{name}: run `make web-vendor`"
+
+
+def test_the_admin_ui_loads_nothing_from_another_origin(http):
+    page = http.get("/admin-ui/")
+    assert page.status_code == 200
+    parser = Tags()
+    parser.feed(page.get_data(as_text=True))
+    urls = [attrs.get("src") or attrs.get("href") for _, attrs in parser.tags
+            if attrs.get("src") or attrs.get("href")]
+    assert urls and all("//" not in url for url in urls), urls
+    for url in urls:  # each served, from here
+        assert http.get(url if url.startswith("/") else "/admin-ui/" + url).status_code == 200, url
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert http.get("/admin-ui").headers["Location"].endswith("/admin-ui/")

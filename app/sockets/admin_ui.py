@@ -1,0 +1,207 @@
+"""/admin-ui: the feed of the official Socket.IO Admin UI (served at /admin-ui/).
+
+The Admin UI (@socket.io/admin-ui, vendored in app/web/admin_ui/) signs in with a
+username and password: those of the template's own users (the login of
+/api/auth/token, its limits included), and only a user with role "admin" gets in. The
+answer's `session` event hands the UI an access token, which it sends back as
+`sessionId` when the page is reloaded: verified as any token, and the socket ends when
+it expires, as every socket does.
+
+What it shows comes from every worker and instance: while a worker has Admin UI
+sockets, every ADMIN_UI_INTERVAL seconds it asks all workers over the control bus
+(app/core/control.py) for their sockets and figures, and sends its own Admin UI
+sockets `server_stats` (one per worker) and `all_sockets` (all of them). Nothing is
+sent, and nothing costs, while nobody watches: no per-connect or per-message event
+(python-socketio's `instrument()` emits one per connect, room change and delivered
+message, and patches library internals to do it).
+
+Read-only unless ADMIN_UI_READ_ONLY=false: then the UI may disconnect sockets, on any
+worker. Its other actions (emit, join, leave) are not offered.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from pydantic import StringConstraints
+
+from app.api.auth import sign_in
+from app.core.errors import AuthError, ValidationError
+from app.core.limits import client_address
+from app.core.schema import Payload
+from app.core.tokens import Identity
+from app.sockets.base import BaseNamespace, EventContext, on_event
+
+ADMIN_UI_NAMESPACE = "/admin-ui"
+# Sockets each worker reports at most (the UI lists them one by one).
+MAX_SOCKETS_PER_WORKER = 1000
+# Request headers the UI may show (never Authorization or Cookie).
+SHOWN_HEADERS = ("host", "origin", "user-agent", "x-forwarded-for")
+HOSTNAME = socket.gethostname()
+STARTED = time.time()
+
+
+class Disconnect(Payload):
+    """The UI's `_disconnect` (namespace, close, filter): filter is a sid or a room."""
+
+    namespace: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    close: bool = False
+    filter: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class AdminUiNamespace(BaseNamespace):
+    path = ADMIN_UI_NAMESPACE
+    required_role = "admin"
+    # the UI sends positional arguments: named here for validation
+    POSITIONAL = {"_disconnect": ("namespace", "close", "filter")}
+
+    def __init__(self, services) -> None:
+        super().__init__(services)
+        self.feeding = False
+        # jti -> the token a sign-in issued, until its socket is told it (`session`)
+        self._signed_in: dict[str, str] = {}
+
+    def authenticate(self, environ: dict, auth: Any) -> Identity:
+        """The UI's {username, password} (a sign-in), or {sessionId} (an earlier
+        sign-in's token)."""
+        if not isinstance(auth, dict):
+            raise AuthError("sign in with an admin's username and password",
+                            code="invalid_credentials")
+        if auth.get("sessionId"):
+            return super().authenticate(environ, {"token": auth["sessionId"]})
+        username, password = auth.get("username"), auth.get("password")
+        if not isinstance(username, str) or not isinstance(password, str) \
+                or not username or not password:
+            raise AuthError("sign in with an admin's username and password",
+                            code="invalid_credentials")
+        services = self.services
+        user = sign_in(services, username[:128], password[:1024],
+                       client_address(environ, self.settings.proxy_hops))
+        token = services.tokens.issue(user.id, user.name, user.role)
+        identity = super().authenticate(environ, {"token": token})
+        if len(self._signed_in) > 64:  # (sign-ins refused after this point leave theirs)
+            self._signed_in.clear()
+        self._signed_in[identity.jti] = token
+        return identity
+
+    def on_connected(self, sid: str, identity: Identity) -> None:
+        self.server.start_background_task(self._welcome, sid, self._signed_in.pop(identity.jti, None))
+
+    def _welcome(self, sid: str, token: str | None) -> None:
+        """Once the socket's CONNECT is out (the UI listens from then on): its session,
+        the features offered, the first snapshot; and the feed, if not running."""
+        manager, deadline = self.server.manager, time.monotonic() + 10.0
+        while manager.is_pre_connected(sid, self.path) and time.monotonic() < deadline:
+            self.server.sleep(0.01)
+        if sid not in self.identities:
+            return
+        if token is not None:
+            self.emit("session", token, to=sid, ignore_queue=True)
+        features = [] if self.settings.admin_ui_read_only else ["DISCONNECT", "MDISCONNECT"]
+        self.emit("config", {"supportedFeatures": features}, to=sid, ignore_queue=True)
+        self._send_snapshot(to=sid)
+        if not self.feeding:
+            self.feeding = True
+            self.server.start_background_task(self._feed)
+
+    def _feed(self) -> None:
+        """While this worker has Admin UI sockets: every worker's figures and sockets."""
+        try:
+            while self.identities:
+                self.server.sleep(self.settings.admin_ui_interval)
+                if self.identities:
+                    self._send_snapshot()
+        finally:
+            self.feeding = False
+
+    def _send_snapshot(self, to: str | None = None) -> None:
+        """To this worker's Admin UI sockets (or one): every worker's answer."""
+        answers = self.server.manager.control.run("admin_ui")
+        workers = [a for a in answers if isinstance(a, dict) and "error" not in a]
+        for worker in workers:
+            self.emit("server_stats", worker["stats"], to=to, ignore_queue=True)
+        self.emit("all_sockets", [s for w in workers for s in w["sockets"]], to=to,
+                  ignore_queue=True)
+
+    def _run(self, sid: str, event: Any, data: tuple) -> dict[str, Any]:
+        names = self.POSITIONAL.get(event) if isinstance(event, str) else None
+        if names is not None and data and not isinstance(data[0], dict):
+            if len(data) > len(names):
+                raise ValidationError(f"{event} takes {', '.join(names)}")
+            data = (dict(zip(names, data, strict=False)),)
+        return super()._run(sid, event, data)
+
+    @on_event("_disconnect", schema=Disconnect)
+    def disconnect_sockets(self, ctx: EventContext, payload: dict) -> dict:
+        if self.settings.admin_ui_read_only:
+            raise AuthError("the Admin UI is read-only (ADMIN_UI_READ_ONLY)", code="forbidden")
+        answers = self.server.manager.control.run("admin_ui_disconnect", payload)
+        return {"sockets": sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))}
+
+
+def local_snapshot(sio) -> dict[str, Any]:
+    """This worker's figures and sockets, as the Admin UI shows them."""
+    manager, sessions = sio.manager, sio.eio.sockets
+    sockets = []
+    for namespace, handler in sio.namespace_handlers.items():
+        for sid, identity in list(getattr(handler, "identities", {}).items()):
+            if len(sockets) >= MAX_SOCKETS_PER_WORKER:
+                break
+            eio_sid = manager.eio_sid_from_sid(sid, namespace)
+            session = sessions.get(eio_sid)
+            if session is None:
+                continue
+            sockets.append(_socket(sio, namespace, sid, eio_sid, session, identity))
+    return {
+        "stats": {
+            "serverId": getattr(manager, "host_id", "local"),
+            "hostname": HOSTNAME,
+            "pid": os.getpid(),
+            "uptime": time.time() - STARTED,
+            "clientsCount": len(sessions),
+            "pollingClientsCount": sum(1 for s in list(sessions.values()) if not s.upgraded),
+            "aggregatedEvents": [],
+            "namespaces": [{"name": namespace, "socketsCount": len(getattr(handler, "identities", ()))}
+                           for namespace, handler in sorted(sio.namespace_handlers.items())],
+        },
+        "sockets": sockets,
+    }
+
+
+def _socket(sio, namespace: str, sid: str, eio_sid: str, session, identity: Identity) -> dict:
+    environ = sio.environ.get(eio_sid, {})
+    query = {key: values[0] for key, values in
+             parse_qs(environ.get("QUERY_STRING", "")).items() if key != "token"}
+    return {
+        "id": sid,
+        "clientId": eio_sid,
+        "transport": "websocket" if session.upgraded else "polling",
+        "nsp": namespace,
+        "data": {"user": identity.id, "name": identity.name, "role": identity.role},
+        "handshake": {
+            "address": environ.get("REMOTE_ADDR", ""),
+            "headers": {name: environ[key] for name in SHOWN_HEADERS
+                        if (key := "HTTP_" + name.upper().replace("-", "_")) in environ},
+            "query": query,
+            "secure": environ.get("wsgi.url_scheme") == "https",
+            "url": environ.get("PATH_INFO", ""),
+            "issued": 0,
+            "time": "",
+        },
+        "rooms": [room for room in sio.manager.get_rooms(sid, namespace) if room is not None],
+    }
+
+
+def local_disconnect(sio, payload: dict) -> int:
+    """Disconnect this worker's sockets of `payload`'s namespace matching its filter (a
+    sid, or a room)."""
+    namespace, target = str(payload["namespace"]), str(payload["filter"])
+    sids = [sid for sid, _ in sio.manager.get_participants(namespace, target)] \
+        if namespace in sio.manager.rooms else []
+    for sid in sids:
+        sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+    return len(sids)
