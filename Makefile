@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test compat bench autobahn lint clean web-vendor
+.PHONY: run test compat bench autobahn lint clean web-vendor client-types
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
 	cd bench && npm ci --no-audit --no-fund --silent
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The client types, from the models that validate every event (app/api/client_types.py):
+# clients/typescript/socket-events.d.ts for socket.io-client, clients/python/socket_events.py
+# for python-socketio. Committed; tests/web fails when they differ from the models.
+client-types: $(VENV)/.runtime
+	$(BIN)/python -m app.api.client_types
 
 # The browser code the template serves (needs npm): install the versions pinned in
 # web/package.json and copy the demo page's socket.io-client to app/web/static/vendor/

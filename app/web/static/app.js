@@ -1,9 +1,17 @@
 // The demo page: sign in over REST, then /chat (and /admin for admins) over Socket.IO.
 // Plain JS, no build; socket.io.min.js (the pinned socket.io-client) defines `io`.
 // User text is only ever set with textContent, never parsed as HTML.
+// Type-checked (tsc --checkJs, web/tsconfig.json) against the types generated from the
+// server's event models (clients/typescript/, `make client-types`): a payload the
+// server would refuse does not compile.
 "use strict";
 
+/** @typedef {import("../../../clients/typescript/socket-events").ChatSocket} ChatSocket */
+/** @typedef {import("../../../clients/typescript/socket-events").AdminSocket} AdminSocket */
+/** @typedef {import("../../../clients/typescript/socket-events").AdminClientToServerEvents} AdminEvents */
+
 (() => {
+  /** @type {(id: string) => any} the page's elements, by id */
   const $ = (id) => document.getElementById(id);
   const SUGGESTED_ROOMS = ["general", "random"];
   // connect_error codes that a new token fixes: back to the sign-in form.
@@ -14,8 +22,8 @@
     token: null,      // the current access token, in memory only
     refreshToken: null, // exchanged for a new pair before the access token expires
     user: null,       // {id, name, role}
-    chat: null,       // the /chat socket
-    admin: null,      // the /admin socket (admins only)
+    chat: /** @type {ChatSocket | null} */ (null),   // the /chat socket
+    admin: /** @type {AdminSocket | null} */ (null), // the /admin socket (admins only)
     room: null,       // the current room
     seen: new Set(),  // ids of rendered messages (a re-join's history repeats some)
     members: new Map(), // the current room's users: id -> name (join ack, then presence events)
@@ -125,7 +133,7 @@
 
   $("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const form = event.currentTarget;
+    const form = /** @type {any} */ (event.currentTarget);
     $("signin-error").textContent = "";
     try {
       const session = await signIn(form.username.value, form.password.value);
@@ -142,7 +150,7 @@
 
   document.querySelectorAll("[data-demo-user]").forEach((button) => {
     button.addEventListener("click", () => {
-      const name = button.dataset.demoUser;
+      const name = /** @type {HTMLElement} */ (button).dataset.demoUser;
       $("username").value = name;
       $("password").value = `${name}-password`;
     });
@@ -175,12 +183,12 @@
   function connect() {
     setStatus("connecting", "connecting…");
     // forceNew: one Manager (one connection) per sign-in; /admin shares it.
-    const chat = io("/chat", {
+    const chat = /** @type {ChatSocket} */ (io("/chat", {
       forceNew: true,
       transports: ["websocket"],
       // Called on every (re)connect, so a reconnect sends the current token.
       auth: (cb) => cb({ token: state.token }),
-    });
+    }));
     state.chat = chat;
     let attempt = 0; // the Manager's current reconnection attempt (0: none)
 
@@ -214,7 +222,7 @@
       }
     });
 
-    chat.on("connect_error", async (err) => {
+    chat.on("connect_error", async (/** @type {any} */ err) => {
       const code = err.data && err.data.code;
       if (code === "token_expired" && (await refreshTokens())) {
         chat.connect(); // a refusal is not retried by the client: again, with the new token
@@ -483,7 +491,9 @@
 
   // --- admin panel -------------------------------------------------------------
   function connectAdmin(chat) {
-    const admin = chat.io.socket("/admin", { auth: (cb) => cb({ token: state.token }) });
+    const admin = /** @type {AdminSocket} */ (chat.io.socket("/admin", {
+      auth: (cb) => cb({ token: state.token }),
+    }));
     state.admin = admin;
     const badge = $("admin-status");
     const setBadge = (name, text) => {
@@ -495,7 +505,7 @@
       refreshAdmin();
     });
     admin.on("disconnect", () => setBadge("disconnected", "disconnected"));
-    admin.on("connect_error", (err) => {
+    admin.on("connect_error", (/** @type {any} */ err) => {
       const code = (err.data && err.data.code) || err.message;
       setBadge("refused", `refused: ${code}`);
     });
@@ -503,13 +513,19 @@
     // (the Manager opens it: autoConnect)
   }
 
+  /**
+   * @template {keyof AdminEvents} E
+   * @param {E} event
+   * @param {Parameters<AdminEvents[E]>[0]} payload
+   */
   function adminCall(event, payload) {
     return new Promise((resolve) => {
       if (!state.admin || !state.admin.connected) {
         resolve({ ok: false, error: { code: "not_connected", message: "the admin socket is not connected" } });
         return;
       }
-      state.admin.timeout(10000).emit(event, payload, (err, ack) => {
+      // (event and payload are checked at each call, against AdminEvents)
+      /** @type {any} */ (state.admin).timeout(10000).emit(event, payload, (err, ack) => {
         resolve(err ? { ok: false, error: { code: "timeout", message: "no answer" } } : ack);
       });
     });
