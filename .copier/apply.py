@@ -1,0 +1,38 @@
+"""Writes the project's name (from .copier-answers.yml) where the template carries its
+own: run by copier after `copier copy` and after every `copier update`, so a change of
+the template to one of these files keeps the project's name. Idempotent."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def main() -> int:
+    answers = yaml.safe_load(Path(".copier-answers.yml").read_text())
+    name, slug = answers["project_name"].strip(), answers["project_slug"]
+    edits = {
+        "README.md": [(r"\A# .*", f"# {name}")],
+        "docker-compose.yml": [(r"(?m)^name: .*$", f"name: {slug}")],
+        ".env.example": [(r"(?m)^MESSAGE_QUEUE_CHANNEL=.*$", f"MESSAGE_QUEUE_CHANNEL={slug}")],
+        "config/settings.py": [
+            (r'(?m)^(    jwt_issuer: str = )".*"$', rf'\g<1>"{slug}"'),
+            (r'(?m)^(    jwt_audience: str = )".*"$', rf'\g<1>"{slug}-clients"'),
+        ],
+    }
+    for path, changes in edits.items():
+        file = Path(path)
+        if not file.exists():  # the project removed it: its choice
+            continue
+        text = file.read_text()
+        for pattern, replacement in changes:
+            text = re.sub(pattern, replacement, text, count=1)
+        file.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
