@@ -6,7 +6,7 @@ import socketio
 
 from app.services import Services
 from app.sockets.admin import AdminNamespace
-from app.sockets.admin_ui import AdminUiNamespace
+from app.sockets.admin_ui import AdminFeed, AdminUiNamespace
 from app.sockets.chat import ChatNamespace
 from app.sockets.worker_ops import register_worker_ops
 
@@ -14,6 +14,8 @@ NAMESPACES = (ChatNamespace, AdminNamespace, AdminUiNamespace)
 
 
 def register_namespaces(sio: socketio.Server, services: Services) -> None:
+    # the Admin UI's live events, published only while one watches (app/sockets/admin_ui.py)
+    sio.admin_feed = sio.manager.admin_feed = AdminFeed(sio, services.settings.admin_ui_interval)
     for namespace_class in NAMESPACES:
         sio.register_namespace(namespace_class(services))
     register_worker_ops(sio, services)

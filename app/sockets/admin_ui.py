@@ -10,10 +10,13 @@ it expires, as every socket does.
 What it shows comes from every worker and instance: while a worker has Admin UI
 sockets, every ADMIN_UI_INTERVAL seconds it asks all workers over the control bus
 (app/core/control.py) for their sockets and figures, and sends its own Admin UI
-sockets `server_stats` (one per worker) and `all_sockets` (all of them). Nothing is
-sent, and nothing costs, while nobody watches: no per-connect or per-message event
-(python-socketio's `instrument()` emits one per connect, room change and delivered
-message, and patches library internals to do it).
+sockets `server_stats` (one per worker) and `all_sockets` (all of them). Asked, a
+worker knows someone watches (`AdminFeed`) for three intervals: until then it also
+publishes its sockets' connects, disconnects and room changes as they happen (the UI's
+Events page), to every worker's Admin UI sockets. Nothing is sent while nobody watches,
+and events sent or received are never reported (python-socketio's `instrument()`
+publishes one per connect, room change and delivered message at all times, and
+patches library internals to do it).
 
 Read-only unless ADMIN_UI_READ_ONLY=false: then the UI may disconnect sockets, on any
 worker. Its other actions (emit, join, leave) are not offered.
@@ -21,9 +24,11 @@ worker. Its other actions (emit, join, leave) are not offered.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -35,6 +40,8 @@ from app.core.limits import client_address
 from app.core.schema import Payload
 from app.core.tokens import Identity
 from app.sockets.base import BaseNamespace, EventContext, on_event
+
+log = logging.getLogger("app.sockets.admin_ui")
 
 ADMIN_UI_NAMESPACE = "/admin-ui"
 # Sockets each worker reports at most (the UI lists them one by one).
@@ -141,6 +148,52 @@ class AdminUiNamespace(BaseNamespace):
             raise AuthError("the Admin UI is read-only (ADMIN_UI_READ_ONLY)", code="forbidden")
         answers = self.server.manager.control.run("admin_ui_disconnect", payload)
         return {"sockets": sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))}
+
+
+class AdminFeed:
+    """Whether an Admin UI watches (a worker's feed asked this one lately), and the live
+    events it is sent meanwhile: published in a task of their own, so that a connect
+    never waits for them, nor fails with them."""
+
+    def __init__(self, sio, interval: float) -> None:
+        self.sio = sio
+        self.interval = interval
+        self.until = 0.0  # (monotonic) watched until then
+
+    def asked(self) -> None:
+        self.until = time.monotonic() + 3 * self.interval
+
+    def watched(self) -> bool:
+        return self.until > time.monotonic()
+
+    def socket_connected(self, namespace: str, sid: str, identity: Identity) -> None:
+        sio = self.sio
+        eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+        session = sio.eio.sockets.get(eio_sid)
+        if session is not None:
+            self._publish("socket_connected",
+                          (_socket(sio, namespace, sid, eio_sid, session, identity), _now()))
+
+    def socket_disconnected(self, namespace: str, sid: str, reason: Any) -> None:
+        self._publish("socket_disconnected", (namespace, sid, str(reason), _now()))
+
+    def room_changed(self, namespace: str, room: Any, sid: str, entered: bool) -> None:
+        if room is not None and room != sid:
+            self._publish("room_joined" if entered else "room_left",
+                          (namespace, room, sid, _now()))
+
+    def _publish(self, event: str, data: tuple) -> None:
+        def publish() -> None:
+            try:
+                self.sio.emit(event, data, namespace=ADMIN_UI_NAMESPACE)
+            except Exception as exc:  # the Admin UI's loss, nobody else's
+                log.debug("admin UI event %s not published: %s", event, exc)
+
+        self.sio.start_background_task(publish)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def local_snapshot(sio) -> dict[str, Any]:

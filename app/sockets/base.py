@@ -186,6 +186,9 @@ class BaseNamespace(socketio.Namespace):
                 INTERNAL_ERROR.message, INTERNAL_ERROR.to_dict()) from None
         log.debug("connect ns=%s sid=%s user=%s", self.path, sid, identity.id,
                   extra={"namespace": self.path, "user_id": identity.id})
+        feed = getattr(self.server, "admin_feed", None)
+        if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
+            feed.socket_connected(self.path, sid, identity)
 
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
@@ -222,6 +225,9 @@ class BaseNamespace(socketio.Namespace):
         identity = self._forget(sid)
         if identity is None:
             return
+        feed = getattr(self.server, "admin_feed", None)
+        if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
+            feed.socket_disconnected(self.path, sid, reason)
         try:
             self.on_disconnected(sid, identity, reason)
         except Exception:

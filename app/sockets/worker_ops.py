@@ -104,7 +104,13 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
 
         manager.heartbeat_hooks.append(heartbeat)
 
-    bus.register("admin_ui", lambda payload: local_snapshot(sio))
+    feed = sio.admin_feed
+
+    def admin_ui(payload: dict) -> dict:
+        feed.asked()  # someone watches: live events too, for a while
+        return local_snapshot(sio)
+
+    bus.register("admin_ui", admin_ui)
     bus.register("admin_ui_disconnect", lambda payload: {"sockets": local_disconnect(sio, payload)})
     bus.register("rooms", lambda payload: local_rooms(sio))
     bus.register("stats", lambda payload: local_stats(sio))

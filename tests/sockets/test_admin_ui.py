@@ -46,6 +46,20 @@ def test_an_admin_signs_in_and_sees_every_socket_then_comes_back_with_its_sessio
         ack = ui.call("_disconnect", ("/chat", False, watched[0].sio.get_sid("/chat")))
         assert ack["error"]["code"] == "forbidden", ack
         assert watched[0].sio.connected
+        # while it watches, every worker tells it of connects, room changes and disconnects
+        live: list[tuple] = []
+        for event in ("socket_connected", "room_joined", "socket_disconnected"):
+            ui.sio.on(event, lambda *args, event=event: live.append((event, *args)), namespace=UI)
+        late = connect(cluster[1].url, user="late")
+        sid = late.sio.get_sid("/chat")
+        wait_for(lambda: any(e[0] == "socket_connected" and e[1]["id"] == sid for e in live),
+                 message=lambda: f"socket_connected in {live}")
+        assert late.call("join", {"room": "watched"})["ok"] is True
+        wait_for(lambda: ("room_joined", "/chat", "room:watched", sid) in [e[:4] for e in live],
+                 message=lambda: f"room_joined in {live}")
+        late.close()
+        wait_for(lambda: ("socket_disconnected", "/chat", sid) in [e[:3] for e in live],
+                 message=lambda: f"socket_disconnected in {live}")
     finally:
         ui.close()
     again = admin_ui(cluster[1].url, {"sessionId": token})

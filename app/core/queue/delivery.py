@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -63,6 +64,7 @@ class LoggedDelivery:
 
     log: EventLog | None = None
     recovery = None  # app.core.recovery.Recovery, set by the server
+    admin_feed = None  # app.sockets.admin_ui.AdminFeed, set with the namespaces
     repeats = False  # can a logged event come again (a retry through Redis)?
 
     def _init_delivery(self) -> None:
@@ -182,17 +184,21 @@ class LoggedDelivery:
                 entered = self.entered.setdefault((namespace, room), {})
                 entered[sid] = max(entered.get(sid, key), key)
 
-    # A recovering socket's record follows its rooms.
+    # A recovering socket's record follows its rooms; a watching Admin UI is told.
     def enter_room(self, sid, namespace, room, eio_sid=None):
         result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         if self.recovery is not None:
             self.recovery.room_changed(sid, room, entered=True)
+        if self.admin_feed is not None and self.admin_feed.until > time.monotonic():
+            self.admin_feed.room_changed(namespace, room, sid, entered=True)
         return result
 
     def leave_room(self, sid, namespace, room):
         result = super().leave_room(sid, namespace, room)
         if self.recovery is not None:
             self.recovery.room_changed(sid, room, entered=False)
+        if self.admin_feed is not None and self.admin_feed.until > time.monotonic():
+            self.admin_feed.room_changed(namespace, room, sid, entered=False)
         return result
 
 
