@@ -239,7 +239,8 @@ def running(kind: str, workers: int, redis_url: str | None, async_mode: str, tok
         server.stop()
 
 
-def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str) -> dict:
+def measure(kind: str, sizes: dict, token: str, redis_url: str, redis_pid: int,
+            async_mode: str) -> dict:
     results = {}
     with running(kind, 1, None, async_mode, token) as (server, base):
         results["idle"] = idle_memory(server, {**base, "scenario": "idle", **sizes["idle"]})
@@ -254,6 +255,15 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, async_mode: str)
                                                 / max(fanout["received"], 1))
     with running(kind, 2, redis_url, async_mode, token) as (server, base):
         results["cross"] = loadgen({**base, "scenario": "fanout", **sizes["cross"]})
+    with running(kind, 2, redis_url, async_mode, token) as (server, base):
+        # connects where every worker shares limits and state through Redis: the
+        # server's and Redis's own CPU per connect (Redis's from /proc)
+        server_cpu, redis_cpu = server.cpu_seconds(), cpu_seconds(redis_pid)
+        storm = loadgen({**base, "scenario": "storm", **sizes["storm"]})
+        connects = max(storm.get("connected", sizes["storm"]["clients"]), 1)
+        storm["server_cpu_us_per_connect"] = (server.cpu_seconds() - server_cpu) * 1e6 / connects
+        storm["redis_cpu_us_per_connect"] = (cpu_seconds(redis_pid) - redis_cpu) * 1e6 / connects
+        results["storm_redis"] = storm
     if kind == "template":
         # What storing every message in Redis Streams costs: the same cross-worker
         # fanout with history off (the other figures are with it on, the default).
@@ -299,6 +309,11 @@ METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
            ("rate", "max_ms", "steady-rate max ms", False),
            ("idle", "kb_per_connection", "idle KB/connection", False),
            ("storm", "connections_per_s", "connect storm conn/s", True),
+           ("storm_redis", "connections_per_s", "connect storm, 2 workers + Redis: conn/s", True),
+           ("storm_redis", "server_cpu_us_per_connect",
+            "connect storm, 2 workers + Redis: server CPU µs/connect", False),
+           ("storm_redis", "redis_cpu_us_per_connect",
+            "connect storm, 2 workers + Redis: Redis CPU µs/connect", False),
            ("cross", "deliveries_per_s", "2 workers + Redis deliveries/s", True),
            ("cross", "lost", "2 workers + Redis lost", False),
            ("scale", "p50_ms", "10k clients, 2 workers + Redis: p50 ms", False),
@@ -408,7 +423,8 @@ def main() -> None:
     started = time.monotonic()
     try:
         kinds = ("node", "bare", "template")
-        results = {kind: measure(kind, sizes, token, redis.url, args.async_mode)
+        results = {kind: measure(kind, sizes, token, redis.url, redis.process.pid,
+                                 args.async_mode)
                    for kind in kinds}
         # (and Node doing the template's work per message: node_server.js, RECOVERY=1)
         scale = scale_rounds(("node", "node-recovery", "bare", "template"), sizes, token,

@@ -33,10 +33,13 @@ def client_address(environ: dict, proxy_hops: int) -> str:
     return environ.get("REMOTE_ADDR", "unknown")
 
 
-# The sum of one field over the live workers' hashes: the workers registered in the
-# queue's set (app/core/queue/membership.py) within its TTL, and this one. KEYS[1]: that set;
-# ARGV: hash prefix, field, ttl ms, this worker.
-_TOTAL_SCRIPT = """
+# Admit one more connection of a field if the sum of that field over the live workers'
+# hashes is below the limit: the workers registered in the queue's set
+# (app/core/queue/membership.py) within its TTL, and this one. Checked and counted in
+# one step: two workers admitting at the same instant cannot both pass the last slot.
+# KEYS[1]: that set; ARGV: hash prefix, field, ttl ms, this worker, limit, hash ttl s.
+# Returns 1 (admitted, counted) or 0.
+_ADMIT_SCRIPT = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local hosts = redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[3]), '+inf')
@@ -48,7 +51,10 @@ end
 if not mine then
   total = total + tonumber(redis.call('HGET', ARGV[1] .. ARGV[4], ARGV[2]) or 0)
 end
-return total
+if total >= tonumber(ARGV[5]) then return 0 end
+redis.call('HINCRBY', ARGV[1] .. ARGV[4], ARGV[2], 1)
+redis.call('EXPIRE', ARGV[1] .. ARGV[4], tonumber(ARGV[6]))
+return 1
 """
 
 
@@ -58,9 +64,9 @@ class SharedCounts:
     Each worker keeps its own counts in a hash of its own, `<prefix>:<host>`, which
     its heartbeat keeps alive; a total is the sum over the workers registered as live
     (a killed worker's connections stop counting when its registration expires), in one
-    script. Two workers admitting at the same instant may both pass: the limit can be
-    exceeded by a connection or two, never more. An unreachable Redis lets connections
-    through (logged): the per-worker limit still holds.
+    script that also counts the connection it admits (one round trip, and two workers
+    admitting at once cannot both take the last slot). An unreachable Redis lets
+    connections through (logged): the per-worker limit still holds.
     """
 
     def __init__(self, redis: Callable[[], Any], prefix: str, host: str, members_key: str,
@@ -73,15 +79,18 @@ class SharedCounts:
         self._script = None
         self.ttl = 60
 
-    def total(self, field: str) -> int:
+    def admit(self, field: str, limit: int) -> bool | None:
+        """Count one more connection of `field` if the total is below `limit`, in one
+        round trip: True (counted) or False (refused); None when Redis could not tell
+        (admitted, not counted: logged)."""
         try:
             if self._script is None:
-                self._script = self._redis().register_script(_TOTAL_SCRIPT)
-            return int(self._script(keys=[self._members_key], args=[
-                self._prefix + ":", field, self._member_ttl_ms, self.host]))
+                self._script = self._redis().register_script(_ADMIT_SCRIPT)
+            return bool(self._script(keys=[self._members_key], args=[
+                self._prefix + ":", field, self._member_ttl_ms, self.host, limit, self.ttl]))
         except RedisError as exc:
             log.warning("connection limit checked on this worker only (message queue: %s)", exc)
-            return 0
+            return None
 
     def add(self, field: str, delta: int) -> None:
         try:
@@ -106,17 +115,19 @@ class ConnectionLimit:
         self.shared = shared
         self.open: Counter[str] = Counter()
         self.key_of: dict[str, str] = {}
+        self.counted: set[str] = set()  # connections counted in Redis too
 
     def admit(self, connection: str, key: str) -> AppError | None:
-        field = f"{self.what}:{key}"
-        if self.open[key] >= self.limit or (
-                self.shared is not None and self.shared.total(field) >= self.limit):
+        counted = None
+        if self.open[key] < self.limit and self.shared is not None:
+            counted = self.shared.admit(f"{self.what}:{key}", self.limit)
+        if self.open[key] >= self.limit or counted is False:
             return AppError(f"too many connections for {self.what} {key}",
                             code="too_many_connections", status=429)
         self.open[key] += 1
         self.key_of[connection] = key
-        if self.shared is not None:
-            self.shared.add(field, 1)
+        if counted:
+            self.counted.add(connection)
         return None
 
     def release(self, connection: str) -> None:
@@ -126,7 +137,8 @@ class ConnectionLimit:
         self.open[key] -= 1
         if self.open[key] <= 0:
             del self.open[key]
-        if self.shared is not None:
+        if connection in self.counted:  # (not one admitted while Redis could not count it)
+            self.counted.discard(connection)
             self.shared.add(f"{self.what}:{key}", -1)
 
 
