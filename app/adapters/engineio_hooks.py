@@ -21,6 +21,8 @@ class ServerHooks(Hooked, engineio.Server):
         "_service_task": "service_task",
         # (packets=None, headers=None, jsonp_index=None) -> a 200's response dict
         "_ok": "ok_response",
+        # (sid) -> the session; KeyError if unknown or closed (which it forgets)
+        "_get_socket": "session_of",
     }
     # (environ) -> the origins a request may come from (None: any)
     cors_allowed_origins_for = engineio.Server._cors_allowed_origins

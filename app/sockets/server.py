@@ -275,10 +275,12 @@ class RealtimeServer(ServerHooks):
     def _drop_malformed(self, eio_sid, exc: Exception) -> None:
         log.info("malformed packet from %s (%s): disconnecting", eio_sid, exc)
         self.forget_partial_packet(eio_sid)
-        self.end_session(eio_sid)
+        self.end_session(eio_sid, broken=True)
 
-    def end_session(self, eio_sid: str) -> None:
-        """End an Engine.IO session now, without a protocol close.
+    def end_session(self, eio_sid: str, broken: bool = False) -> None:
+        """End an Engine.IO session now, without a protocol close. `broken`: the client
+        broke the protocol or a limit (its polling session is gone at once); else the
+        server ends it (a drain: its next poll still gets CLOSE, app/transport/protocol.py).
 
         Not `eio.disconnect()`: it waits for the session's queue to drain, and the
         callers here run inside that client's own POST (polling), or for a client
@@ -287,7 +289,8 @@ class RealtimeServer(ServerHooks):
         sock = self.stock_websockets.pop(eio_sid, None) if self.stock_websockets else None
         session = self.eio.sockets.get(eio_sid)
         if session is not None:
-            session.close(wait=False, abort=True)
+            session.close(wait=False, abort=True,
+                          reason=self.eio.reason.TRANSPORT_ERROR if broken else None)
         if sock is not None:
             _cut(sock)
 
@@ -317,7 +320,7 @@ def watch_slow_consumers(sio: RealtimeServer, max_queued: int, interval: float =
                 log.warning("slow consumer %s: %d packets queued, disconnecting", eio_sid,
                             queued)
                 SLOW_CONSUMER_DISCONNECTS.inc()
-                sio.end_session(eio_sid)
+                sio.end_session(eio_sid, broken=True)
         except Exception:  # one session's failure must not spare the others
             log.exception("slow-consumer check failed for %s", eio_sid)
 
@@ -383,7 +386,7 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
         # python-engineio would answer 400 after closing the session with wait=True,
         # which blocked this request until a poll that cannot come (a hang).
         sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [""])[0]
-        sio.end_session(sid)
+        sio.end_session(sid, broken=True)
         log.info("socket.io POST over MAX_HTTP_BUFFER_SIZE: session %s closed", sid or "-")
         body = json.dumps({"code": "payload_too_large",
                            "message": f"packets are limited to {max_body} bytes"})

@@ -11,7 +11,7 @@ until it kills them. Instead, on SIGTERM a worker:
 3. sends every local socket `shutdown` {reason, reconnect: true}, waits (up to
    CLOSE_GRACE) for the notices to be written, then ends each connection: a WebSocket
    is cut (no close handshake), a long-polling session is closed (its poll gets
-   CLOSE, waited for up to CLOSE_GRACE if the client is between two polls); standard
+   CLOSE, waited for up to FAREWELL_GRACE if the client is between two polls); standard
    clients reconnect by themselves, through the proxy, to a worker that is up;
 4. returns: gunicorn finds no open connection and the worker exits.
 
@@ -32,9 +32,11 @@ log = logging.getLogger("app.shutdown")
 
 SHUTDOWN_EVENT = "shutdown"
 # Seconds kept, of GRACEFUL_TIMEOUT, for the notices and closes after handlers finish.
-CLOSE_MARGIN = 2.0
+CLOSE_MARGIN = 5.0
 # Seconds allowed for the shutdown notices to be written before connections end.
 CLOSE_GRACE = 1.0
+# Seconds a polling client between two polls has to come for its CLOSE.
+FAREWELL_GRACE = 3.0
 
 
 def drain(services: Services, handler_timeout: float) -> int:
@@ -65,6 +67,6 @@ def drain(services: Services, handler_timeout: float) -> int:
     # A polling client between two polls learns of the close at its next one (CLOSE,
     # app/transport/protocol.py): the worker waits for it, as it exits once this returns.
     wait_until(lambda: not any(closing(session) for session in sessions.values()),
-               CLOSE_GRACE, sio.sleep)
+               FAREWELL_GRACE, sio.sleep)
     return len(sessions)
 

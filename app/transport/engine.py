@@ -650,7 +650,7 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
         # where the template's WebSocket code serves (else the 400 stays), from an
         # accepted origin, one at a time per session.
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket" \
-                and environ.get("REQUEST_METHOD") == "GET" and self._origin_accepted(environ):
+                and environ.get("REQUEST_METHOD") == "GET" and self.origin_accepted(environ):
             sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
             session = self.sockets.get(sid) if sid else None
             if (session is not None and session.upgraded and not session.closed
@@ -660,14 +660,6 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
                 start_response(refused["status"], refused["headers"])
                 return [refused["response"]]
         return super().handle_request(environ, start_response)
-
-    def _origin_accepted(self, environ) -> bool:
-        """python-engineio's Origin check (it runs before anything else there)."""
-        origin = environ.get("HTTP_ORIGIN")
-        if not origin or self.cors_allowed_origins == []:
-            return True
-        allowed = self.cors_allowed_origins_for(environ)
-        return allowed is None or origin in allowed
 
     def service_task(self):
         """python-engineio's watch over every session (ping timeouts, closed sessions

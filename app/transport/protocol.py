@@ -61,14 +61,36 @@ class ConformantServer:
             return _bad_request(start_response, 2, "Bad handshake method")
         sid = query.get("sid", [None])[0]
         session = self.sockets.get(sid) if sid is not None else None
-        if session is not None and session.closed:
-            if method == "GET" and "HTTP_UPGRADE" not in environ and _closing(session):
-                return self._farewell(session, query, environ, start_response)
+        if session is not None and session.closed and self.origin_accepted(environ):
+            if _closing(session) and "HTTP_UPGRADE" not in environ:
+                if method == "GET":
+                    return self._farewell(session, query, environ, start_response)
+                if method == "POST":  # as Node while its socket closes: taken, dropped
+                    answer = self.ok_response()
+                    start_response(answer["status"],
+                                   answer["headers"] + self.cors_headers(environ))
+                    return [answer["response"]]
             # Node's answer (python-engineio raised KeyError on a POST)
             if not _closing(session):
                 self.sockets.pop(sid, None)
             return _bad_request(start_response, 1, "Session ID unknown")
         return super().handle_request(environ, start_response)
+
+    def origin_accepted(self, environ) -> bool:
+        """python-engineio's Origin check (it runs before anything else there)."""
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin or self.cors_allowed_origins == []:
+            return True
+        allowed = self.cors_allowed_origins_for(environ)
+        return allowed is None or origin in allowed
+
+    def session_of(self, sid):
+        # python-engineio's `_get_socket` forgets a closed session: one whose CLOSE
+        # waits for its poll is kept for it (a late send to it must not lose that)
+        session = self.sockets.get(sid)
+        if session is not None and session.closed and _closing(session):
+            raise KeyError("Session is disconnected")
+        return super().session_of(sid)
 
     def disconnect(self, sid=None):
         if sid is None:
@@ -85,11 +107,11 @@ class ConformantServer:
         """The first poll after the server closed a session no poll waited on: what was
         queued for it, CLOSE last (Node's polling transport keeps that CLOSE for the next
         GET; a 400 instead read as a transport error, not a clean close)."""
-        self.sockets.pop(session.sid, None)
         try:
             jsonp_index = int(query["j"][0]) if "j" in query else None
         except ValueError:
             return _bad_request(start_response, 3, "Bad request")
+        self.sockets.pop(session.sid, None)
         answer = self.ok_response(session.poll(), jsonp_index=jsonp_index)
         start_response(answer["status"], answer["headers"] + self.cors_headers(environ))
         return [answer["response"]]

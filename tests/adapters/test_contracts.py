@@ -58,6 +58,7 @@ OVERRIDES = {
     engineio_hooks.ServerHooks: (engineio.Server, {
         "_service_task": "(self)",
         "_ok": "(self, packets=None, headers=None, jsonp_index=None)",
+        "_get_socket": "(self, sid)",
     }),
     engineio_hooks.SocketHooks: (Socket, {
         "_upgrade_websocket": "(self, environ, start_response)",
