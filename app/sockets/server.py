@@ -277,6 +277,13 @@ class RealtimeServer(ServerHooks):
         self.forget_partial_packet(eio_sid)
         self.end_session(eio_sid, broken=True)
 
+    def cut_for_recovery(self, eio_sid: str) -> None:
+        """End a session as a lost connection would be: its client comes back and is
+        recovered (app/core/recovery.py), its missed events replayed."""
+        session = self.eio.sockets.get(eio_sid)
+        if session is not None:
+            session.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+
     def end_session(self, eio_sid: str, broken: bool = False) -> None:
         """End an Engine.IO session now, without a protocol close. `broken`: the client
         broke the protocol or a limit (its polling session is gone at once); else the

@@ -127,3 +127,25 @@ def test_what_a_subscription_missed_is_delivered_from_the_log_when_it_resubscrib
     wait_for(lambda: texts()[2:] == ["after"], message=lambda: f"bob's messages: {texts()}")
     assert texts() == ["before", "missed", "after"]
     assert "1 logged event(s) this worker missed" in server.log()
+
+
+def test_a_worker_too_far_behind_ends_its_sockets_to_have_them_recovered(
+        private_redis, start_own_server, connect, settings):
+    """More missed than a recovery's budget: not delivered from here, and not skipped
+    either; the sockets in those rooms are cut as a lost connection is, so their clients
+    come back and are recovered (or re-join with `since`)."""
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url, RECOVERY_MAX_ENTRIES="1")
+    bob = connect(server.url, user="bob", reconnection=False)
+    assert bob.call("join", {"room": "window"})["ok"] is True
+    assert bob.call("message", {"room": "window", "text": "first"})["ok"] is True  # a position
+    emitter = create_manager(replace(settings, message_queue_url=private_redis.url),
+                             write_only=True, logged={"/chat": ROOM_PREFIX})
+    emitter.channel += ":nowhere"
+    for text in ("missed 1", "missed 2"):
+        with pytest.raises(DeliveryIncomplete):
+            post_message(emitter, "window", text, {"id": "ops", "name": "ops"})
+    with redis.Redis(port=private_redis.port) as admin:
+        assert admin.client_kill_filter(_type="pubsub") >= 1
+    wait_for(lambda: bob.disconnects, message="bob's socket to be cut")
+    assert "1 socket(s) ended to be recovered" in server.log()
+    assert not [m for m in bob.of("message") if m["text"].startswith("missed")]

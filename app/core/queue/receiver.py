@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 
-from redis.exceptions import RedisError
-
-from app.core.errors import QueueUnavailable
 from app.core.history import format_id, parse_id
 from app.core.queue.delivery import first_delivery
 from app.core.queue.membership import LEAVE
@@ -48,6 +44,8 @@ class Receiver:
                     if self._subscription.restored():
                         self.membership.queue_restored()
                     self._beat()  # registered at once, within the set's refill
+                    # (after the beat's round trip, sent after SUBSCRIBE: Redis has taken
+                    # the subscription when the catch-up reads the log)
                     self._catch_up()
                 yield from self.pubsub.listen()
             except Exception as exc:
@@ -62,44 +60,54 @@ class Receiver:
         A worker that was subscribed before (it has a position) is owed what was logged
         since, in the rooms where it has sockets: Redis counts a subscription in
         PUBLISH's reply once the message is queued for it, and a Redis killed before
-        writing it out lost it for that worker, the sender told ok. Those entries are
-        delivered now, in id order, before anything the new subscription brings (which
-        then skips what they covered). A new worker, or one further behind than a
-        recovery's budget (RECOVERY_MAX_ENTRIES, _BYTES), moves to the top: what it
-        skipped is owed to its sockets by their history or replay.
+        writing it out (or dropping the subscriber at its output buffer's limit) lost it
+        for that worker, the sender told ok. Those entries are delivered now, in id
+        order, before anything the new subscription brings (which then skips what they
+        covered). A log that cannot be read fails the subscribe (tried again, from the
+        same position). A new worker moves to the top.
         """
         if self.log is None or not self.log.enabled:
             return
-        with contextlib.suppress(RedisError, ValueError, AttributeError):
-            top = self.publisher().hget(self.log.last_key, "last")
-            if top is None:
-                return
-            top = parse_id(decoded(top))
-            if self.position is not None and top > self.position:
-                self._deliver_missed(top)
-            if self.position is None or top > self.position:
-                self.position = top
+        top = self.publisher().hget(self.log.last_key, "last")
+        try:
+            top = parse_id(decoded(top)) if top is not None else None
+        except ValueError:
+            return
+        previous = self.position
+        if top is None or (previous is not None and top <= previous):
+            return
+        # a socket entering a room from here on has what is up to `top` from its history
+        self.position = top
+        if previous is not None:
+            try:
+                self._deliver_missed(previous, top)
+            except BaseException:
+                self.position = previous  # read again at the next subscribe
+                raise
 
-    def _deliver_missed(self, top: tuple[int, int]) -> None:
+    def _deliver_missed(self, previous: tuple[int, int], top: tuple[int, int]) -> None:
         rooms = {key: (namespace, room) for namespace, members in self.rooms.items()
                  for room, sids in members.items()
                  if sids and (key := self.log.key_for(namespace, room)) is not None}
         if not rooms:
             return
-        settings, after = self._settings, format_id(self.position)
-        try:
-            streams, _ = self.log.snapshot_streams(list(rooms), after,
-                                                   settings.recovery_max_entries,
-                                                   settings.recovery_max_bytes)
-        except QueueUnavailable:
-            streams = None
-        if streams is None:
-            log.warning("resubscribed: the log since %s could not be read, or holds more than "
-                        "RECOVERY_MAX_ENTRIES or _BYTES: what this worker missed is owed by "
-                        "history", after)
+        settings, after = self._settings, format_id(previous)
+        streams, complete = self.log.snapshot_streams(list(rooms), after,
+                                                      settings.recovery_max_entries,
+                                                      settings.recovery_max_bytes)
+        if streams is None or not complete:
+            # more than a recovery's budget, or trimmed: their sockets are ended to come
+            # back by their recovery (a replay from their own offset, or a fresh socket
+            # that re-joins with `since`), as after any cut connection
+            ended = self._end_for_recovery(rooms.values())
+            log.warning("resubscribed: the log since %s %s: %d socket(s) ended to be "
+                        "recovered", after, "holds more than RECOVERY_MAX_ENTRIES or _BYTES"
+                        if streams is None else "no longer holds all of it", ended)
             return
         missed = sorted(((key, entry) for key, entries in streams.items() for entry in entries),
                         key=lambda item: item[1].key)
+        if missed:
+            self.position = max(top, missed[-1][1].key)
         for key, entry in missed:
             data = entry.data
             if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
@@ -111,7 +119,14 @@ class Receiver:
             log.info("resubscribed: %d logged event(s) this worker missed, delivered from the log",
                      len(missed))
         # what the new subscription brings of these rooms up to here, they had now
-        self.covered = (max(top, missed[-1][1].key) if missed else top, set(rooms.values()))
+        self.covered = (self.position, set(rooms.values()))
+
+    def _end_for_recovery(self, rooms) -> int:
+        sessions = {eio_sid for namespace, room in rooms
+                    for _, eio_sid in self.get_participants(namespace, room)}
+        for eio_sid in sessions:
+            self.server.cut_for_recovery(eio_sid)
+        return len(sessions)
 
     def received_messages(self):
         for message in super().received_messages():
