@@ -14,13 +14,14 @@ import yaml
 def main() -> int:
     answers = yaml.safe_load(Path(".copier-answers.yml").read_text())
     name, slug = answers["project_name"].strip(), answers["project_slug"]
+    # (pattern, the line that replaces its match): a name is never read as a pattern
     edits = {
         "README.md": [(r"\A# .*", f"# {name}")],
         "docker-compose.yml": [(r"(?m)^name: .*$", f"name: {slug}")],
         ".env.example": [(r"(?m)^MESSAGE_QUEUE_CHANNEL=.*$", f"MESSAGE_QUEUE_CHANNEL={slug}")],
         "config/settings.py": [
-            (r'(?m)^(    jwt_issuer: str = )".*"$', rf'\g<1>"{slug}"'),
-            (r'(?m)^(    jwt_audience: str = )".*"$', rf'\g<1>"{slug}-clients"'),
+            (r'(?m)^    jwt_issuer: str = ".*"$', f'    jwt_issuer: str = "{slug}"'),
+            (r'(?m)^    jwt_audience: str = ".*"$', f'    jwt_audience: str = "{slug}-clients"'),
         ],
     }
     for path, changes in edits.items():
@@ -28,8 +29,8 @@ def main() -> int:
         if not file.exists():  # the project removed it: its choice
             continue
         text = file.read_text()
-        for pattern, replacement in changes:
-            text = re.sub(pattern, replacement, text, count=1)
+        for pattern, line in changes:
+            text = re.sub(pattern, lambda _, line=line: line, text, count=1)
         file.write_text(text)
     return 0
 

@@ -14,6 +14,9 @@ from config.settings import Settings
 
 ROLES = ("user", "admin")
 ACCESS, REFRESH = "access", "refresh"
+# The Admin UI's session (app/sockets/admin_ui.py): accepted by /admin-ui alone.
+ADMIN_UI_SESSION = "admin-ui"
+KIND_NAMES = {ACCESS: "an access", REFRESH: "a refresh", ADMIN_UI_SESSION: "an Admin UI session"}
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,8 @@ class TokenService:
         if not isinstance(sub, str) or not sub or not isinstance(name, str) or role not in ROLES:
             raise AuthError("the token claims are malformed", code="invalid_token")
         if claims.get("typ", ACCESS) != kind:
-            raise AuthError(f"this is not {'an access' if kind == ACCESS else 'a refresh'} "
-                            "token", code="invalid_token")
+            raise AuthError(f"this is not {KIND_NAMES.get(kind, 'a ' + kind)} token",
+                            code="invalid_token")
         jti, family = claims.get("jti", ""), claims.get("fam", "")
         return Identity(id=sub, name=name, role=role, expires_at=int(claims["exp"]),
                         jti=jti if isinstance(jti, str) else "",

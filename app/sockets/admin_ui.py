@@ -24,12 +24,13 @@ worker. Its other actions (emit, join, leave) are not offered.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import parse_qs
 
 from pydantic import StringConstraints
@@ -38,7 +39,7 @@ from app.api.auth import sign_in
 from app.core.errors import AuthError, ValidationError
 from app.core.limits import client_address
 from app.core.schema import Payload
-from app.core.tokens import Identity
+from app.core.tokens import ADMIN_UI_SESSION, Identity
 from app.sockets.base import BaseNamespace, EventContext, on_event
 
 log = logging.getLogger("app.sockets.admin_ui")
@@ -46,6 +47,8 @@ log = logging.getLogger("app.sockets.admin_ui")
 ADMIN_UI_NAMESPACE = "/admin-ui"
 # Sockets each worker reports at most (the UI lists them one by one).
 MAX_SOCKETS_PER_WORKER = 1000
+# Live events queued for publishing at most (a connect storm while one watches).
+MAX_PENDING_EVENTS = 1000
 # Request headers the UI may show (never Authorization or Cookie).
 SHOWN_HEADERS = ("host", "origin", "user-agent", "x-forwarded-for")
 HOSTNAME = socket.gethostname()
@@ -63,6 +66,10 @@ class Disconnect(Payload):
 class AdminUiNamespace(BaseNamespace):
     path = ADMIN_UI_NAMESPACE
     required_role = "admin"
+    # its session token works here alone (not on /admin, /chat or REST)
+    token_kind = ADMIN_UI_SESSION
+    error_codes: ClassVar[dict[str, str]] = {
+        "forbidden": "_disconnect while the Admin UI is read-only (ADMIN_UI_READ_ONLY)"}
     # the UI sends positional arguments: named here for validation
     POSITIONAL = {"_disconnect": ("namespace", "close", "filter")}
 
@@ -88,7 +95,7 @@ class AdminUiNamespace(BaseNamespace):
         services = self.services
         user = sign_in(services, username[:128], password[:1024],
                        client_address(environ, self.settings.proxy_hops))
-        token = services.tokens.issue(user.id, user.name, user.role)
+        token = services.tokens.issue(user.id, user.name, user.role, kind=ADMIN_UI_SESSION)
         identity = super().authenticate(environ, {"token": token})
         if len(self._signed_in) > 64:  # (sign-ins refused after this point leave theirs)
             self._signed_in.clear()
@@ -110,13 +117,14 @@ class AdminUiNamespace(BaseNamespace):
             self.emit("session", token, to=sid, ignore_queue=True)
         features = [] if self.settings.admin_ui_read_only else ["DISCONNECT", "MDISCONNECT"]
         self.emit("config", {"supportedFeatures": features}, to=sid, ignore_queue=True)
-        self._send_snapshot(to=sid)
         if not self.feeding:
             self.feeding = True
             self.server.start_background_task(self._feed)
+        self._send_snapshot(to=sid)
 
     def _feed(self) -> None:
-        """While this worker has Admin UI sockets: every worker's figures and sockets."""
+        """While this worker has Admin UI sockets: every worker's figures and sockets (a
+        failed round, Redis away say, is the next round's to make up)."""
         try:
             while self.identities:
                 self.server.sleep(self.settings.admin_ui_interval)
@@ -127,7 +135,11 @@ class AdminUiNamespace(BaseNamespace):
 
     def _send_snapshot(self, to: str | None = None) -> None:
         """To this worker's Admin UI sockets (or one): every worker's answer."""
-        answers = self.server.manager.control.run("admin_ui")
+        try:
+            answers = self.server.manager.control.run("admin_ui")
+        except Exception as exc:
+            log.info("admin UI snapshot not gathered: %s", exc)
+            return
         workers = [a for a in answers if isinstance(a, dict) and "error" not in a]
         for worker in workers:
             self.emit("server_stats", worker["stats"], to=to, ignore_queue=True)
@@ -152,13 +164,16 @@ class AdminUiNamespace(BaseNamespace):
 
 class AdminFeed:
     """Whether an Admin UI watches (a worker's feed asked this one lately), and the live
-    events it is sent meanwhile: published in a task of their own, so that a connect
-    never waits for them, nor fails with them."""
+    events it is sent meanwhile: queued (at most MAX_PENDING_EVENTS: a connect storm
+    drops the excess, which the next snapshot shows) and published in order by one task,
+    so that a connect never waits for them, nor fails with them."""
 
     def __init__(self, sio, interval: float) -> None:
         self.sio = sio
         self.interval = interval
         self.until = 0.0  # (monotonic) watched until then
+        self.pending: collections.deque = collections.deque(maxlen=MAX_PENDING_EVENTS)
+        self.publishing = False
 
     def asked(self) -> None:
         self.until = time.monotonic() + 3 * self.interval
@@ -170,26 +185,33 @@ class AdminFeed:
         sio = self.sio
         eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
         session = sio.eio.sockets.get(eio_sid)
-        if session is not None:
-            self._publish("socket_connected",
-                          (_socket(sio, namespace, sid, eio_sid, session, identity), _now()))
+        if session is not None:  # (its rooms follow as room_joined)
+            self._queue("socket_connected",
+                        (_socket(sio, namespace, sid, eio_sid, session, identity, []), _now()))
 
     def socket_disconnected(self, namespace: str, sid: str, reason: Any) -> None:
-        self._publish("socket_disconnected", (namespace, sid, str(reason), _now()))
+        self._queue("socket_disconnected", (namespace, sid, str(reason), _now()))
 
     def room_changed(self, namespace: str, room: Any, sid: str, entered: bool) -> None:
         if room is not None and room != sid:
-            self._publish("room_joined" if entered else "room_left",
-                          (namespace, room, sid, _now()))
+            self._queue("room_joined" if entered else "room_left", (namespace, room, sid, _now()))
 
-    def _publish(self, event: str, data: tuple) -> None:
-        def publish() -> None:
-            try:
-                self.sio.emit(event, data, namespace=ADMIN_UI_NAMESPACE)
-            except Exception as exc:  # the Admin UI's loss, nobody else's
-                log.debug("admin UI event %s not published: %s", event, exc)
+    def _queue(self, event: str, data: tuple) -> None:
+        self.pending.append((event, data))
+        if not self.publishing:
+            self.publishing = True
+            self.sio.start_background_task(self._publish)
 
-        self.sio.start_background_task(publish)
+    def _publish(self) -> None:
+        try:
+            while self.pending:
+                event, data = self.pending.popleft()
+                try:
+                    self.sio.emit(event, data, namespace=ADMIN_UI_NAMESPACE)
+                except Exception as exc:  # the Admin UI's loss, nobody else's
+                    log.debug("admin UI event %s not published: %s", event, exc)
+        finally:
+            self.publishing = False
 
 
 def _now() -> str:
@@ -197,18 +219,32 @@ def _now() -> str:
 
 
 def local_snapshot(sio) -> dict[str, Any]:
-    """This worker's figures and sockets, as the Admin UI shows them."""
+    """This worker's figures and sockets (MAX_SOCKETS_PER_WORKER of them), as the Admin
+    UI shows them: each namespace's rooms read once (python-socketio's get_rooms reads
+    them all for one socket), and the worker's other clients served every so often."""
     manager, sessions = sio.manager, sio.eio.sockets
     sockets = []
     for namespace, handler in sio.namespace_handlers.items():
-        for sid, identity in list(getattr(handler, "identities", {}).items()):
-            if len(sockets) >= MAX_SOCKETS_PER_WORKER:
-                break
+        identities = list(getattr(handler, "identities", {}).items())[
+            :MAX_SOCKETS_PER_WORKER - len(sockets)]
+        if not identities:
+            continue
+        rooms_of: dict[str, list] = {}
+        for n, (room, members) in enumerate(list(manager.rooms.get(namespace, {}).items())):
+            if room is not None:
+                for sid in list(members):
+                    if sid != room:
+                        rooms_of.setdefault(sid, []).append(room)
+            if n % 1000 == 999:
+                sio.sleep(0)
+        for n, (sid, identity) in enumerate(identities):
             eio_sid = manager.eio_sid_from_sid(sid, namespace)
             session = sessions.get(eio_sid)
-            if session is None:
-                continue
-            sockets.append(_socket(sio, namespace, sid, eio_sid, session, identity))
+            if session is not None:
+                sockets.append(_socket(sio, namespace, sid, eio_sid, session, identity,
+                                       rooms_of.get(sid, [])))
+            if n % 200 == 199:
+                sio.sleep(0)
     return {
         "stats": {
             "serverId": getattr(manager, "host_id", "local"),
@@ -225,7 +261,8 @@ def local_snapshot(sio) -> dict[str, Any]:
     }
 
 
-def _socket(sio, namespace: str, sid: str, eio_sid: str, session, identity: Identity) -> dict:
+def _socket(sio, namespace: str, sid: str, eio_sid: str, session, identity: Identity,
+            rooms: list) -> dict:
     environ = sio.environ.get(eio_sid, {})
     query = {key: values[0] for key, values in
              parse_qs(environ.get("QUERY_STRING", "")).items() if key != "token"}
@@ -245,16 +282,19 @@ def _socket(sio, namespace: str, sid: str, eio_sid: str, session, identity: Iden
             "issued": 0,
             "time": "",
         },
-        "rooms": [room for room in sio.manager.get_rooms(sid, namespace) if room is not None],
+        "rooms": rooms,
     }
 
 
 def local_disconnect(sio, payload: dict) -> int:
     """Disconnect this worker's sockets of `payload`'s namespace matching its filter (a
-    sid, or a room)."""
+    sid, or a room); with `close`, their whole connection (every namespace)."""
     namespace, target = str(payload["namespace"]), str(payload["filter"])
-    sids = [sid for sid, _ in sio.manager.get_participants(namespace, target)] \
+    members = list(sio.manager.get_participants(namespace, target)) \
         if namespace in sio.manager.rooms else []
-    for sid in sids:
-        sio.disconnect(sid, namespace=namespace, ignore_queue=True)
-    return len(sids)
+    for sid, eio_sid in members:
+        if payload.get("close"):
+            sio.end_session(eio_sid)
+        else:
+            sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+    return len(members)

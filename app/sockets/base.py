@@ -38,7 +38,7 @@ from app.core.limits import TokenBucket, rate_limited
 from app.core.metrics import OK, NamespaceMetrics
 from app.core.revocation import BANNED, REVOKED
 from app.core.schema import Payload, validate
-from app.core.tokens import Identity, bearer_token
+from app.core.tokens import ACCESS, Identity, bearer_token
 from app.services import Services
 from config.settings import Settings
 
@@ -105,6 +105,8 @@ class BaseNamespace(socketio.Namespace):
     path: ClassVar[str]
     # None: any authenticated user; "admin": only tokens with that role.
     required_role: ClassVar[str | None] = None
+    # The kind of token a connect must carry (app/core/tokens.py)
+    token_kind: ClassVar[str] = ACCESS
     # The prefix of the rooms whose broadcasts (and the namespace's own) are logged:
     # history, `since` and connection-state recovery (app/core/history.py,
     # app/core/recovery.py). None: nothing logged, no recovery.
@@ -188,7 +190,10 @@ class BaseNamespace(socketio.Namespace):
                   extra={"namespace": self.path, "user_id": identity.id})
         feed = getattr(self.server, "admin_feed", None)
         if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
-            feed.socket_connected(self.path, sid, identity)
+            try:
+                feed.socket_connected(self.path, sid, identity)
+            except Exception:  # the Admin UI's loss: never the connect's
+                log.exception("admin UI connect event failed ns=%s", self.path)
 
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The identity of a connecting client: `auth={"token": ...}`, or a Bearer header."""
@@ -204,7 +209,7 @@ class BaseNamespace(socketio.Namespace):
                 raise AuthError("tokens in the URL are refused (they end up in logs): send "
                                 'it as auth {"token": ...}', code="token_in_query")
             token = token or query_token[0]
-        identity = self.services.tokens.verify(token)
+        identity = self.services.tokens.verify(token, kind=self.token_kind)
         self.services.revocations.check(identity)  # banned user, revoked token
         if self.required_role is not None and identity.role != self.required_role:
             raise ForbiddenError(f"the {self.path} namespace requires the "

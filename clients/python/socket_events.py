@@ -243,6 +243,7 @@ ADMIN_SERVER_EVENTS: dict[str, Any] = {
 AdminUiErrorCode = Literal[
     'banned',
     'delivery_incomplete',
+    'forbidden',
     'identity_mismatch',
     'internal_error',
     'invalid_payload',

@@ -192,7 +192,7 @@ export type AdminSocket = Socket<AdminServerToClientEvents, AdminClientToServerE
 
 // --- /admin-ui -------------------------------------------------------------
 
-export type AdminUiErrorCode = "banned" | "delivery_incomplete" | "identity_mismatch" | "internal_error" | "invalid_payload" | "invalid_token" | "malformed_token" | "not_authenticated" | "queue_unavailable" | "rate_limited" | "shutting_down" | "token_expired" | "token_revoked" | "unknown_event";
+export type AdminUiErrorCode = "banned" | "delivery_incomplete" | "forbidden" | "identity_mismatch" | "internal_error" | "invalid_payload" | "invalid_token" | "malformed_token" | "not_authenticated" | "queue_unavailable" | "rate_limited" | "shutting_down" | "token_expired" | "token_revoked" | "unknown_event";
 export type AdminUiAck =
   | { ok: true; [result: string]: any }
   | { ok: false; error: { code: AdminUiErrorCode; message: string; details?: Record<string, unknown> }; };

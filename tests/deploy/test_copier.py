@@ -43,11 +43,13 @@ def template_repository(path: Path) -> Path:
 def test_copier_makes_a_named_project_and_update_brings_the_template_s_changes(tmp_path):
     template = template_repository(tmp_path / "template")
     project = tmp_path / "project"
-    run(tmp_path, str(COPIER), "copy", "--trust", "--defaults", "--data", "project_name=Acme Chat",
-        str(template), str(project))
-    assert (project / "README.md").read_text().startswith("# Acme Chat\n")
+    run(tmp_path, str(COPIER), "copy", "--trust", "--defaults", "--data",
+        "project_name=Acme \\1 Chat", "--data", "project_slug=acme-chat", str(template), str(project))
+    assert (project / "README.md").read_text().startswith("# Acme \\1 Chat\n")
     assert "\nname: acme-chat\n" in (project / "docker-compose.yml").read_text()
-    assert 'jwt_issuer: str = "acme-chat"' in (project / "config" / "settings.py").read_text()
+    settings = (project / "config" / "settings.py").read_text()
+    assert 'jwt_issuer: str = "acme-chat"' in settings
+    assert "\nMESSAGE_QUEUE_CHANNEL=acme-chat\n" in (project / ".env.example").read_text()
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_commit"] == "v1.0.0" and answers["project_slug"] == "acme-chat"
     assert not (project / "copier.yml").exists() and (project / "app" / "__init__.py").exists()
@@ -71,6 +73,7 @@ def test_copier_makes_a_named_project_and_update_brings_the_template_s_changes(t
     run(project, str(COPIER), "update", "--trust", "--defaults")
     assert (project / "docs" / "extending.md").read_text().endswith("A paragraph of template v1.1.0.\n")
     readme_lines = (project / "README.md").read_text().splitlines()
-    assert readme_lines[0] == "# Acme Chat" and readme_lines[2] == "The template's second version says this."
+    assert readme_lines[0] == "# Acme \\1 Chat"
+    assert readme_lines[2] == "The template's second version says this."
     assert chat.read_text().endswith("# Acme's own line\n")
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v1.1.0"

@@ -66,6 +66,12 @@ def test_an_admin_signs_in_and_sees_every_socket_then_comes_back_with_its_sessio
     assert again.wait_event("config")
     assert "session" not in {name for _, name, _ in again.received}  # no new token
     again.close()
+    # the session is the Admin UI's alone: not an admin's access token
+    other = Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        other.connect(cluster[0].url, ["/admin"], auth={"token": token})
+    assert other.connect_errors[-1]["data"]["code"] == "invalid_token"
+    other.close()
 
 
 @pytest.mark.parametrize("auth, code", [

@@ -37,7 +37,8 @@ def fault_clients(url: str, tokens: list[str], node_modules) -> NodeClients:
 
 @pytest.fixture()
 def aof_redis():
-    """Redis as docker-compose.yml runs it: an append-only file fsynced at every write."""
+    """Redis with an append-only file, as docker-compose.yml runs it (fsynced there every
+    second, here at every write: a SIGKILL of the process loses nothing either way)."""
     server = RedisServer(persistent=True).start()
     yield server
     server.cleanup()
