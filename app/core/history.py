@@ -206,30 +206,32 @@ class EventLog:
             size = sum(len(Entry.fields(e.event, e.data, e.skip_sid)) for e in entries)
             return (None, False) if len(entries) > max_entries or size > max_bytes else (
                 entries, complete)
-        streams, complete = self.snapshot_streams(keys, after, max_entries, max_bytes)
+        start = parse_id(after)
+        streams = self.snapshot_streams(keys, after, max_entries, max_bytes)
         if streams is None:
             return None, False
-        return list(heapq.merge(*streams.values(), key=lambda e: e.key)), complete
+        complete = start >= self._oldest_kept() and all(
+            deleted <= start for _, deleted in streams.values())
+        return list(heapq.merge(*(entries for entries, _ in streams.values()),
+                                key=lambda e: e.key)), complete
 
     def snapshot_streams(self, keys: list[str], after: str, max_entries: int, max_bytes: int
-                         ) -> tuple[dict[str, list[Entry]] | None, bool]:
-        """`snapshot_after` (Redis only), each key's entries apart."""
-        start = parse_id(after)
+                         ) -> dict[str, tuple[list[Entry], tuple[int, int]]] | None:
+        """`snapshot_after` (Redis only), key by key: each key's entries and the newest
+        id trimmed from it (a gap if above `after`); None over the budget."""
         if self._snapshot is None:
             self._snapshot = self._redis().register_script(_SNAPSHOT_SCRIPT)
         reply = self._raw(lambda r: self._snapshot(keys=keys, args=[after, max_entries, max_bytes],
                                                    client=r))
         if not reply:
-            return None, False
+            return None
         oldest = self._oldest_kept()
-        complete = start >= oldest
         streams = {}
         for key, deleted, rows in zip(keys, reply[::2], reply[1::2], strict=True):
-            complete = complete and parse_id(_text(deleted)) <= start
             entries = [Entry.decode(row[0], dict(zip(row[1][::2], row[1][1::2], strict=True)))
                        for row in rows]
-            streams[key] = [e for e in entries if e.key >= oldest]
-        return streams, complete
+            streams[key] = ([e for e in entries if e.key >= oldest], parse_id(_text(deleted)))
+        return streams
 
     def recent(self, key: str, limit: int, events: str | None = None) -> list[Entry]:
         """The last `limit` entries (of event `events`), oldest first."""

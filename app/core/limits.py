@@ -58,6 +58,12 @@ return 1
 """
 
 
+# One connection of a field gone from this worker's hash (KEYS[1]); at 0 the field goes.
+_RELEASE_SCRIPT = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+"""
+
+
 class SharedCounts:
     """Open connections counted across workers and instances (with Redis).
 
@@ -77,7 +83,9 @@ class SharedCounts:
         self._members_key = members_key
         self._member_ttl_ms = int(member_ttl * 1000)
         self._script = None
+        self._release = None
         self.ttl = 60
+        self.counts: Counter[str] = Counter()  # what this worker's hash should hold
 
     def admit(self, field: str, limit: int) -> bool | None:
         """Count one more connection of `field` if the total is below `limit`, in one
@@ -86,23 +94,37 @@ class SharedCounts:
         try:
             if self._script is None:
                 self._script = self._redis().register_script(_ADMIT_SCRIPT)
-            return bool(self._script(keys=[self._members_key], args=[
+            counted = bool(self._script(keys=[self._members_key], args=[
                 self._prefix + ":", field, self._member_ttl_ms, self.host, limit, self.ttl]))
+            if counted:
+                self.counts[field] += 1
+            return counted
         except RedisError as exc:
             log.warning("connection limit checked on this worker only (message queue: %s)", exc)
             return None
 
-    def add(self, field: str, delta: int) -> None:
+    def release(self, field: str) -> None:
+        """One connection of `field` counted by `admit` is gone (a field at 0 leaves the
+        hash, which would otherwise keep every address and user ever seen)."""
+        self.counts[field] -= 1
+        if self.counts[field] <= 0:
+            del self.counts[field]
         try:
-            pipe = self._redis().pipeline(transaction=False)
-            pipe.hincrby(f"{self._prefix}:{self.host}", field, delta)
-            pipe.expire(f"{self._prefix}:{self.host}", self.ttl)
-            pipe.execute()
+            if self._release is None:
+                self._release = self._redis().register_script(_RELEASE_SCRIPT)
+            self._release(keys=[f"{self._prefix}:{self.host}"], args=[field])
         except RedisError as exc:
             log.warning("connection count not shared (message queue: %s)", exc)
 
     def refresh(self) -> None:
-        self._redis().expire(f"{self._prefix}:{self.host}", self.ttl)
+        """Keep this worker's hash alive (the heartbeat); a Redis that lost it (a restart
+        without persistence) gets it back from the counts here."""
+        hash_key = f"{self._prefix}:{self.host}"
+        if not self._redis().expire(hash_key, self.ttl) and self.counts:
+            pipe = self._redis().pipeline(transaction=False)
+            pipe.hset(hash_key, mapping=dict(self.counts))
+            pipe.expire(hash_key, self.ttl)
+            pipe.execute()
 
 
 class ConnectionLimit:
@@ -118,17 +140,23 @@ class ConnectionLimit:
         self.counted: set[str] = set()  # connections counted in Redis too
 
     def admit(self, connection: str, key: str) -> AppError | None:
-        counted = None
-        if self.open[key] < self.limit and self.shared is not None:
-            counted = self.shared.admit(f"{self.what}:{key}", self.limit)
-        if self.open[key] >= self.limit or counted is False:
-            return AppError(f"too many connections for {self.what} {key}",
-                            code="too_many_connections", status=429)
+        if self.open[key] >= self.limit:
+            return self._refusal(key)
+        # the slot is this worker's before Redis is asked (the call yields to others)
         self.open[key] += 1
         self.key_of[connection] = key
-        if counted:
-            self.counted.add(connection)
+        if self.shared is not None:
+            counted = self.shared.admit(f"{self.what}:{key}", self.limit)
+            if counted is False:
+                self.release(connection)
+                return self._refusal(key)
+            if counted:
+                self.counted.add(connection)
         return None
+
+    def _refusal(self, key: str) -> AppError:
+        return AppError(f"too many connections for {self.what} {key}",
+                        code="too_many_connections", status=429)
 
     def release(self, connection: str) -> None:
         key = self.key_of.pop(connection, None)
@@ -139,7 +167,7 @@ class ConnectionLimit:
             del self.open[key]
         if connection in self.counted:  # (not one admitted while Redis could not count it)
             self.counted.discard(connection)
-            self.shared.add(f"{self.what}:{key}", -1)
+            self.shared.release(f"{self.what}:{key}")
 
 
 class TokenBucket:

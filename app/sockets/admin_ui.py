@@ -181,13 +181,13 @@ class AdminFeed:
     def watched(self) -> bool:
         return self.until > time.monotonic()
 
-    def socket_connected(self, namespace: str, sid: str, identity: Identity) -> None:
+    def socket_connected(self, namespace: str, sid: str, identity: Identity, rooms: list) -> None:
         sio = self.sio
         eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
         session = sio.eio.sockets.get(eio_sid)
-        if session is not None:  # (its rooms follow as room_joined)
+        if session is not None:
             self._queue("socket_connected",
-                        (_socket(sio, namespace, sid, eio_sid, session, identity, []), _now()))
+                        (_socket(sio, namespace, sid, eio_sid, session, identity, rooms), _now()))
 
     def socket_disconnected(self, namespace: str, sid: str, reason: Any) -> None:
         self._queue("socket_disconnected", (namespace, sid, str(reason), _now()))
@@ -293,8 +293,16 @@ def local_disconnect(sio, payload: dict) -> int:
     members = list(sio.manager.get_participants(namespace, target)) \
         if namespace in sio.manager.rooms else []
     for sid, eio_sid in members:
-        if payload.get("close"):
-            sio.end_session(eio_sid)
-        else:
+        if not payload.get("close"):
             sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+            continue
+        # every namespace told (a client reconnects after a cut connection, not after
+        # DISCONNECT), then the connection closed
+        for other in list(sio.namespace_handlers):
+            other_sid = sio.manager.sid_from_eio_sid(eio_sid, other)
+            if other_sid is not None:
+                sio.disconnect(other_sid, namespace=other, ignore_queue=True)
+        session = sio.eio.sockets.get(eio_sid)
+        if session is not None:
+            session.close(wait=False)  # (not waiting on a client that may not read)
     return len(members)

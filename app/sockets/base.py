@@ -190,8 +190,9 @@ class BaseNamespace(socketio.Namespace):
                   extra={"namespace": self.path, "user_id": identity.id})
         feed = getattr(self.server, "admin_feed", None)
         if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
-            try:
-                feed.socket_connected(self.path, sid, identity)
+            try:  # (with its rooms: their room_joined went out before it)
+                feed.socket_connected(self.path, sid, identity,
+                                      [user_room(identity.id), *(rooms or ())])
             except Exception:  # the Admin UI's loss: never the connect's
                 log.exception("admin UI connect event failed ns=%s", self.path)
 
@@ -307,7 +308,7 @@ class BaseNamespace(socketio.Namespace):
     @on_event("refresh", schema=REFRESH_SCHEMA)
     def refresh(self, ctx: EventContext, payload: dict) -> dict:
         """A fresh token for this socket: same user and role, later expiry."""
-        fresh = self.services.tokens.verify(payload["token"])
+        fresh = self.services.tokens.verify(payload["token"], kind=self.token_kind)
         self.services.revocations.check(fresh)
         self.identities[ctx.sid] = ctx.user.refreshed(fresh)
         self.warned.discard(ctx.sid)

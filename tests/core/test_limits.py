@@ -26,7 +26,11 @@ def test_a_shared_limit_is_checked_and_counted_in_one_step(private_redis):
     b.release("b1")
     assert a.admit("a2", "alice") is None
     assert (client.hget("t:conns:a", "user:alice"), client.hget("t:conns:b", "user:alice")) \
-        == (b"2", b"0")
+        == (b"2", None)  # a field at 0 leaves the hash
+    # a Redis that lost the hash (restarted without persistence) gets it back
+    client.delete("t:conns:a")
+    a.shared.refresh()
+    assert client.hget("t:conns:a", "user:alice") == b"2"
 
 
 def test_a_connection_redis_could_not_count_is_not_uncounted(private_redis):

@@ -94,4 +94,10 @@ def test_with_read_only_off_the_ui_disconnects_a_socket_on_any_worker(
     ack = ui.call("_disconnect", ("/chat", False, target.sio.get_sid("/chat")))
     assert ack == {"ok": True, "sockets": 1}, ack
     wait_for(lambda: target.disconnects, message="the target to be disconnected")
+    # "disconnect client" (close): every namespace told, so that the client stays away
+    other = connect(servers[1].url, ["/chat", "/admin"], user="root", role="admin")
+    ack = ui.call("_disconnect", ("/chat", True, other.sio.get_sid("/chat")))
+    assert ack == {"ok": True, "sockets": 1}, ack
+    wait_for(lambda: len(other.disconnects) == 2, message="both namespaces to be disconnected")
+    assert {reason for _, reason in other.disconnects} == {"server disconnect"}, other.disconnects
     ui.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
+
+from app.core.errors import QueueUnavailable
 from app.core.history import format_id, parse_id
 from app.core.queue.delivery import first_delivery
 from app.core.queue.membership import LEAVE
@@ -39,14 +42,14 @@ class Receiver:
                 if not self._subscribed:
                     self.connect_redis()
                     self.pubsub.subscribe(self.channel)
-                    self._subscribed = True
-                    retry_sleep = 0.0
-                    if self._subscription.restored():
-                        self.membership.queue_restored()
                     self._beat()  # registered at once, within the set's refill
                     # (after the beat's round trip, sent after SUBSCRIBE: Redis has taken
                     # the subscription when the catch-up reads the log)
                     self._catch_up()
+                    self._subscribed = True
+                    retry_sleep = 0.0
+                    if self._subscription.restored():
+                        self.membership.queue_restored()
                 yield from self.pubsub.listen()
             except Exception as exc:
                 self._subscribed = False
@@ -78,12 +81,19 @@ class Receiver:
             return
         # a socket entering a room from here on has what is up to `top` from its history
         self.position = top
-        if previous is not None:
-            try:
-                self._deliver_missed(previous, top)
-            except BaseException:
-                self.position = previous  # read again at the next subscribe
-                raise
+        if previous is None:
+            return
+        try:
+            self._deliver_missed(previous, top)
+        except (RedisError, QueueUnavailable):
+            self.position = previous  # read again at the next subscribe
+            raise
+        except Exception:  # (an entry that cannot be read) not again: they are recovered
+            log.exception("resubscribed: the log since %s could not be caught up",
+                          format_id(previous))
+            self._end_for_recovery({(namespace, room) for namespace, members in self.rooms.items()
+                                    for room, sids in members.items()
+                                    if sids and self.log.key_for(namespace, room) is not None})
 
     def _deliver_missed(self, previous: tuple[int, int], top: tuple[int, int]) -> None:
         rooms = {key: (namespace, room) for namespace, members in self.rooms.items()
@@ -92,20 +102,18 @@ class Receiver:
         if not rooms:
             return
         settings, after = self._settings, format_id(previous)
-        streams, complete = self.log.snapshot_streams(list(rooms), after,
-                                                      settings.recovery_max_entries,
-                                                      settings.recovery_max_bytes)
-        if streams is None or not complete:
-            # more than a recovery's budget, or trimmed: their sockets are ended to come
-            # back by their recovery (a replay from their own offset, or a fresh socket
-            # that re-joins with `since`), as after any cut connection
-            ended = self._end_for_recovery(rooms.values())
-            log.warning("resubscribed: the log since %s %s: %d socket(s) ended to be "
-                        "recovered", after, "holds more than RECOVERY_MAX_ENTRIES or _BYTES"
-                        if streams is None else "no longer holds all of it", ended)
-            return
-        missed = sorted(((key, entry) for key, entries in streams.items() for entry in entries),
-                        key=lambda item: item[1].key)
+        budget = (settings.recovery_max_entries, settings.recovery_max_bytes)
+        streams = self.log.snapshot_streams(list(rooms), after, *budget)  # (Redis errors: raised)
+        if streams is None:  # over the budget, all rooms together: room by room
+            streams = {}
+            for key in rooms:
+                streams.update(self.log.snapshot_streams([key], after, *budget) or {key: None})
+        # a room over the budget, or trimmed past the position: its sockets are ended to
+        # come back by their recovery (a replay from their own offset, or a fresh socket
+        # that re-joins with `since`), as after any cut connection
+        behind = [key for key, read in streams.items() if read is None or read[1] > previous]
+        missed = sorted(((key, entry) for key, read in streams.items() if key not in behind
+                         for entry in read[0]), key=lambda item: item[1].key)
         if missed:
             self.position = max(top, missed[-1][1].key)
         for key, entry in missed:
@@ -113,11 +121,20 @@ class Receiver:
             if isinstance(data, list) and len(data) == 1 and not first_delivery(self.seen, data[0]):
                 continue
             namespace, room = rooms[key]
-            self.deliver_logged(entry.event, data, namespace, room, entry.skip_sid, entry.id,
-                                caught_up=True)
+            try:
+                self.deliver_logged(entry.event, data, namespace, room, entry.skip_sid, entry.id,
+                                    caught_up=True)
+            except Exception:  # not this entry's sockets' loss alone: they are recovered
+                log.exception("resubscribed: entry %s of %s could not be delivered", entry.id, key)
+                behind.append(key)
         if missed:
             log.info("resubscribed: %d logged event(s) this worker missed, delivered from the log",
                      len(missed))
+        if behind:
+            ended = self._end_for_recovery(rooms[key] for key in set(behind))
+            log.warning("resubscribed: %d room(s) missed more than RECOVERY_MAX_ENTRIES or "
+                        "_BYTES since %s, or their log was trimmed: %d socket(s) ended to be "
+                        "recovered", len(set(behind)), after, ended)
         # what the new subscription brings of these rooms up to here, they had now
         self.covered = (self.position, set(rooms.values()))
 
