@@ -20,6 +20,8 @@ def main() -> int:
         "docker-compose.yml": [(r"(?m)^name: .*$", f"name: {slug}")],
         ".env.example": [(r"(?m)^MESSAGE_QUEUE_CHANNEL=.*$", f"MESSAGE_QUEUE_CHANNEL={slug}")],
         "config/settings.py": [
+            (r'(?m)^    message_queue_channel: str = ".*"$',
+             f'    message_queue_channel: str = "{slug}"'),
             (r'(?m)^    jwt_issuer: str = ".*"$', f'    jwt_issuer: str = "{slug}"'),
             (r'(?m)^    jwt_audience: str = ".*"$', f'    jwt_audience: str = "{slug}-clients"'),
         ],

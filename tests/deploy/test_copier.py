@@ -50,6 +50,7 @@ def test_copier_makes_a_named_project_and_update_brings_the_template_s_changes(t
     settings = (project / "config" / "settings.py").read_text()
     assert 'jwt_issuer: str = "acme-chat"' in settings
     assert "\nMESSAGE_QUEUE_CHANNEL=acme-chat\n" in (project / ".env.example").read_text()
+    assert 'message_queue_channel: str = "acme-chat"' in settings
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_commit"] == "v1.0.0" and answers["project_slug"] == "acme-chat"
     assert not (project / "copier.yml").exists() and (project / "app" / "__init__.py").exists()

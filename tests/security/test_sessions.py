@@ -204,14 +204,14 @@ def test_a_login_flood_leaves_other_clients_fast(start_own_server, connect):
     assert len(latencies) >= 20 and p99 < 0.25
 
 
-def test_a_forged_control_command_is_refused(private_redis, start_own_server, connect):
+def test_a_forged_control_command_is_refused(private_redis, start_own_server, connect, settings):
     server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
     victim = connect(server.url, user="victim")
     r = redis.Redis(port=private_redis.port)
-    channel = "realtime:control"
+    channel = f"{settings.message_queue_channel}:control"
     log_mark = server.log_mark()
     kick = {"command": "kick", "payload": {"user_id": "victim", "reason": "forged"},
-            "reply_to": "realtime:control:reply:x", "ts": time.time()}
+            "reply_to": f"{channel}:reply:x", "ts": time.time()}
     forged = [
         json.dumps(kick),  # unsigned, as before
         json.dumps({"body": json.dumps(kick), "sig": "0" * 64}),  # a made-up signature
@@ -223,7 +223,7 @@ def test_a_forged_control_command_is_refused(private_redis, start_own_server, co
              message="every forged command to be refused")
     victim.round_trip()
     assert victim.sio.connected and victim.of("kicked") == []  # ...and ran none of it
-    assert r.keys("session:*") == [] and r.keys("realtime:control:reply:*") == []
+    assert r.keys("session:*") == [] and r.keys(f"{channel}:reply:*") == []
 
 
 def test_settings_refuse_a_gather_timeout_the_socket_timeout_would_cut(settings):
@@ -245,14 +245,15 @@ def test_rooms_per_socket_are_capped(start_own_server, connect):
 
 
 def test_connection_limits_hold_across_workers(private_redis, start_own_server, connect,
-                                               refused, make_token):
+                                               refused, make_token, settings):
     server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url, WORKERS="2",
                               TRANSPORTS="websocket", MAX_CONNECTIONS_PER_ADDRESS="6",
                               MAX_CONNECTIONS_PER_USER="3")
     # both workers registered as live (a worker counts the others' connections once it
     # sees them there, within a heartbeat of their start)
     members = redis.Redis(port=private_redis.port)
-    wait_for(lambda: members.zcard("realtime:workers") == 2, message="both workers to register")
+    workers = f"{settings.message_queue_channel}:workers"
+    wait_for(lambda: members.zcard(workers) == 2, message="both workers to register")
     admin = connect(server.url, ["/admin"], user="root", role="admin")
     tabs = [connect(server.url, user="many-tabs") for _ in range(3)]
     error = refused(server.url, auth={"token": make_token("many-tabs")})

@@ -117,7 +117,7 @@ def test_a_retried_message_is_answered_with_the_first_and_delivered_once(cluster
 
 
 def test_a_send_that_did_not_finish_is_sent_again_on_retry_and_only_once(
-        private_redis, start_own_server, connect, room):
+        private_redis, start_own_server, connect, room, settings):
     server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
     sender = connect(server.url, user="sender")
     member = connect(server.url, user="member")
@@ -127,8 +127,8 @@ def test_a_send_that_did_not_finish_is_sent_again_on_retry_and_only_once(
     unfinished = {"id": uuid.uuid4().hex, "room": room, "text": "lost?", "client_id": "c-2",
                   "sender": {"id": "sender", "name": "sender"}, "ts": 1, "stream_id": "1-1"}
     redis.Redis(port=private_redis.port).set(
-        "realtime:once:sender:c-2", json.dumps({"state": "pending", "message": unfinished}),
-        px=60_000)
+        f"{settings.message_queue_channel}:once:sender:c-2",
+        json.dumps({"state": "pending", "message": unfinished}), px=60_000)
 
     assert send(sender, room, "lost?", client_id="c-2") == unfinished
     assert send(sender, room, "lost?", client_id="c-2") == unfinished

@@ -20,7 +20,8 @@ GHOST = "ghost-worker"
 
 
 def test_a_retry_completes_a_partial_send_and_nobody_gets_it_twice(private_redis,
-                                                                   start_own_server, connect):
+                                                                   start_own_server, connect,
+                                                                   settings):
     env = {"MESSAGE_QUEUE_URL": private_redis.url}
     first, second = start_own_server(**env), start_own_server(**env)
     mover = connect(first.url, user="mover")
@@ -30,7 +31,7 @@ def test_a_retry_completes_a_partial_send_and_nobody_gets_it_twice(private_redis
     assert sender.call("join", {"room": "probe"})["ok"]
 
     members = redis.Redis.from_url(private_redis.url)
-    members.zadd("realtime:workers", {GHOST: int(time.time() * 1000) + 600_000})
+    members.zadd(f"{settings.message_queue_channel}:workers", {GHOST: int(time.time() * 1000) + 600_000})
     # (a room of the sender's own: until its worker has read the set, sends are ok)
     wait_for(lambda: not sender.call("message", {"room": "probe", "text": "?"})["ok"],
              message="the sender's worker to expect the ghost")
@@ -48,7 +49,7 @@ def test_a_retry_completes_a_partial_send_and_nobody_gets_it_twice(private_redis
     joined = moved.call("join", {"room": "once", "since": got["stream_id"]})
     assert joined["ok"] and joined["history"] == [], joined
 
-    members.zrem("realtime:workers", GHOST)
+    members.zrem(f"{settings.message_queue_channel}:workers", GHOST)
     # the retry, once every worker has forgotten the ghost: ok, with the first message
     retried = wait_for(lambda: (a := sender.call("message", send)) and a["ok"] and a,
                        timeout=30, message="the retry to be acked ok")
