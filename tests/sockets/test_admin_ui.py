@@ -101,3 +101,14 @@ def test_with_read_only_off_the_ui_disconnects_a_socket_on_any_worker(
     wait_for(lambda: len(other.disconnects) == 2, message="both namespaces to be disconnected")
     assert {reason for _, reason in other.disconnects} == {"server disconnect"}, other.disconnects
     ui.close()
+
+
+def test_the_ui_works_on_the_in_memory_server_make_run_starts(server, connect):
+    watched = connect(server.url, user="solo")
+    ui = admin_ui(server.url, {"username": "admin", "password": "admin-password"})
+    try:
+        [listed] = ui.wait_event("all_sockets")
+        assert watched.sio.get_sid("/chat") in {socket["id"] for socket in listed}
+        assert len(ui.wait_event("server_stats")) == 1
+    finally:
+        ui.close()
