@@ -403,7 +403,12 @@ def test_a_draining_workers_refusal_reaches_the_official_client_which_retries(
         assert next_report(client, "disconnect") == "transport close"
         error = next_report(client, "connect_error")
         assert error["active"] is True
-        assert json.loads(error["responseText"])["code"] == "shutting_down"
+        # the draining worker's 401 if the handshake came before it exited (on a busy
+        # machine it may not: then its port is closed), an Engine.IO-level failure
+        # either way, which the client retries
+        text = error["responseText"] or ""
+        assert (json.loads(text)["code"] == "shutting_down" if text.startswith("{")
+                else any(why in text for why in ("ECONNREFUSED", "ECONNRESET", "hang up"))), error
         next_report(client, "reconnect_attempt")
     finally:
         client.kill()
