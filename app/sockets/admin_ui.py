@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 from pydantic import StringConstraints
 
 from app.api.auth import sign_in
-from app.core.errors import AuthError, ValidationError
+from app.core.errors import AuthError, ForbiddenError, ValidationError
 from app.core.limits import client_address
 from app.core.schema import Payload
 from app.core.tokens import ADMIN_UI_SESSION, Identity
@@ -82,14 +82,11 @@ class AdminUiNamespace(BaseNamespace):
     def authenticate(self, environ: dict, auth: Any) -> Identity:
         """The UI's {username, password} (a sign-in), or {sessionId} (an earlier
         sign-in's token)."""
-        if not isinstance(auth, dict):
-            raise AuthError("sign in with an admin's username and password",
-                            code="invalid_credentials")
+        auth = auth if isinstance(auth, dict) else {}
         if auth.get("sessionId"):
             return super().authenticate(environ, {"token": auth["sessionId"]})
         username, password = auth.get("username"), auth.get("password")
-        if not isinstance(username, str) or not isinstance(password, str) \
-                or not username or not password:
+        if not (isinstance(username, str) and isinstance(password, str) and username and password):
             raise AuthError("sign in with an admin's username and password",
                             code="invalid_credentials")
         services = self.services
@@ -157,7 +154,7 @@ class AdminUiNamespace(BaseNamespace):
     @on_event("_disconnect", schema=Disconnect)
     def disconnect_sockets(self, ctx: EventContext, payload: dict) -> dict:
         if self.settings.admin_ui_read_only:
-            raise AuthError("the Admin UI is read-only (ADMIN_UI_READ_ONLY)", code="forbidden")
+            raise ForbiddenError("the Admin UI is read-only (ADMIN_UI_READ_ONLY)")
         answers = self.server.manager.control.run("admin_ui_disconnect", payload)
         return {"sockets": sum(a.get("sockets", 0) for a in answers if isinstance(a, dict))}
 

@@ -189,7 +189,7 @@ class BaseNamespace(socketio.Namespace):
         log.debug("connect ns=%s sid=%s user=%s", self.path, sid, identity.id,
                   extra={"namespace": self.path, "user_id": identity.id})
         feed = getattr(self.server, "admin_feed", None)
-        if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
+        if feed is not None and feed.watched():
             try:  # (with its rooms: their room_joined went out before it)
                 feed.socket_connected(self.path, sid, identity,
                                       [user_room(identity.id), *(rooms or ())])
@@ -232,7 +232,7 @@ class BaseNamespace(socketio.Namespace):
         if identity is None:
             return
         feed = getattr(self.server, "admin_feed", None)
-        if feed is not None and feed.until > time.monotonic():  # an Admin UI watches
+        if feed is not None and feed.watched():
             feed.socket_disconnected(self.path, sid, reason)
         try:
             self.on_disconnected(sid, identity, reason)

@@ -42,6 +42,7 @@ from app.adapters import engineio_hooks
 from app.adapters.gunicorn_hooks import connection_socket
 from app.core.lifecycle import Deadlines, sweep_paced
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
+from app.transport import closing
 from app.transport.protocol import ConformantServer, ConformantSocket
 from app.transport.websocket import (
     FAIR_SHARE,
@@ -675,7 +676,7 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
             return
         try:
             if session.closed:
-                if session.farewell_until <= time.monotonic():  # its CLOSE taken
+                if not closing(session):  # its CLOSE taken, or no longer waited for
                     self.sockets.pop(sid, None)
             elif not session.closing:
                 session.check_ping_timeout()

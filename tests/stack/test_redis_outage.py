@@ -96,6 +96,17 @@ def test_messages_around_an_outage_are_delivered_or_reported(outage_redis, start
     assert [server.worker_pids() for server in servers] == workers_before, "a worker crashed"
 
 
+def log_unheard(settings, private_redis, texts: list[str]) -> None:
+    """Messages to room "window", logged and published where no subscription hears them:
+    what a subscription loses when Redis counted it and never wrote it out."""
+    emitter = create_manager(replace(settings, message_queue_url=private_redis.url),
+                             write_only=True, logged={"/chat": ROOM_PREFIX})
+    emitter.channel += ":nowhere"
+    for text in texts:
+        with pytest.raises(DeliveryIncomplete):  # logged, heard by none: the sender is told
+            post_message(emitter, "window", text, {"id": "ops", "name": "ops"})
+
+
 def test_what_a_subscription_missed_is_delivered_from_the_log_when_it_resubscribes(
         private_redis, start_own_server, connect, settings):
     """PUBLISH counts a subscription once the message is queued on it: a Redis killed
@@ -113,11 +124,7 @@ def test_what_a_subscription_missed_is_delivered_from_the_log_when_it_resubscrib
 
     assert alice.call("message", {"room": "window", "text": "before"})["ok"] is True
     wait_for(lambda: texts() == ["before"], message=lambda: f"bob's messages: {texts()}")
-    emitter = create_manager(replace(settings, message_queue_url=private_redis.url),
-                             write_only=True, logged={"/chat": ROOM_PREFIX})
-    emitter.channel += ":nowhere"
-    with pytest.raises(DeliveryIncomplete):  # logged, heard by none: the sender is told
-        post_message(emitter, "window", "missed", {"id": "ops", "name": "ops"})
+    log_unheard(settings, private_redis, ["missed"])
     alice.round_trip()
     assert texts() == ["before"]  # lost to the worker's subscription
     with redis.Redis(port=private_redis.port) as admin:  # the worker subscribes again
@@ -138,12 +145,7 @@ def test_a_worker_too_far_behind_ends_its_sockets_to_have_them_recovered(
     bob = connect(server.url, user="bob", reconnection=False)
     assert bob.call("join", {"room": "window"})["ok"] is True
     assert bob.call("message", {"room": "window", "text": "first"})["ok"] is True  # a position
-    emitter = create_manager(replace(settings, message_queue_url=private_redis.url),
-                             write_only=True, logged={"/chat": ROOM_PREFIX})
-    emitter.channel += ":nowhere"
-    for text in ("missed 1", "missed 2"):
-        with pytest.raises(DeliveryIncomplete):
-            post_message(emitter, "window", text, {"id": "ops", "name": "ops"})
+    log_unheard(settings, private_redis, ["missed 1", "missed 2"])
     with redis.Redis(port=private_redis.port) as admin:
         assert admin.client_kill_filter(_type="pubsub") >= 1
     wait_for(lambda: bob.disconnects, message="bob's socket to be cut")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -189,7 +188,7 @@ class LoggedDelivery:
         result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         if self.recovery is not None:
             self.recovery.room_changed(sid, room, entered=True)
-        if self.admin_feed is not None and self.admin_feed.until > time.monotonic():
+        if self.admin_feed is not None and self.admin_feed.watched():
             self.admin_feed.room_changed(namespace, room, sid, entered=True)
         return result
 
@@ -197,7 +196,7 @@ class LoggedDelivery:
         result = super().leave_room(sid, namespace, room)
         if self.recovery is not None:
             self.recovery.room_changed(sid, room, entered=False)
-        if self.admin_feed is not None and self.admin_feed.until > time.monotonic():
+        if self.admin_feed is not None and self.admin_feed.watched():
             self.admin_feed.room_changed(namespace, room, sid, entered=False)
         return result
 

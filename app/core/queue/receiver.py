@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -91,14 +92,16 @@ class Receiver:
         except Exception:  # (an entry that cannot be read) not again: they are recovered
             log.exception("resubscribed: the log since %s could not be caught up",
                           format_id(previous))
-            self._end_for_recovery({(namespace, room) for namespace, members in self.rooms.items()
-                                    for room, sids in members.items()
-                                    if sids and self.log.key_for(namespace, room) is not None})
+            self._end_for_recovery(self._logged_rooms().values())
+
+    def _logged_rooms(self) -> dict[str, tuple[str, Any]]:
+        """The logged rooms this worker has sockets in: log key -> (namespace, room)."""
+        return {key: (namespace, room) for namespace, members in self.rooms.items()
+                for room, sids in members.items()
+                if sids and (key := self.log.key_for(namespace, room)) is not None}
 
     def _deliver_missed(self, previous: tuple[int, int], top: tuple[int, int]) -> None:
-        rooms = {key: (namespace, room) for namespace, members in self.rooms.items()
-                 for room, sids in members.items()
-                 if sids and (key := self.log.key_for(namespace, room)) is not None}
+        rooms = self._logged_rooms()
         if not rooms:
             return
         settings, after = self._settings, format_id(previous)
