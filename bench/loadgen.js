@@ -230,6 +230,10 @@ async function main() {
     return;
   }
   console.log(JSON.stringify({ joined: true })); // the orchestrator samples server CPU here
+  if (opts.idleBefore) { // the servers' idle CPU, joined and quiet, sampled around this
+    await sleep(opts.idleBefore * 1000);
+    console.log(JSON.stringify({ idle_done: true }));
+  }
   const result = opts.scenario === "rate" ? await steadyRate(sockets)
     : fanoutSummary([await fanout(sockets, Promise.resolve())]);
   console.log(JSON.stringify(result));

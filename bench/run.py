@@ -56,6 +56,10 @@ QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
          "storm": dict(clients=100, concurrency=50),
          "cross": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
          "scale": dict(clients=200, rooms=5, senders=5, rate=1000, seconds=2, warmup=0.5)}
+# Scaling out (routed fan-out): 2, 4 and 8 single-worker instances on one Redis, each
+# holding the clients of its own rooms, at one total rate (messages/s into all rooms)
+ROUTING_FULL = dict(workers=(2, 4, 8), rooms=8, members=100, messages_per_s=200, seconds=8)
+ROUTING_QUICK = dict(workers=(1, 2), rooms=4, members=5, messages_per_s=100, seconds=1)
 
 
 def process_tree_total(pid: int, read: Callable[[int], float]) -> float:
@@ -181,13 +185,17 @@ def loadgen(options: dict, server: Server | None = None, timeout: float = 180) -
     (from the clients having joined their rooms to the result)."""
     process = subprocess.Popen(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cpu_start, result = None, None
+    cpu_start, result, idle = None, None, None
     watchdog = threading.Timer(timeout, process.kill)  # bounded even if it hangs
     watchdog.start()
     try:
         for line in process.stdout:
             if line.startswith('{"joined"') and server is not None:
-                cpu_start = server.cpu_seconds()
+                cpu_start, joined_at = server.cpu_seconds(), time.monotonic()
+            elif line.startswith('{"idle_done"') and cpu_start is not None:
+                # (options["idleBefore"]: the servers' CPU rate while joined and quiet)
+                idle = (server.cpu_seconds() - cpu_start) / (time.monotonic() - joined_at)
+                cpu_start, joined_at = server.cpu_seconds(), time.monotonic()
             elif line.startswith("{"):
                 result = json.loads(line)
         process.wait(timeout)
@@ -198,6 +206,10 @@ def loadgen(options: dict, server: Server | None = None, timeout: float = 180) -
         raise RuntimeError(f"loadgen failed: {result} {process.stderr.read()[-500:]}")
     if cpu_start is not None:
         result["server_cpu_s"] = server.cpu_seconds() - cpu_start
+        if idle is not None:
+            result["server_idle_cpu_share"] = idle
+            result["server_cpu_s_over_idle"] = result["server_cpu_s"] - idle * (
+                time.monotonic() - joined_at)
     return result
 
 
@@ -274,6 +286,78 @@ def measure(kind: str, sizes: dict, token: str, redis_url: str, redis_pid: int,
         results["cross"]["history_cost"] = 1 - (results["cross"]["deliveries_per_s"]
                                                 / off["deliveries_per_s"])
     return results
+
+
+class Instances:
+    """Several single-worker template instances, measured as one server (their CPU)."""
+
+    def __init__(self, count: int, redis_url: str, async_mode: str, env: dict[str, str]) -> None:
+        self.servers: list[Server] = []
+        try:
+            for _ in range(count):
+                self.servers.append(Server("template", 1, redis_url, async_mode, env).start())
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu_seconds(self) -> float:
+        return sum(server.cpu_seconds() for server in self.servers)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def routing_scale(sizes: dict, token: str, redis_url: str, async_mode: str) -> dict:
+    """Server CPU per delivered message as instances are added, with routed fan-out
+    and with every message on one channel (MESSAGE_QUEUE_ROUTING=false). Client i is
+    in room i % rooms on instance i % instances: every room's members are on one
+    instance, and each instance holds rooms / instances of them. The total rate stays
+    the same, so each instance delivers a smaller share: what it spends on the other
+    instances' messages shows as a growing cost per delivery."""
+    rooms, members = sizes["rooms"], sizes["members"]
+    results: dict[str, dict] = {}
+    fewest, most = min(sizes["workers"]), max(sizes["workers"])
+    # and the most instances with every room on the fewest of them: what an instance
+    # that holds none of a room's members spends on its messages, alone
+    runs = [(count, count) for count in sizes["workers"]] + [(most, fewest)]
+    for routing in ("true", "false"):
+        rows = {}
+        for count, holding in runs:
+            group = Instances(count, redis_url, async_mode, {"MESSAGE_QUEUE_ROUTING": routing})
+            try:
+                options = {"urls": [server.urls[0] for server in group.servers[:holding]],
+                           **group.servers[0].protocol(token), "scenario": "rate",
+                           "clients": rooms * members, "rooms": rooms, "senders": rooms,
+                           "rate": sizes["messages_per_s"] * members,
+                           "seconds": sizes["seconds"], "warmup": 0, "idleBefore": 3}
+                result = loadgen(options, group)
+            finally:
+                group.stop()
+            # the work the messages cost, above what the instances spend idle (their
+            # heartbeats and pings, which grow with their count whatever the traffic)
+            result["server_cpu_us_per_delivery"] = (result["server_cpu_s_over_idle"] * 1e6
+                                                    / max(result["received"], 1))
+            result["server_cpu_us_per_delivery_with_idle"] = (result["server_cpu_s"] * 1e6
+                                                              / max(result["received"], 1))
+            rows[str(count) if holding == count else f"{count}, rooms on {holding}"] = result
+        results["routed" if routing == "true" else "one_channel"] = rows
+    return results
+
+
+def routing_lines(scale: dict) -> str:
+    def row(rows: dict) -> str:
+        first = next(iter(rows.values()))["server_cpu_us_per_delivery"]
+        return ", ".join(f"{n} instances {r['server_cpu_us_per_delivery']:.1f} µs "
+                         f"({r['server_cpu_us_per_delivery'] / first:.2f}x; "
+                         f"{r['server_cpu_us_per_delivery_with_idle']:.1f} µs with the idle "
+                         f"CPU, lost {r['lost']})" for n, r in rows.items())
+    return ("Scaling out, server CPU per delivered message (all instances' CPU over the "
+            "deliveries, less their CPU while idle with the clients joined; single-worker "
+            "instances on one Redis, each holding its own rooms, one total rate): routed "
+            "fan-out " + row(scale["routed"])
+            + "; one channel read by every worker (MESSAGE_QUEUE_ROUTING=false) "
+            + row(scale["one_channel"]) + ".")
 
 
 def scale_rounds(kinds, sizes: dict, token: str, redis_url: str, async_mode: str,
@@ -406,6 +490,8 @@ def main() -> None:
     parser.add_argument("--async-mode", default=os.environ.get("ASYNC_MODE", "eventlet"))
     parser.add_argument("--template-env", action="append", default=[],
                         help="NAME=VALUE for the template server (to measure a setting)")
+    parser.add_argument("--routing-only", action="store_true",
+                        help="only the scale-out scenario of routed fan-out")
     parser.add_argument("--scale-rounds", type=int, default=None,
                         help="rounds of the 10k-client scenario (default 3; 1 with --quick)")
     args = parser.parse_args()
@@ -421,7 +507,19 @@ def main() -> None:
     token = TokenService(settings).issue("bench", "bench", "user")
     redis = RedisServer().start()
     started = time.monotonic()
+    routing_sizes = ROUTING_QUICK if args.quick else ROUTING_FULL
+    if args.routing_only:
+        try:
+            routing = routing_scale(routing_sizes, token, redis.url, args.async_mode)
+        finally:
+            redis.cleanup()
+        out = RESULTS / "quick" if args.quick else RESULTS
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "routing.json").write_text(json.dumps(routing, indent=2))
+        print(routing_lines(routing))
+        return
     try:
+        routing = routing_scale(routing_sizes, token, redis.url, args.async_mode)
         kinds = ("node", "bare", "template")
         results = {kind: measure(kind, sizes, token, redis.url, redis.process.pid,
                                  args.async_mode)
@@ -442,8 +540,8 @@ def main() -> None:
             "template_env": TEMPLATE_ENV,
             "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                     indent=2))
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results,
+                                                  "routing": routing}, indent=2))
     cross = results["template"]["cross"]
     history = (f"History (Redis Streams) on, the default: 2 workers + Redis fanout "
                f"{cross['deliveries_per_s']:,.0f} deliveries/s against "
@@ -459,6 +557,7 @@ def main() -> None:
                 + ", ".join(f"{k} " + " / ".join(_ms(r['p99_ms']) for r in results[k]['scale']['rounds'])
                             for k in results)
                 + " ms.\n\n" + recovery_line(results)
+                + "\n\n" + routing_lines(routing)
                 + "\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
                 "round), p99 / max (a stall there delays every latency it measures): "
                 + ", ".join(f"{k} {results[k]['scale'].get('loadgen_lag_p99_ms', 0):.0f} / "

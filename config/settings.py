@@ -104,6 +104,10 @@ class Settings:
     # Empty: in-memory manager (one process). redis://, rediss://, redis+sentinel://
     message_queue_url: str = ""
     message_queue_channel: str = "realtime"
+    # Routed fan-out: a logged room's messages go on a channel of its own, read only by
+    # the workers holding its members. false: every message on one channel that every
+    # worker reads and decodes (the design before; a comparison in `make bench`).
+    message_queue_routing: bool = True
     # Publishers wait for a free connection instead of failing (redis-py's default
     # pool raises "Too many connections" at its cap and python-socketio drops the
     # message after two attempts).

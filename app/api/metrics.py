@@ -15,5 +15,6 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def scrape():
+    metrics.flush()
     body, content_type = metrics.render(request.headers.get("Accept"))
     return Response(body, content_type=content_type)

@@ -259,12 +259,13 @@ class Recovery:
         manager = self.server.manager
         state.buffer = manager.replaying[sid] = []
         rooms = [r for r in record.get("rooms", ()) if isinstance(r, str)]
-        for room in rooms:
-            manager.basic_enter_room(sid, namespace, room)
-        state.rooms.update(rooms)
         keys = [self.log.key(namespace, None)]
         keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
         try:
+            entered = []
+            for room in rooms:  # (a routed room subscribed first: QueueUnavailable)
+                manager.basic_enter_room(sid, namespace, room)
+                entered.append(room)
             entries, complete = self.log.snapshot_after(keys, state.offset, self.max_entries,
                                                         self.max_bytes)
         except Exception:  # the log unreadable: start fresh rather than miss events
@@ -276,13 +277,13 @@ class Recovery:
         elif not complete:
             log.info("recovery of %s: the log no longer holds all after %s", sid, state.offset)
         if not complete:
-            for room in rooms:
+            for room in entered:
                 manager.basic_leave_room(sid, namespace, room)
-            state.rooms.difference_update(rooms)
             manager.replaying.pop(sid, None)
             state.buffer = None
             state.pid = self.sessions.new_pid()
             return None
+        state.rooms.update(rooms)
         state.restored = [e for e in entries if not _skips(e.skip_sid, sid)]
         state.sid = sid
         return rooms

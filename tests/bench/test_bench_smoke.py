@@ -35,3 +35,8 @@ def test_quick_bench_measures_all_three_servers():
     recovery = report["results"]["node"]["scale_recovery"]  # Node with recovery, 10k only
     assert recovery["lost"] == 0 and len(recovery["rounds"]) == 1
     assert "template / Node" in result.stdout and "connection-state recovery" in result.stdout
+    for design in ("routed", "one_channel"):  # the scale-out scenario, both designs
+        rows = report["routing"][design]
+        assert list(rows) == ["1", "2", "2, rooms on 1"] and all(
+            r["lost"] == 0 and r["server_cpu_us_per_delivery"] > 0 for r in rows.values())
+    assert "routed fan-out" in result.stdout

@@ -17,6 +17,7 @@ from app.core.queue import (
     SetView,
     create_manager,
 )
+from app.core.queue.routes import ROUTING_MARK
 from app.core.queue.scripts import APPEND_SHA, BORN_SHA
 
 
@@ -232,3 +233,42 @@ def test_a_redis_that_lost_the_scripts_refuses_what_they_did_not_run(settings, p
     with pytest.raises(QueueUnavailable, match="registering again"):
         manager._publish({"method": "emit"})  # published, but its birth is unknown
     assert manager._publish({"method": "emit"}) == 0  # no worker is registered
+
+
+def test_a_routed_room_must_reach_its_live_holders_and_no_other_worker(settings, redis_server):
+    """A publish to a routed room is judged against the live workers holding it
+    (app/core/queue/routes.py); one to the shared channel against every live worker."""
+    settings = replace(settings, message_queue_url=redis_server.url, publish_attempts=1,
+                       message_queue_channel=f"routed-{time.monotonic_ns()}")
+    manager = create_manager(settings, logged={"/chat": "room:"})
+    client = redis.Redis.from_url(redis_server.url)
+    set_born(client, manager, 3_000)
+    holder, elsewhere = "holder" + ROUTING_MARK, "elsewhere" + ROUTING_MARK
+    client.zadd(manager.members_key, {holder: redis_ms(client), elsewhere: redis_ms(client)})
+    manager._read(manager._members(register=False))
+    channel = manager.route_of("/chat", "room:a")
+    typing = {"method": "emit", "event": "typing", "data": [{}], "namespace": "/chat",
+              "room": "room:a"}
+
+    assert manager._publish(typing) == 0  # nobody holds the room: nobody to reach
+    client.sadd(manager.holders_key(channel), holder, "dead" + ROUTING_MARK)  # (not alive)
+    with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
+        manager._publish(typing)
+    with pytest.raises(QueueUnavailable, match="0 of 1 workers"):  # logged: the same
+        manager.emit("message", {"text": "logged"}, namespace="/chat", room="room:a")
+    listener = client.pubsub()
+    listener.subscribe(channel)
+    assert listener.get_message(timeout=1)["type"] == "subscribe"
+    assert manager._publish(typing) == 1
+    manager.emit("message", {"text": "logged"}, namespace="/chat", room="room:a")
+    assert listener.get_message(timeout=1)["channel"] == channel.encode()  # (the typing)
+    with pytest.raises(QueueUnavailable, match="0 of 2 workers"):  # the shared channel
+        manager._publish({**typing, "room": None})
+
+    # a live worker that reads the shared channel alone (an earlier release): the
+    # room's messages go there, and every live worker must hear them
+    client.zadd(manager.members_key, {"earlier": redis_ms(client)})
+    manager._read(manager._members(register=False))
+    with pytest.raises(QueueUnavailable, match="0 of 3 workers"):
+        manager._publish(typing)
+    listener.close()

@@ -2,9 +2,10 @@
 is answered `delivery_incomplete`, and its retry completes it without giving the message
 twice to a member that had it, wherever that member has gone since.
 
-An unreachable worker is made by hand: a member of the set of live workers that never
-subscribes, registered with a score in the future so that it never expires. Every
-publish then reaches one worker fewer than expected, on every run, at any speed.
+An unreachable worker is made by hand: a member of the set of live workers, and a
+holder of the rooms (app/core/queue/routes.py), that never subscribes, registered with a
+score in the future so that it never expires. Every publish to those rooms then reaches
+one worker fewer than expected, on every run, at any speed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def test_a_retry_completes_a_partial_send_and_nobody_gets_it_twice(private_redis
     assert sender.call("join", {"room": "probe"})["ok"]
 
     members = redis.Redis.from_url(private_redis.url)
+    holders = [f"{settings.message_queue_channel}:room:/chat:room:{room}:holders"
+               for room in ("once", "probe")]
+    for key in holders:
+        members.sadd(key, GHOST)
     members.zadd(f"{settings.message_queue_channel}:workers", {GHOST: int(time.time() * 1000) + 600_000})
     # (a room of the sender's own: until its worker has read the set, sends are ok)
     wait_for(lambda: not sender.call("message", {"room": "probe", "text": "?"})["ok"],
@@ -50,6 +55,8 @@ def test_a_retry_completes_a_partial_send_and_nobody_gets_it_twice(private_redis
     assert joined["ok"] and joined["history"] == [], joined
 
     members.zrem(f"{settings.message_queue_channel}:workers", GHOST)
+    for key in holders:
+        members.srem(key, GHOST)
     # the retry, once every worker has forgotten the ghost: ok, with the first message
     retried = wait_for(lambda: (a := sender.call("message", send)) and a["ok"] and a,
                        timeout=30, message="the retry to be acked ok")

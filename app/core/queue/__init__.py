@@ -2,11 +2,14 @@
 
 - empty URL: `LocalManager`, in memory, one process;
 - redis://, rediss://, unix://, redis+sentinel://: `RedisQueueManager`, which every
-  worker (and any external emitter) shares through one Redis pub/sub channel.
+  worker (and any external emitter) shares through Redis pub/sub: one channel every
+  worker reads, and one per routed room, read by the workers holding its members
+  (`routes`: a worker spends nothing on the messages of rooms it does not hold).
 
 The guarantee (docs/architecture.md, "The message queue"): **an emit whose publish
-returns has been handed by Redis to the subscription of every live worker, in the
-order this worker published it; otherwise the caller gets QueueUnavailable.**
+returns has been handed by Redis to the subscription of every live worker (for a
+routed room: of every live worker holding a member of it), in the order this worker
+published it; otherwise the caller gets QueueUnavailable.**
 
 How it holds, for outages of any length and any number of concurrent publishes:
 
@@ -39,8 +42,9 @@ How it holds, for outages of any length and any number of concurrent publishes:
 
 Modules: `redis_manager` (the manager: connections, start), `publisher` (the ordered
 publisher and the judgement of each publish), `receiver` (the subscription, repeats
-dropped), `membership` (the set of live workers), `delivery` (logged events to this
-worker's sockets), `scripts` (Lua), `local` (the in-memory manager).
+dropped), `routes` (the rooms' channels and holders), `membership` (the set of live
+workers), `delivery` (logged events to this worker's sockets), `scripts` (Lua),
+`local` (the in-memory manager).
 """
 
 from __future__ import annotations
@@ -74,5 +78,7 @@ def create_manager(settings: Settings, *, write_only: bool = False,
         manager = RedisQueueManager(settings, write_only=write_only, seen=seen)
         manager.log = EventLog(manager.publisher, prefix, settings.history_max_length,
                                settings.history_max_age_seconds)
+        if settings.message_queue_routing:  # the logged rooms are the routed ones
+            manager.routed.update(logged or {})
     manager.log.logged.update(logged or {})
     return manager

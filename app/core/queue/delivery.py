@@ -160,9 +160,15 @@ class LoggedDelivery:
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         result = super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if self.repeats and self.position is not None and self._logged_room(sid, namespace, room):
-            self.entered.setdefault((namespace, room), {})[sid] = self.position
+        if self.repeats and self._logged_room(sid, namespace, room):
+            floor = self.entered_floor(namespace, room)
+            if floor is not None:
+                self.entered.setdefault((namespace, room), {})[sid] = floor
         return result
+
+    def entered_floor(self, namespace: str, room) -> tuple[int, int] | None:
+        """What a socket entering `room` now has had: up to this id (`entered`)."""
+        return self.position
 
     def _logged_room(self, sid: str, namespace: str, room) -> bool:
         return room != sid and self.log is not None and self.log.key_for(namespace, room) is not None

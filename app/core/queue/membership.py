@@ -161,6 +161,8 @@ class Heartbeat:
         try:
             with contextlib.suppress(RedisError):
                 self.publisher().zrem(self.members_key, self.host_id)
+            with contextlib.suppress(RedisError):
+                self.unregister_routes()
             with contextlib.suppress(QueueUnavailable):
                 self.publish_message({"method": LEAVE})
                 self.server.sleep(LEAVE_GRACE)
@@ -177,6 +179,7 @@ class Heartbeat:
         while self._leaving is None:
             if self._beat():
                 self._heartbeat_hooks()
+            self.sweep_routes()
             self._forget_silent_publishers()
             self.server.sleep(HEARTBEAT)
 
@@ -195,6 +198,15 @@ class Heartbeat:
         if self._first_registration is None or view.added:  # (again: the set started anew)
             self._first_registration = view.now
         self._queue_works()  # first: absences after an outage count from now
+        if view.added:  # (its rooms' holder sets too may be new, or reaped)
+            self._routes_registered = False
+        if not self._routes_registered:
+            try:
+                self.register_routes()
+            except RedisError as exc:
+                self._publishing.failed(exc)
+                return False
+            self._routes_registered = True
         self._read(view)
         return self.membership.fresh()
 
@@ -250,12 +262,13 @@ class Heartbeat:
         if view.born_ms is not None and not view.refilled():
             time.sleep((view.born_ms + REFILL * 1000 - view.now) / 1000)
 
-    def _expected(self, born) -> int | None:
-        """How many subscriptions a publish must reach; None while nobody can tell (the
-        set is refilling, or was reborn since this view last read it)."""
+    def _alive(self, born) -> set[str] | None:
+        """The workers a publish must reach (those of them holding its room, for a
+        routed one); None while nobody can tell (the set is refilling, or was reborn
+        since this view last read it)."""
         if self.write_only:  # an external emitter: the set as Redis has it now
             view = self._members(register=False)
-            return len(view.scores) if view.refilled() else None
+            return set(view.scores) if view.refilled() else None
         if born is NOSCRIPT or decoded(born) != self.membership.born or not self.membership.complete:
             return None
-        return self.membership.expected()
+        return set(self.membership.alive)

@@ -13,6 +13,7 @@ from app.core import metrics
 from app.core.errors import DeliveryIncomplete, QueueUnavailable
 from app.core.history import Entry
 from app.core.queue.delivery import LogWrite, deferred, message_with_id, once_key
+from app.core.queue.routes import expected_of, routes_everywhere
 from app.core.queue.scripts import (
     APPEND_SCRIPT,
     APPEND_SHA,
@@ -20,6 +21,8 @@ from app.core.queue.scripts import (
     BORN_SHA,
     NOSCRIPT,
     OFFSET_FIELD,
+    ROUTE_SCRIPT,
+    ROUTE_SHA,
     decoded,
 )
 
@@ -28,13 +31,15 @@ MAX_BATCH = 256
 
 
 class Pending:
-    __slots__ = ("error", "event", "judged", "log", "payload", "receivers", "seq")
+    __slots__ = ("error", "event", "judged", "log", "payload", "receivers", "route", "seq")
 
-    def __init__(self, payload: str, event, seq: int, log: LogWrite | None = None) -> None:
+    def __init__(self, payload: str, event, seq: int, log: LogWrite | None = None,
+                 route: str | None = None) -> None:
         self.payload = payload
         self.event = event
         self.seq = seq
         self.log = log
+        self.route = route  # a routed room's channel (app/core/queue/routes.py), or None
         self.error: QueueUnavailable | None = None
         self.judged = False  # an unexpected error before its judgement is not an "ok"
         self.receivers = 0
@@ -47,6 +52,11 @@ class Publisher:
              to=None, **kwargs):
         room = to or room
         namespace = namespace or "/"
+        if (isinstance(room, str) and not kwargs.get("ignore_queue")
+                and self.is_connected(room, namespace)):
+            # a socket of this worker (its own room): nobody else has it to deliver
+            return super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                                callback=callback, ignore_queue=True)
         key = self.logged_key(namespace, room, callback, kwargs)
         args = list(data) if isinstance(data, tuple) else [data]
         if key is None or sio_packet.Packet.data_is_binary(args):
@@ -72,11 +82,13 @@ class Publisher:
                                    **({"logged": True} if log is not None else {})})
         if log is not None:  # the offset goes last (APPEND_SCRIPT): head, id, tail
             payload = payload[:-1] + OFFSET_FIELD
+        route = self.route_of(data.get("namespace"), data.get("room")) if (
+            data.get("method") == "emit" and routes_everywhere(self.membership.alive)) else None
         if self._wakeup is None:  # write-only: one caller, in order by itself
-            item = Pending(payload, None, self._seq, log)
+            item = Pending(payload, None, self._seq, log, route)
             self._publish_batch([item])
         else:
-            item = Pending(payload, self.server.eio.create_event(), self._seq, log)
+            item = Pending(payload, self.server.eio.create_event(), self._seq, log, route)
             self._pending.append(item)
             self._wakeup.set()
             waiting = deferred()
@@ -145,20 +157,26 @@ class Publisher:
             return
         self._queue_works()
         try:
-            expected = self._expected(born)
+            alive = self._alive(born)
         except RedisError as exc:  # (an external emitter reads the set): nobody can tell
             self._publishing.failed(exc)
-            expected = None
+            alive = None
         for item, receivers in zip(batch, counts, strict=True):
             item.judged = True
             if receivers is NOSCRIPT:
                 outcome, why, nobody = "failed", "the message was not sent", not maybe_sent
             else:
+                holders = None
                 if item.log is not None:
-                    stream_id, receivers = receivers
+                    stream_id, receivers, holders = receivers
                     if stream_id and item.log.on_id is not None:
                         item.log.on_id(decoded(stream_id))
+                elif item.route is not None:
+                    receivers, holders = receivers
                 item.receivers = receivers
+                # every live worker, or those of them holding the room
+                expected = None if alive is None else len(alive) if holders is None else (
+                    expected_of(alive, holders))
                 if expected is None:
                     why = "the workers are registering again"
                 elif receivers < expected:
@@ -194,10 +212,12 @@ class Publisher:
             self._load_scripts(client)
         pipe = client.pipeline(transaction=False)
         for item in batch:
-            if item.log is None:
-                pipe.publish(self.channel, item.payload)
-            else:
+            if item.log is not None:
                 self._append(pipe, item)
+            elif item.route is not None:
+                pipe.evalsha(ROUTE_SHA, 1, self.holders_key(item.route), item.route, item.payload)
+            else:
+                pipe.publish(self.channel, item.payload)
         pipe.evalsha(BORN_SHA, 1, self.born_key)
         results = pipe.execute(raise_on_error=False)
         lost = [isinstance(result, NoScriptError) for result in results]
@@ -213,13 +233,15 @@ class Publisher:
         self._scripts_loaded = False
         pipe = client.pipeline(transaction=False)
         pipe.script_load(APPEND_SCRIPT)
+        pipe.script_load(ROUTE_SCRIPT)
         pipe.script_load(BORN_SCRIPT)
         pipe.execute()
         self._scripts_loaded = True
 
     def _append(self, pipe, item: Pending) -> None:
-        log, s = item.log, self._settings
-        keys = [log.key, self.log.last_key] + ([log.once] if log.once else [])
-        pipe.evalsha(APPEND_SHA, len(keys), *keys, self.channel, item.payload, '"}', log.entry,
-                     self.log.max_length, int(self.log.max_age * 1000), self.host_id, item.seq,
-                     int(s.idempotency_window_seconds * 1000))
+        log, s, route = item.log, self._settings, item.route
+        keys = [log.key, self.log.last_key] + ([self.holders_key(route)] if route else []) + (
+            [log.once] if log.once else [])
+        pipe.evalsha(APPEND_SHA, len(keys), *keys, route or self.channel, item.payload, '"}',
+                     log.entry, self.log.max_length, int(self.log.max_age * 1000), self.host_id,
+                     item.seq, int(s.idempotency_window_seconds * 1000), "1" if route else "0")

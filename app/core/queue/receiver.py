@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from app.core import metrics
 from app.core.errors import QueueUnavailable
 from app.core.history import format_id, parse_id
 from app.core.queue.delivery import first_delivery
@@ -38,11 +40,12 @@ class Receiver:
         # python-socketio's loop, with the pause capped at MAX_RESUBSCRIBE_DELAY (so
         # emits resume seconds after Redis is back) and one log line per outage.
         retry_sleep = 0.0  # the first attempt after a break at once, then backing off
+        self._listener = threading.get_ident()
         while True:
             try:
                 if not self._subscribed:
                     self.connect_redis()
-                    self.pubsub.subscribe(self.channel)
+                    self.pubsub.subscribe(self.channel, *self.route_channels())
                     self._beat()  # registered at once, within the set's refill
                     # (after the beat's round trip, sent after SUBSCRIBE: Redis has taken
                     # the subscription when the catch-up reads the log)
@@ -149,9 +152,17 @@ class Receiver:
         return len(sessions)
 
     def received_messages(self):
-        for message in super().received_messages():
+        # (python-socketio's reads the shared channel alone; the rooms' come here too)
+        for message in self.listen_with_retries():
+            kind = message.get("type")
+            if kind == "subscribe":
+                self.route_confirmed(message.get("channel"))
+                continue
+            if kind != "message":
+                continue
+            metrics.queue_received.pending += 1
             try:
-                data = self.json.loads(message)
+                data = self.json.loads(message["data"])
                 host, seq = data.get("pub"), data.get("seq")
             except (ValueError, AttributeError):
                 continue  # not ours: python-socketio would ignore it too

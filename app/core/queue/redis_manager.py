@@ -24,10 +24,12 @@ from app.core.queue.delivery import LoggedDelivery
 from app.core.queue.membership import Heartbeat, Membership
 from app.core.queue.publisher import Pending, Publisher
 from app.core.queue.receiver import Receiver
+from app.core.queue.routes import ROUTING_MARK, Routing
 from config.settings import Settings
 
 
-class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisManagerHooks):
+class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
+                        RedisManagerHooks):
     repeats = True  # a logged event can come again: a client_id's retry (LoggedDelivery)
 
     def __init__(self, settings: Settings, *, write_only: bool = False,
@@ -35,8 +37,12 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisMan
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
+        if settings.message_queue_routing and not write_only:
+            self.host_id += ROUTING_MARK  # (the others know it reads its rooms' channels)
         self.seen = seen
         self._init_delivery()
+        self._init_routes()
+        self._routes_registered = True  # (none yet)
         self.members_key = settings.message_queue_channel + ":workers"
         self.born_key = self.members_key + ":born"
         self.membership = Membership()
@@ -64,6 +70,7 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisMan
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
                                        key=control_key(settings))
+        self.heartbeat_hooks.append(self.reap_routes)
 
     def publisher(self) -> redis.Redis:
         """The shared client for publishes and commands, created on first use."""
@@ -106,7 +113,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, LoggedDelivery, RedisMan
             with contextlib.suppress(RedisError):
                 self.pubsub.close()
         self.publisher()
-        self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=True)
+        # (confirmations read: a room's subscriber waits for its own, Routing.route)
+        self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=False)
         self.connected = True
         self._scripts_loaded = False
 

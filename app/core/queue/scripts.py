@@ -68,18 +68,24 @@ def decoded(value) -> str:
 # next global id, the published message carries it as its offset. A retried client_id
 # (its once key is set) is published again with its first id, marked `again`
 # (LoggedDelivery.deliver_logged); a retried batch (seq not above the publisher's
-# last) without one, and receivers drop it by seq.
-# KEYS: stream, log hash (last id, last seq per publisher), [once key].
-# ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq, once ttl ms.
+# last) without one, and receivers drop it by seq. A routed room's holders are read
+# with it (app/core/queue/routes.py).
+# KEYS: stream, log hash (last id, last seq per publisher), [holders], [once key].
+# ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq, once ttl ms,
+# routed ("1": KEYS[3] are the holders).
+# Returns {id ('' for a repeat), PUBLISH's count, the holders (or nil)}.
 APPEND_SCRIPT = """
+local routed = ARGV[10] == '1'
+local once_key = KEYS[routed and 4 or 3]
+local holders = routed and redis.call('SMEMBERS', KEYS[3])
 local done = tonumber(redis.call('HGET', KEYS[2], ARGV[7]) or '0')
-local once = KEYS[3] and redis.call('GET', KEYS[3])
+local once = once_key and redis.call('GET', once_key)
 if once then  -- with its first id: receivers deliver it only where it is missing
-  return {once, redis.call('PUBLISH', ARGV[1], ARGV[2] .. once .. '","again":true}')}
+  return {once, redis.call('PUBLISH', ARGV[1], ARGV[2] .. once .. '","again":true}'), holders}
 end
 if tonumber(ARGV[8]) <= done then
   local plain = string.sub(ARGV[2], 1, #ARGV[2] - 11) .. '}'
-  return {'', redis.call('PUBLISH', ARGV[1], plain)}
+  return {'', redis.call('PUBLISH', ARGV[1], plain), holders}
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -99,8 +105,15 @@ if not pcall(redis.call, 'XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], id, 'm', ARGV[
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'last', id, ARGV[7], ARGV[8])
-if KEYS[3] then redis.call('SET', KEYS[3], id, 'PX', ARGV[9]) end
-return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3])}
+if once_key then redis.call('SET', once_key, id, 'PX', ARGV[9]) end
+return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3]), holders}
+"""
+
+
+# A plain publish to a routed room, with its holders. KEYS: holders; ARGV: channel,
+# message. Returns {PUBLISH's count, the holders}.
+ROUTE_SCRIPT = """
+return {redis.call('PUBLISH', ARGV[1], ARGV[2]), redis.call('SMEMBERS', KEYS[1])}
 """
 
 
@@ -108,3 +121,4 @@ OFFSET_FIELD = ',"offset":"'  # 11 characters: APPEND_SCRIPT strips them
 
 
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+ROUTE_SHA = hashlib.sha1(ROUTE_SCRIPT.encode()).hexdigest()
