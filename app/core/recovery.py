@@ -89,6 +89,16 @@ class Sessions:
         self._parked: dict[str, tuple[str, float]] = {}  # memory: pid -> (record, until)
         self._claim = None
         self._park = None
+        # Saves are written behind the connect, a batch per round trip (`flush`): pid ->
+        # record not written yet; and the pids written once at least (in the hash).
+        self._unsaved: dict[str, str] = {}
+        self._written: set[str] = set()
+        # set by the server: () -> an event, and (loop) -> None starting a background
+        # task (the writer starts with the first save: in the worker, serving). None:
+        # every save is written at once.
+        self.create_event: Callable[[], Any] | None = None
+        self.spawn: Callable[[Callable[[], None]], None] | None = None
+        self._wakeup = None
 
     def new_pid(self) -> str:
         return f"{self.host}.{secrets.token_urlsafe(12)}"
@@ -100,17 +110,55 @@ class Sessions:
         return f"{self._prefix}:recovery:w:{host}"
 
     def save(self, pid: str, record: dict) -> None:
-        """The socket's current rooms (connected)."""
+        """The socket's current rooms (connected): written by the next `flush` (a
+        reconnect within that instant starts a fresh socket, as one whose worker's
+        Redis could not be written)."""
         value = json.dumps(record)
         if self._redis is None:
             self._live[pid] = value
             return
         host = pid.partition(".")[0]
         self._holding.setdefault(host, set()).add(pid)
+        self._unsaved[pid] = value
+        if self.spawn is None:
+            self.flush()
+            return
+        if self._wakeup is None:
+            self._wakeup = self.create_event()
+            self.spawn(self._write_behind)
+        self._wakeup.set()
+
+    def flush(self) -> None:
+        """Write the saves made since the last flush, in one round trip (RedisError:
+        they are kept for the next one)."""
+        if not self._unsaved:
+            return
+        batch, self._unsaved = self._unsaved, {}
         pipe = self._redis().pipeline(transaction=False)
-        pipe.hset(self._hash(host), pid, value)
-        pipe.pexpire(self._hash(host), int(self.window * 1000))
-        pipe.execute()
+        hosts = set()
+        for pid, value in batch.items():
+            host = pid.partition(".")[0]
+            hosts.add(host)
+            pipe.hset(self._hash(host), pid, value)
+        for host in hosts:
+            pipe.pexpire(self._hash(host), int(self.window * 1000))
+        try:
+            pipe.execute()
+        except RedisError:
+            self._unsaved = {**batch, **self._unsaved}  # (newer saves win)
+            raise
+        self._written.update(batch)
+
+    def _write_behind(self, sleep: Callable[[float], None]) -> None:
+        """Background task: `flush` whenever there is something to write."""
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                self.flush()
+            except RedisError:
+                sleep(0.5)  # (logged by the queue's outage; again after a pause)
+                self._wakeup.set()
 
     def park(self, pid: str, record: dict | None) -> None:
         """The socket is gone: keep (record) or forget (None) it for the window."""
@@ -126,6 +174,13 @@ class Sessions:
             held.discard(pid)
             if not held:
                 del self._holding[host]
+        self._unsaved.pop(pid, None)  # (the record parked is the latest)
+        if pid not in self._written:  # never in the hash, so never claimed from it
+            if record:
+                self._redis().set(self._own(pid), json.dumps(record),
+                                  px=int(self.window * 1000))
+            return
+        self._written.discard(pid)
         args = [pid] + ([json.dumps(record), int(self.window * 1000)] if record else [])
         self._park(keys=[self._hash(host), self._own(pid)], args=args)
 

@@ -14,7 +14,7 @@ import socketio
 from app.adapters import eventlet_hooks, gunicorn_hooks
 from app.adapters.socketio_hooks import ServerHooks
 from app.core.errors import AppError
-from app.core.lifecycle import Deadlines, Lifecycle, sweep_paced
+from app.core.lifecycle import Deadlines, Lifecycle, supervised, sweep_paced
 from app.core.limits import ConnectionLimit, SharedCounts, client_address
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS, UNCONNECTED_EVENTS, deliveries
 from app.core.queue import MEMBER_TTL, create_manager, deferred_acks
@@ -86,6 +86,10 @@ class RealtimeServer(ServerHooks):
                                                     settings.recovery_max_bytes)
         if hasattr(manager, "heartbeat_hooks"):
             manager.heartbeat_hooks.append(lambda alive: sessions.refresh())
+            # records written behind the connect, a batch per round trip
+            sessions.create_event = self.eio.create_event
+            sessions.spawn = lambda loop: self.start_background_task(supervised, self.sleep, loop,
+                                                                     self.sleep)
         # Under python-engineio's own transport (ENGINEIO_TRANSPORT=stock), an ended
         # session's WebSocket could stay open: while its writer waits on a client that
         # does not read (a slow consumer kept its connection and queue), and on gevent

@@ -3,7 +3,10 @@ process, with the disconnect's progress driven by the test)."""
 
 from __future__ import annotations
 
+import threading
 import time
+
+import redis
 
 from app.core.history import EventLog
 from app.core.recovery import TWIN_GONE_TIMEOUT, Recovery, Sessions
@@ -52,3 +55,31 @@ def test_a_reconnect_during_its_old_connections_disconnect_is_recovered():
 def test_a_twin_that_never_leaves_gives_a_fresh_socket():
     state, _ = claim_while_leaving(finishes_after=TWIN_GONE_TIMEOUT * 10)
     assert state.record is None and state.pid != "local.pid"
+
+
+def test_records_are_written_behind_the_connect_in_batches(redis_server):
+    """A save is written by the next flush (one round trip for every save since); a
+    socket that leaves before its first flush is parked without ever being in the hash."""
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = f"sessions-{time.monotonic_ns()}"
+    sessions = Sessions(lambda: client, prefix, "w1", window=120)
+    spawned = []
+    sessions.create_event = threading.Event
+    sessions.spawn = spawned.append  # (the test flushes by hand)
+    record = {"sid": "s", "ns": "/chat", "user": "alice", "rooms": [], "at": 0}
+    for n in range(3):
+        sessions.save(f"w1.p{n}", {**record, "sid": f"s{n}"})
+    assert len(spawned) == 1 and client.hlen(f"{prefix}:recovery:w:w1") == 0
+    assert sessions.claim("w1.p0") is None  # not written yet: a fresh socket
+
+    sessions.flush()
+    assert client.hlen(f"{prefix}:recovery:w:w1") == 3
+    assert sessions.claim("w1.p1") == ({**record, "sid": "s1"}, "live")
+
+    sessions.save("w1.p3", {**record, "sid": "s3"})
+    sessions.park("w1.p3", {**record, "sid": "s3", "rooms": ["room:a"]})  # before any flush
+    sessions.park("w1.p2", {**record, "sid": "s2"})
+    sessions.flush()  # (nothing left to write)
+    assert client.hkeys(f"{prefix}:recovery:w:w1") == [b"w1.p0"]
+    assert sessions.claim("w1.p3") == ({**record, "sid": "s3", "rooms": ["room:a"]}, "parked")
+    assert sessions.claim("w1.p2") == ({**record, "sid": "s2"}, "parked")
