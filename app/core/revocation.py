@@ -6,8 +6,15 @@ against Redis per event (a round trip on the hot path): a ban or revocation is a
 sent to every worker over the control bus, which installs it in memory and disconnects
 the sockets it covers at once (app/sockets/worker_ops.py).
 
-If Redis cannot be read, connects and REST calls are let through on the token alone
-(logged): an outage of the queue must not lock every user out.
+Connects and REST calls are checked against this worker's memory, which mirrors Redis:
+every ban and revocation is also added to an index (a sorted set by expiry, with a
+version counter), which each worker reads again at its heartbeat when the version
+moved. A revocation therefore reaches a worker at once over the control bus, or within
+a heartbeat if that message was lost. A mirror not read for SYNC_FRESH seconds (Redis
+unreachable) is not trusted: the check then asks Redis, and if Redis cannot be read the
+call is let through on the token alone (logged): an outage of the queue must not lock
+every user out. (Used refresh tokens, `use_once`, are not mirrored: only the refresh
+endpoint asks about them, and it asks Redis.)
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 BANNED = "banned"
 REVOKED = "token_revoked"
 
+# Seconds a mirror read stays the truth at connect (a few heartbeats: app/core/queue).
+SYNC_FRESH = 2.0
+
 
 class Revocations:
     def __init__(self, redis: Callable[[], Any] | None, prefix: str) -> None:
@@ -38,6 +48,9 @@ class Revocations:
         self.ban_reasons: dict[str, str] = {}
         self.tokens: dict[str, float] = {}  # jti -> until
         self.families: dict[str, float] = {}  # token family -> until
+        self._index = f"{prefix}:revocations"
+        self._version: Any = object()  # the index's version last read (none yet)
+        self._synced: float | None = None  # when the mirror was last confirmed
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -92,7 +105,31 @@ class Revocations:
         self._prune()
         if self._redis is not None:  # errors reach the caller: a ban must not be silent
             milliseconds = max(int((until - time.time()) * 1000), 1)
-            self._redis().set(self._key(kind, name), str(until), px=milliseconds)
+            pipe = self._redis().pipeline(transaction=False)
+            pipe.set(self._key(kind, name), str(until), px=milliseconds)
+            pipe.zadd(self._index, {f"{kind}:{name}": until})
+            pipe.zremrangebyscore(self._index, "-inf", time.time())
+            pipe.incr(self._index + ":version")
+            pipe.execute()
+
+    def sync(self) -> None:
+        """Every worker's heartbeat: the index read again if it changed (RedisError:
+        the mirror is no longer trusted once SYNC_FRESH has passed)."""
+        if self._redis is None:
+            return
+        r = self._redis()
+        version = r.get(self._index + ":version")
+        if version != self._version:
+            tables = {"ban": self.bans, "revoked": self.tokens, "family": self.families}
+            for member, until in r.zrangebyscore(self._index, time.time(), "+inf",
+                                                 withscores=True):
+                kind, _, name = (member.decode() if isinstance(member, bytes)
+                                 else member).partition(":")
+                table = tables.get(kind)
+                if table is not None:
+                    table[name] = max(table.get(name, 0.0), float(until))
+            self._version = version
+        self._synced = time.monotonic()
 
     def remember(self, payload: dict) -> None:
         """Install a ban or revocation sent over the control bus (each worker)."""
@@ -108,8 +145,9 @@ class Revocations:
     def check(self, identity: Identity) -> None:
         """Raise AuthError if the user is banned or the token revoked (connect, REST)."""
         self.check_local(identity)
-        if self._redis is None:
-            return
+        if self._redis is None or (self._synced is not None
+                                   and time.monotonic() - self._synced < SYNC_FRESH):
+            return  # (the mirror is fresh: no round trip)
         try:
             banned, revoked, family = self._redis().mget(
                 self._key("ban", identity.id), self._key("revoked", identity.jti or "-"),

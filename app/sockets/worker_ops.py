@@ -103,6 +103,8 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
                          to=room_key(room), namespace=CHAT_NAMESPACE)
 
         manager.heartbeat_hooks.append(heartbeat)
+        # bans and revocations mirrored (connects check memory: app/core/revocation.py)
+        manager.heartbeat_hooks.append(lambda alive: revocations.sync())
 
     feed = sio.admin_feed
 

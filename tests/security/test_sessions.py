@@ -13,6 +13,7 @@ import redis
 import requests
 import socketio
 
+from app.core.revocation import Revocations
 from tests.helpers import Client, chat_connections_per_worker, wait_for
 
 
@@ -283,3 +284,37 @@ def test_a_banned_user_gets_no_token(start_own_server, connect):
     other = requests.post(server.url + "/api/auth/token",
                           json={"username": "alice", "password": "alice-password"}, timeout=10)
     assert other.status_code == 200
+
+
+def test_a_ban_whose_broadcast_was_lost_is_refused_at_connect_within_a_heartbeat(
+        private_redis, start_own_server, connect, make_token, settings):
+    """Connects check this worker's mirror of the bans (no Redis round trip each): a ban
+    stored where the control bus did not carry it (its sender's queue was down, say)
+    reaches the mirror at the next heartbeat."""
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url)
+    r = redis.Redis(port=private_redis.port)
+
+    def mgets() -> int:
+        return int(r.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+
+    def connect_reads_no_mget() -> bool:
+        before = mgets()
+        connect(server.url, user="probe").close()
+        return mgets() == before
+
+    wait_for(connect_reads_no_mget, message="a connect with no MGET (the mirror read)")
+    Revocations(lambda: r, settings.message_queue_channel).ban("victim", 60, "by hand")
+
+    def refused() -> str | None:
+        client = Client()
+        client.watch("/chat")
+        try:
+            client.sio.connect(server.url, namespaces=["/chat"], transports=["websocket"],
+                               auth={"token": make_token("victim")}, wait_timeout=10)
+        except socketio.exceptions.ConnectionError:
+            return client.connect_errors[0]["data"]["code"]
+        finally:
+            client.close()
+        return None
+
+    assert wait_for(refused, timeout=5, message="the ban refused at connect") == "banned"
