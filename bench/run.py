@@ -476,10 +476,10 @@ def machine() -> str:
             f"Node {node}, {platform.system()} {platform.release()}")
 
 
-def update_docs(markdown: str) -> None:
+def update_docs(markdown: str, section: str = "bench") -> None:
     doc = ROOT / "docs" / "performance.md"
     text = doc.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     text = re.sub(f"{start}.*{end}", f"{start}\n{markdown}\n{end}", text, flags=re.S)
     doc.write_text(text)
 
@@ -516,6 +516,8 @@ def main() -> None:
         out = RESULTS / "quick" if args.quick else RESULTS
         out.mkdir(parents=True, exist_ok=True)
         (out / "routing.json").write_text(json.dumps(routing, indent=2))
+        if not args.quick:
+            update_docs(routing_lines(routing), "routing")
         print(routing_lines(routing))
         return
     try:
@@ -557,7 +559,6 @@ def main() -> None:
                 + ", ".join(f"{k} " + " / ".join(_ms(r['p99_ms']) for r in results[k]['scale']['rounds'])
                             for k in results)
                 + " ms.\n\n" + recovery_line(results)
-                + "\n\n" + routing_lines(routing)
                 + "\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
                 "round), p99 / max (a stall there delays every latency it measures): "
                 + ", ".join(f"{k} {results[k]['scale'].get('loadgen_lag_p99_ms', 0):.0f} / "
@@ -568,7 +569,8 @@ def main() -> None:
     plot(results, out / "results.png")
     if not args.quick:
         update_docs(markdown)
-    print(markdown)
+        update_docs(routing_lines(routing), "routing")
+    print(markdown + "\n\n" + routing_lines(routing))
 
 
 if __name__ == "__main__":
