@@ -250,6 +250,11 @@ def test_a_routed_room_must_reach_its_live_holders_and_no_other_worker(settings,
     typing = {"method": "emit", "event": "typing", "data": [{}], "namespace": "/chat",
               "room": "room:a"}
 
+    # a routing worker that has not registered its rooms since the set's birth (they
+    # may have been lost with Redis) is expected by every room
+    with pytest.raises(QueueUnavailable, match="0 of 2 workers"):
+        manager._publish(typing)
+    client.sadd(manager.registered_key(manager.membership.born), holder, elsewhere)
     assert manager._publish(typing) == 0  # nobody holds the room: nobody to reach
     client.sadd(manager.holders_key(channel), holder, "dead" + ROUTING_MARK)  # (not alive)
     with pytest.raises(QueueUnavailable, match="0 of 1 workers"):
@@ -272,3 +277,19 @@ def test_a_routed_room_must_reach_its_live_holders_and_no_other_worker(settings,
     with pytest.raises(QueueUnavailable, match="0 of 3 workers"):
         manager._publish(typing)
     listener.close()
+
+
+def test_a_gone_workers_holder_entries_are_reaped_unless_it_came_back(fresh_worker):
+    manager, client = fresh_worker
+    manager.routed["/chat"] = "room:"
+    channel = manager.route_of("/chat", "room:a")
+    for host in ("gone-r", "back-r"):
+        client.sadd(manager.routes_key, host)
+        client.sadd(manager._index_key(host), channel)
+        client.sadd(manager.holders_key(channel), host)
+    manager.reap_routes(alive=set())  # absent once: suspects
+    client.zadd(manager.members_key, {"back-r": redis_ms(client)})  # registered again since
+    manager.reap_routes(alive=set())  # (a view from before it came back)
+    assert client.smembers(manager.holders_key(channel)) == {b"back-r"}
+    assert client.smembers(manager.routes_key) == {b"back-r"}
+    assert not client.exists(manager._index_key("gone-r"))

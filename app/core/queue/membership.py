@@ -202,7 +202,7 @@ class Heartbeat:
             self._routes_registered = False
         if not self._routes_registered:
             try:
-                self.register_routes()
+                self.register_routes(view.born)
             except RedisError as exc:
                 self._publishing.failed(exc)
                 return False

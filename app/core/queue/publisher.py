@@ -82,8 +82,10 @@ class Publisher:
                                    **({"logged": True} if log is not None else {})})
         if log is not None:  # the offset goes last (APPEND_SCRIPT): head, id, tail
             payload = payload[:-1] + OFFSET_FIELD
+        # (an external emitter does not know whether every worker routes: not routed)
         route = self.route_of(data.get("namespace"), data.get("room")) if (
-            data.get("method") == "emit" and routes_everywhere(self.membership.alive)) else None
+            data.get("method") == "emit" and not self.write_only
+            and routes_everywhere(self.membership.alive)) else None
         if self._wakeup is None:  # write-only: one caller, in order by itself
             item = Pending(payload, None, self._seq, log, route)
             self._publish_batch([item])
@@ -166,17 +168,17 @@ class Publisher:
             if receivers is NOSCRIPT:
                 outcome, why, nobody = "failed", "the message was not sent", not maybe_sent
             else:
-                holders = None
+                holders = registered = None
                 if item.log is not None:
-                    stream_id, receivers, holders = receivers
+                    stream_id, receivers, holders, registered = receivers
                     if stream_id and item.log.on_id is not None:
                         item.log.on_id(decoded(stream_id))
                 elif item.route is not None:
-                    receivers, holders = receivers
+                    receivers, holders, registered = receivers
                 item.receivers = receivers
                 # every live worker, or those of them holding the room
                 expected = None if alive is None else len(alive) if holders is None else (
-                    expected_of(alive, holders))
+                    expected_of(alive, holders, registered))
                 if expected is None:
                     why = "the workers are registering again"
                 elif receivers < expected:
@@ -215,7 +217,8 @@ class Publisher:
             if item.log is not None:
                 self._append(pipe, item)
             elif item.route is not None:
-                pipe.evalsha(ROUTE_SHA, 1, self.holders_key(item.route), item.route, item.payload)
+                pipe.evalsha(ROUTE_SHA, 2, self.holders_key(item.route),
+                             self.registered_key(self.membership.born), item.route, item.payload)
             else:
                 pipe.publish(self.channel, item.payload)
         pipe.evalsha(BORN_SHA, 1, self.born_key)
@@ -240,8 +243,9 @@ class Publisher:
 
     def _append(self, pipe, item: Pending) -> None:
         log, s, route = item.log, self._settings, item.route
-        keys = [log.key, self.log.last_key] + ([self.holders_key(route)] if route else []) + (
-            [log.once] if log.once else [])
+        keys = [log.key, self.log.last_key] + (
+            [self.holders_key(route), self.registered_key(self.membership.born)] if route
+            else []) + ([log.once] if log.once else [])
         pipe.evalsha(APPEND_SHA, len(keys), *keys, route or self.channel, item.payload, '"}',
                      log.entry, self.log.max_length, int(self.log.max_age * 1000), self.host_id,
                      item.seq, int(s.idempotency_window_seconds * 1000), "1" if route else "0")

@@ -172,7 +172,9 @@ class Receiver:
                 last, _ = self._last_seq.get(host, (None, 0.0))
                 if last is not None and seq <= last:
                     continue  # a publish retried after a broken connection
-                if last is not None and seq > last + 1 and host != self.host_id:
+                if (last is not None and seq > last + 1 and host != self.host_id
+                        and not self.routes_everywhere_now()):
+                    # (routed, a worker hears only the publishes of the rooms it holds)
                     log.info("missed %d message(s) from worker %s (published while this worker "
                              "was not subscribed: their senders were told)", seq - last - 1, host)
                 self._last_seq[host] = (seq, time.monotonic())

@@ -42,7 +42,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.seen = seen
         self._init_delivery()
         self._init_routes()
-        self._routes_registered = True  # (none yet)
+        # its rooms' holders registered since the set of live workers last started anew
+        self._routes_registered = False
         self.members_key = settings.message_queue_channel + ":workers"
         self.born_key = self.members_key + ":born"
         self.membership = Membership()

@@ -44,7 +44,7 @@ log = logging.getLogger("app.core.queue")
 # Seconds a room with no local member stays subscribed (re-joins within are free).
 ROUTE_LINGER = 2.0
 
-READY, PENDING, LEAVING = "ready", "pending", "leaving"
+READY, PENDING, LEAVING, FAILED = "ready", "pending", "leaving", "failed"
 
 # The end of a routing worker's id (python-socketio's are uuid4 hex: no "-").
 ROUTING_MARK = "-r"
@@ -55,11 +55,28 @@ def routes_everywhere(alive) -> bool:
     return all(host.endswith(ROUTING_MARK) for host in alive)
 
 
-def expected_of(alive: set[str], holders) -> int:
-    """The live workers a publish to a room's channel must reach: its holders, and any
-    worker that does not route (it cannot have heard it: the publish is refused)."""
-    holders = set(map(decoded, holders))
-    return sum(1 for host in alive if host in holders or not host.endswith(ROUTING_MARK))
+def expected_of(alive: set[str], holders, registered) -> int:
+    """The live workers a publish to a room's channel must reach: its holders; any
+    worker that does not route (it cannot have heard it: the publish is refused); and
+    any routing worker that has not registered its rooms since the set of live
+    workers started anew (its entries may be lost with a restarted Redis)."""
+    holders, registered = set(map(decoded, holders)), set(map(decoded, registered))
+    return sum(1 for host in alive if host in holders or not host.endswith(ROUTING_MARK)
+               or host not in registered)
+
+
+# A gone worker's holder entries, unless it is in the set of live workers again (it
+# registered again since it was found missing: its entries are current). KEYS: the
+# set of live workers, its index of channels, the routing workers; ARGV: the worker,
+# the holders' suffix. Returns how many rooms were reaped, or -1.
+REAP_SCRIPT = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+local channels = redis.call('SMEMBERS', KEYS[2])
+for _, channel in ipairs(channels) do redis.call('SREM', channel .. ARGV[2], ARGV[1]) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return #channels
+"""
 
 
 class Route:
@@ -86,7 +103,12 @@ class Routing:
         self._route_lock = threading.Lock()  # (green under eventlet and gevent)
         self._listener: int | None = None  # the listener's thread (greenlet) id
         self._reap_suspects: set[str] = set()
+        self._reap = None
         self.routes_key = f"{self.channel}:routes"
+
+    def routes_everywhere_now(self) -> bool:
+        """Does this worker route, and every live worker it knows?"""
+        return bool(self.routed) and routes_everywhere(self.membership.alive)
 
     # --- names ----------------------------------------------------------------------
     def route_of(self, namespace: str | None, room: Any) -> str | None:
@@ -107,17 +129,26 @@ class Routing:
 
     # --- entering and leaving -----------------------------------------------------------
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
-        if room != sid:
-            self.route(namespace, room)
-        return super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room == sid:
+            return super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self.route(namespace, room)
+        try:
+            return super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        finally:  # (python-socketio refused it: the sid is gone, say)
+            self._idle_if_empty(namespace, room)
 
     def basic_leave_room(self, sid, namespace, room):
         result = super().basic_leave_room(sid, namespace, room)
-        channel = self.route_of(namespace, room)
-        if channel in self.routes and not self.rooms.get(namespace, {}).get(room):
-            self.routes[channel].idle_since = time.monotonic()
-            self._idle.add(channel)
+        self._idle_if_empty(namespace, room)
         return result
+
+    def _idle_if_empty(self, namespace: str, room) -> None:
+        channel = self.route_of(namespace, room)
+        route = self.routes.get(channel) if channel else None
+        if route is not None and not self.rooms.get(namespace, {}).get(room):
+            if channel not in self._idle:
+                route.idle_since = time.monotonic()
+            self._idle.add(channel)
 
     def entered_floor(self, namespace: str, room) -> tuple[int, int] | None:
         route = self.routes.get(self.route_of(namespace, room) or "")
@@ -136,7 +167,11 @@ class Routing:
         if route is not None and route.state == READY:
             self._idle.discard(channel)
             return
-        with self._route_lock:
+        listener = threading.get_ident() == self._listener
+        # (the listener cannot wait for a join that waits for a confirmation it reads)
+        if not self._route_lock.acquire(blocking=not listener):
+            raise QueueUnavailable("the message queue is busy: the room cannot be entered now")
+        try:
             route = self.routes.get(channel)
             if route is not None and route.state == READY:
                 self._idle.discard(channel)
@@ -144,24 +179,27 @@ class Routing:
             if not self._subscribed:
                 raise QueueUnavailable("the message queue is unavailable: the room cannot be "
                                        "entered now")
-            route = self.routes[channel] = Route(namespace, room)
+            if route is None:
+                route = self.routes[channel] = Route(namespace, room)
+            route.state = PENDING
             try:
-                self._subscribe_route(channel)
+                self._subscribe_route(channel, wait=not listener)
                 self._register([route], floors=True)
             except (RedisError, QueueUnavailable) as exc:
-                del self.routes[channel]
+                # maybe subscribed, maybe a holder: the sweep takes it out of both
+                route.state, route.idle_since = FAILED, time.monotonic() - ROUTE_LINGER
+                self._idle.add(channel)
                 raise QueueUnavailable(f"the message queue is unavailable: the room cannot be "
                                        f"entered now ({exc})") from exc
             route.state = READY
+        finally:
+            self._route_lock.release()
 
-    def _subscribe_route(self, channel: str) -> None:
+    def _subscribe_route(self, channel: str, wait: bool) -> None:
         confirmed = self._confirm[channel] = self.server.eio.create_event()
         try:
             self.pubsub.subscribe(channel)
-            # (the listener reads the confirmation: it cannot wait for it itself)
-            if threading.get_ident() == self._listener:
-                return
-            if not confirmed.wait(self._settings.redis_socket_timeout):
+            if wait and not confirmed.wait(self._settings.redis_socket_timeout):
                 raise QueueUnavailable("Redis did not confirm the subscription")
         finally:
             self._confirm.pop(channel, None)
@@ -176,16 +214,25 @@ class Routing:
         """The room channels a (re)subscribe subscribes to."""
         return list(self.routes)
 
-    def _register(self, routes: list[Route], floors: bool = False) -> None:
+    def registered_key(self, born: str | None) -> str:
+        """The routing workers that registered their rooms since the set's birth."""
+        return f"{self.routes_key}:at:{born or ''}"
+
+    def _register(self, routes: list[Route], floors: bool = False, born: str | None = None,
+                  pipe=None) -> list:
         """This worker as a holder of `routes` (and in the index the reaper reads); with
-        `floors`, their logs' newest ids read too."""
-        pipe = self.publisher().pipeline(transaction=False)
+        `floors`, their logs' newest ids read too; with `born`, marked as registered
+        for that birth of the set (after the holders: a publisher that sees the mark
+        finds them)."""
+        pipe = pipe if pipe is not None else self.publisher().pipeline(transaction=False)
         pipe.sadd(self.routes_key, self.host_id)
         index = self._index_key(self.host_id)
         for route in routes:
             channel = self.route_of(route.namespace, route.room)
             pipe.sadd(self.holders_key(channel), self.host_id)
             pipe.sadd(index, channel)
+        if born is not None:
+            pipe.sadd(self.registered_key(born), self.host_id)
         logged = []
         for route in routes:
             key = self.log.key_for(route.namespace, route.room) if floors and self.log else None
@@ -195,22 +242,35 @@ class Routing:
         results = pipe.execute()
         for route, top in zip(logged, results[len(results) - len(logged):], strict=True):
             route.floor = parse_id(decoded(top[0][0])) if top else None
+        return results
 
-    def register_routes(self) -> None:
-        """Every route of this worker in its holders again (the set of live workers
-        started anew: a restarted Redis, or this worker dropped from it)."""
-        if self.routes:
-            self._register(list(self.routes.values()))
+    def register_routes(self, born: str) -> None:
+        """This worker's rooms in their holders again, and marked registered for `born`
+        (the set of live workers started anew: a restarted Redis, or this worker
+        dropped from it). Entries of rooms it no longer holds (brought back by an
+        append-only file) are taken out first."""
+        r = self.publisher()
+        held = {decoded(c) for c in r.smembers(self._index_key(self.host_id))}
+        current = [route for route in self.routes.values() if route.state != LEAVING]
+        stale = held - {self.route_of(route.namespace, route.room) for route in current}
+        pipe = r.pipeline(transaction=False)
+        for channel in stale:
+            pipe.srem(self.holders_key(channel), self.host_id)
+            pipe.srem(self._index_key(self.host_id), channel)
+        self._register(current, born=born, pipe=pipe)
 
     # --- unsubscribing ------------------------------------------------------------------
     def sweep_routes(self, now: float | None = None) -> None:
-        """Unsubscribe the rooms whose last local member left ROUTE_LINGER ago."""
+        """Unsubscribe the rooms whose last local member left ROUTE_LINGER ago (and
+        those whose join failed halfway)."""
         now = time.monotonic() if now is None else now
         for channel in list(self._idle):
             route = self.routes.get(channel)
-            if route is None or route.state != READY:
+            if route is None:
                 self._idle.discard(channel)
                 continue
+            if route.state not in (READY, FAILED):
+                continue  # (a join under way: looked at again once it ended)
             if self.rooms.get(route.namespace, {}).get(route.room):
                 self._idle.discard(channel)  # (entered again)
                 continue
@@ -219,15 +279,15 @@ class Routing:
             # (the heartbeat's: never held up by a join waiting for its confirmation)
             if not self._route_lock.acquire(blocking=False):
                 return
-            route.state = LEAVING  # (a join from here on waits for the lock, then subscribes)
+            state, route.state = route.state, LEAVING  # (a join now waits, then subscribes)
             try:
                 pipe = self.publisher().pipeline(transaction=False)
                 pipe.srem(self.holders_key(channel), self.host_id)
                 pipe.srem(self._index_key(self.host_id), channel)
                 pipe.execute()
             except RedisError:
-                route.state = READY  # still a holder: again at the next sweep
-                continue
+                route.state = state  # still a holder: again at the next sweep
+                return  # (Redis is down: the heartbeat must not wait on every room)
             else:
                 self._idle.discard(channel)
                 del self.routes[channel]
@@ -238,27 +298,32 @@ class Routing:
                 self._route_lock.release()
 
     def unregister_routes(self) -> None:
-        """A worker leaving: out of every holders set."""
+        """A worker leaving: out of every holders set, and no longer subscribed to
+        them (a subscriber that is not a holder would stand in for a holder that
+        missed a message in PUBLISH's count)."""
+        channels = list(self.routes)
         pipe = self.publisher().pipeline(transaction=False)
-        for channel in self.routes:
+        for channel in channels:
             pipe.srem(self.holders_key(channel), self.host_id)
         pipe.delete(self._index_key(self.host_id))
         pipe.srem(self.routes_key, self.host_id)
         pipe.execute()
+        if channels:
+            with contextlib.suppress(RedisError, AttributeError):
+                self.pubsub.unsubscribe(*channels)
 
     def reap_routes(self, alive: set[str]) -> None:
         """Each heartbeat with a fresh view: the holder entries of workers absent from
-        it in two heartbeats in a row (a worker just starting is not in it yet)."""
+        it in two heartbeats in a row (a worker just starting is not in it yet), unless
+        it has registered again meanwhile (checked in the script)."""
         r = self.publisher()
         hosts = {decoded(host) for host in r.smembers(self.routes_key)}
         orphans = {host for host in hosts if host != self.host_id and host not in alive}
+        if self._reap is None and orphans & self._reap_suspects:
+            self._reap = r.register_script(REAP_SCRIPT)
         for host in orphans & self._reap_suspects:
-            channels = [decoded(c) for c in r.smembers(self._index_key(host))]
-            pipe = r.pipeline(transaction=False)
-            for channel in channels:
-                pipe.srem(self.holders_key(channel), host)
-            pipe.delete(self._index_key(host))
-            pipe.srem(self.routes_key, host)
-            pipe.execute()
-            log.info("worker %s is gone: its entries in %d room(s) reaped", host, len(channels))
+            reaped = self._reap(keys=[self.members_key, self._index_key(host), self.routes_key],
+                                args=[host, ":holders"])
+            if reaped >= 0:
+                log.info("worker %s is gone: its entries in %d room(s) reaped", host, reaped)
         self._reap_suspects = orphans

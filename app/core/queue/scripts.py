@@ -70,22 +70,25 @@ def decoded(value) -> str:
 # (LoggedDelivery.deliver_logged); a retried batch (seq not above the publisher's
 # last) without one, and receivers drop it by seq. A routed room's holders are read
 # with it (app/core/queue/routes.py).
-# KEYS: stream, log hash (last id, last seq per publisher), [holders], [once key].
-# ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq, once ttl ms,
-# routed ("1": KEYS[3] are the holders).
-# Returns {id ('' for a repeat), PUBLISH's count, the holders (or nil)}.
+# KEYS: stream, log hash (last id, last seq per publisher), [holders, registered],
+# [once key]. ARGV: channel, message head, tail, entry, maxlen, ttl ms, publisher, seq,
+# once ttl ms, routed ("1": KEYS[3] and KEYS[4] are the room's holders and the workers
+# registered since the set's birth: app/core/queue/routes.py).
+# Returns {id ('' for a repeat), PUBLISH's count, the holders, the registered (or nil)}.
 APPEND_SCRIPT = """
 local routed = ARGV[10] == '1'
-local once_key = KEYS[routed and 4 or 3]
+local once_key = KEYS[routed and 5 or 3]
 local holders = routed and redis.call('SMEMBERS', KEYS[3])
+local registered = routed and redis.call('SMEMBERS', KEYS[4])
 local done = tonumber(redis.call('HGET', KEYS[2], ARGV[7]) or '0')
 local once = once_key and redis.call('GET', once_key)
 if once then  -- with its first id: receivers deliver it only where it is missing
-  return {once, redis.call('PUBLISH', ARGV[1], ARGV[2] .. once .. '","again":true}'), holders}
+  return {once, redis.call('PUBLISH', ARGV[1], ARGV[2] .. once .. '","again":true}'), holders,
+          registered}
 end
 if tonumber(ARGV[8]) <= done then
   local plain = string.sub(ARGV[2], 1, #ARGV[2] - 11) .. '}'
-  return {'', redis.call('PUBLISH', ARGV[1], plain), holders}
+  return {'', redis.call('PUBLISH', ARGV[1], plain), holders, registered}
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -106,14 +109,15 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'last', id, ARGV[7], ARGV[8])
 if once_key then redis.call('SET', once_key, id, 'PX', ARGV[9]) end
-return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3]), holders}
+return {id, redis.call('PUBLISH', ARGV[1], ARGV[2] .. id .. ARGV[3]), holders, registered}
 """
 
 
-# A plain publish to a routed room, with its holders. KEYS: holders; ARGV: channel,
-# message. Returns {PUBLISH's count, the holders}.
+# A plain publish to a routed room, with its holders and the workers registered since
+# the set's birth. KEYS: holders, registered; ARGV: channel, message.
 ROUTE_SCRIPT = """
-return {redis.call('PUBLISH', ARGV[1], ARGV[2]), redis.call('SMEMBERS', KEYS[1])}
+return {redis.call('PUBLISH', ARGV[1], ARGV[2]), redis.call('SMEMBERS', KEYS[1]),
+        redis.call('SMEMBERS', KEYS[2])}
 """
 
 
