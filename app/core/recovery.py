@@ -93,6 +93,8 @@ class Sessions:
         # record not written yet; and the pids written once at least (in the hash).
         self._unsaved: dict[str, str] = {}
         self._written: set[str] = set()
+        self._writing: set[str] = set()  # the batch being written
+        self._written_event = None  # set whenever a batch is done
         # set by the server: () -> an event, and (loop) -> None starting a background
         # task (the writer starts with the first save: in the worker, serving). None:
         # every save is written at once.
@@ -125,6 +127,7 @@ class Sessions:
             return
         if self._wakeup is None:
             self._wakeup = self.create_event()
+            self._written_event = self.create_event()
             self.spawn(self._write_behind)
         self._wakeup.set()
 
@@ -134,6 +137,9 @@ class Sessions:
         if not self._unsaved:
             return
         batch, self._unsaved = self._unsaved, {}
+        self._writing = set(batch)
+        if self._written_event is not None:
+            self._written_event.clear()
         pipe = self._redis().pipeline(transaction=False)
         hosts = set()
         for pid, value in batch.items():
@@ -147,7 +153,12 @@ class Sessions:
         except RedisError:
             self._unsaved = {**batch, **self._unsaved}  # (newer saves win)
             raise
-        self._written.update(batch)
+        else:
+            self._written.update(batch)
+        finally:
+            self._writing = set()
+            if self._written_event is not None:
+                self._written_event.set()
 
     def _write_behind(self, sleep: Callable[[float], None]) -> None:
         """Background task: `flush` whenever there is something to write."""
@@ -174,6 +185,8 @@ class Sessions:
             held.discard(pid)
             if not held:
                 del self._holding[host]
+        if pid in self._writing:  # its save is on its way: parked after it, in order
+            self._written_event.wait(10.0)
         self._unsaved.pop(pid, None)  # (the record parked is the latest)
         if pid not in self._written:  # never in the hash, so never claimed from it
             if record:
