@@ -8,19 +8,22 @@ the sockets it covers at once (app/sockets/worker_ops.py).
 
 Connects and REST calls are checked against this worker's memory, which mirrors Redis:
 every ban and revocation is also added to an index (a sorted set by expiry, with a
-version counter), which each worker reads again at its heartbeat when the version
-moved. A revocation therefore reaches a worker at once over the control bus, or within
-a heartbeat if that message was lost. A mirror not read for SYNC_FRESH seconds (Redis
-unreachable) is not trusted: the check then asks Redis, and if Redis cannot be read the
-call is let through on the token alone (logged): an outage of the queue must not lock
-every user out. (Used refresh tokens, `use_once`, are not mirrored: only the refresh
-endpoint asks about them, and it asks Redis.)
+version token renewed at each change), which each worker reads again at its heartbeat
+when the version changed (the bans a Redis holds from before the index are added to
+it once, by the first worker that finds it unmarked). A revocation therefore reaches
+a worker at once over the control bus, or within a heartbeat if that message was
+lost. A mirror not read for SYNC_FRESH seconds (Redis unreachable) is not trusted: the
+check then asks Redis, and if Redis cannot be read the call is let through on the
+token alone (logged): an outage of the queue must not lock every user out. (Used
+refresh tokens, `use_once`, are not added as they are used: only the refresh endpoint
+asks about them, and it asks Redis.)
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +54,9 @@ class Revocations:
         self._index = f"{prefix}:revocations"
         self._version: Any = object()  # the index's version last read (none yet)
         self._synced: float | None = None  # when the mirror was last confirmed
+        # (loop) -> None: runs the backfill beside the heartbeat (set by the server)
+        self.spawn: Callable[[Callable[[], None]], Any] | None = None
+        self._backfilling = False
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -105,11 +111,13 @@ class Revocations:
         self._prune()
         if self._redis is not None:  # errors reach the caller: a ban must not be silent
             milliseconds = max(int((until - time.time()) * 1000), 1)
-            pipe = self._redis().pipeline(transaction=False)
+            pipe = self._redis().pipeline(transaction=True)  # (all, or none of it)
             pipe.set(self._key(kind, name), str(until), px=milliseconds)
             pipe.zadd(self._index, {f"{kind}:{name}": until})
             pipe.zremrangebyscore(self._index, "-inf", time.time())
-            pipe.incr(self._index + ":version")
+            # a new value each time (a counter could come back to one a worker read,
+            # after a Redis restart, and a change would go unseen)
+            pipe.set(self._index + ":version", uuid.uuid4().hex)
             pipe.execute()
 
     def sync(self) -> None:
@@ -118,7 +126,12 @@ class Revocations:
         if self._redis is None:
             return
         r = self._redis()
-        version = r.get(self._index + ":version")
+        version, complete = r.mget(self._index + ":version", self._index + ":complete")
+        if complete is None:  # (a Redis that has bans from before the index: added)
+            if not self._backfilling:
+                self._backfilling = True
+                (self.spawn or (lambda task: task()))(self._backfill)
+            return  # (not trusted until then: connects ask Redis)
         if version != self._version:
             tables = {"ban": self.bans, "revoked": self.tokens, "family": self.families}
             for member, until in r.zrangebyscore(self._index, time.time(), "+inf",
@@ -130,6 +143,32 @@ class Revocations:
                     table[name] = max(table.get(name, 0.0), float(until))
             self._version = version
         self._synced = time.monotonic()
+
+    def _backfill(self) -> None:
+        """Bans and revocations stored before the index existed (an earlier release),
+        into it; then the index is marked complete. Once per Redis (each worker may do
+        it: the additions are the same), beside the heartbeat (a SCAN of the keyspace)."""
+        try:
+            self._scan_into_index(self._redis())
+        except RedisError as exc:
+            log.warning("bans from before the index could not be read (%s): again later", exc)
+        finally:
+            self._backfilling = False
+
+    def _scan_into_index(self, r) -> None:
+        for kind in ("ban", "family", "revoked"):
+            keys = list(r.scan_iter(match=self._key(kind, "*"), count=1000))
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                entries = {}
+                for key, value in zip(chunk, r.mget(chunk), strict=True):
+                    if value is not None:
+                        name = (key.decode() if isinstance(key, bytes) else key)[
+                            len(self._key(kind, "")):]
+                        entries[f"{kind}:{name}"] = float(value)
+                if entries:
+                    r.zadd(self._index, entries)
+        r.set(self._index + ":complete", "1")
 
     def remember(self, payload: dict) -> None:
         """Install a ban or revocation sent over the control bus (each worker)."""

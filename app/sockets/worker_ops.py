@@ -104,6 +104,7 @@ def register_worker_ops(sio: socketio.Server, services: Services) -> None:
 
         manager.heartbeat_hooks.append(heartbeat)
         # bans and revocations mirrored (connects check memory: app/core/revocation.py)
+        revocations.spawn = sio.start_background_task
         manager.heartbeat_hooks.append(lambda alive: revocations.sync())
 
     feed = sio.admin_feed
