@@ -185,8 +185,8 @@ class Sessions:
             held.discard(pid)
             if not held:
                 del self._holding[host]
-        if pid in self._writing:  # its save is on its way: parked after it, in order
-            self._written_event.wait(10.0)
+        if pid in self._writing and self._written_event is not None:
+            self._written_event.wait(10.0)  # its save is on its way: parked after it
         self._unsaved.pop(pid, None)  # (the record parked is the latest)
         if pid not in self._written:  # never in the hash, so never claimed from it
             if record:

@@ -15,8 +15,8 @@ a worker at once over the control bus, or within a heartbeat if that message was
 lost. A mirror not read for SYNC_FRESH seconds (Redis unreachable) is not trusted: the
 check then asks Redis, and if Redis cannot be read the call is let through on the
 token alone (logged): an outage of the queue must not lock every user out. (Used
-refresh tokens, `use_once`, are not added as they are used: only the refresh endpoint
-asks about them, and it asks Redis.)
+refresh tokens, `use_once`, are not added as they are used, only by the backfill:
+the refresh endpoint asks Redis about them.)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ REVOKED = "token_revoked"
 
 # Seconds a mirror read stays the truth at connect (a few heartbeats: app/core/queue).
 SYNC_FRESH = 2.0
+BACKFILL_RETRY = 60  # seconds between two attempts at adding older bans to the index
 
 
 class Revocations:
@@ -57,6 +58,7 @@ class Revocations:
         # (loop) -> None: runs the backfill beside the heartbeat (set by the server)
         self.spawn: Callable[[Callable[[], None]], Any] | None = None
         self._backfilling = False
+        self._backfill_after = 0.0  # (monotonic) a failed backfill is tried again then
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -128,7 +130,7 @@ class Revocations:
         r = self._redis()
         version, complete = r.mget(self._index + ":version", self._index + ":complete")
         if complete is None:  # (a Redis that has bans from before the index: added)
-            if not self._backfilling:
+            if not self._backfilling and time.monotonic() >= self._backfill_after:
                 self._backfilling = True
                 (self.spawn or (lambda task: task()))(self._backfill)
             return  # (not trusted until then: connects ask Redis)
@@ -149,10 +151,16 @@ class Revocations:
         into it; then the index is marked complete. Once per Redis (each worker may do
         it: the additions are the same), beside the heartbeat (a SCAN of the keyspace)."""
         try:
-            self._scan_into_index(self._redis())
-        except RedisError as exc:
-            log.warning("bans from before the index could not be read (%s): again later", exc)
+            r = self._redis()
+            # one worker at a time (the others find the index complete, or try later)
+            if r.set(self._index + ":backfilling", "1", nx=True, ex=BACKFILL_RETRY):
+                self._scan_into_index(r)
+                r.delete(self._index + ":backfilling")
+        except Exception as exc:  # (a refused SCAN, a value that is not a time: later)
+            log.warning("bans from before the index could not be added to it (%s): "
+                        "again in %d s; until then connects ask Redis", exc, BACKFILL_RETRY)
         finally:
+            self._backfill_after = time.monotonic() + BACKFILL_RETRY
             self._backfilling = False
 
     def _scan_into_index(self, r) -> None:

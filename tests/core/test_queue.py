@@ -293,3 +293,23 @@ def test_a_gone_workers_holder_entries_are_reaped_unless_it_came_back(fresh_work
     assert client.smembers(manager.holders_key(channel)) == {b"back-r"}
     assert client.smembers(manager.routes_key) == {b"back-r"}
     assert not client.exists(manager._index_key("gone-r"))
+
+
+def test_a_worker_added_anew_is_unmarked_until_its_rooms_are_registered_again(fresh_worker):
+    """Its holder entries may be gone (reaped, or lost with Redis): until it has added
+    them again, every room's publish expects it (app/core/queue/routes.py)."""
+    manager, client = fresh_worker
+    set_born(client, manager, 3_000)
+    manager._subscribed = True  # (its listener is not started here)
+    manager._beat()
+    marks = manager.registered_key(manager.membership.born)
+    assert client.smembers(marks) == {manager.host_id.encode()}
+
+    client.zrem(manager.members_key, manager.host_id)  # dropped from the set, say
+    with manager._route_lock:  # (a join under way: its rooms wait for the next beat)
+        manager._beat()  # in the set again: the script took the mark away
+    assert client.zscore(manager.members_key, manager.host_id) is not None
+    assert client.smembers(marks) == set()
+    manager._beat()  # its next heartbeat: its rooms again, then the mark
+    assert client.smembers(marks) == {manager.host_id.encode()}
+    assert client.pttl(marks) > 0  # (it lives as long as the set)

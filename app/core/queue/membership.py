@@ -172,7 +172,9 @@ class Heartbeat:
     def _members(self, register: bool) -> SetView:
         if self._members_script is None:
             self._members_script = self.publisher().register_script(MEMBERS_SCRIPT)
-        args = [int(MEMBER_TTL * 1000)] + ([self.host_id] if register else [])
+        # (ARGV[2]: the prefix of the routing workers' marks: app/core/queue/routes.py)
+        args = [int(MEMBER_TTL * 1000), self.registered_key("")] + (
+            [self.host_id] if register else [])
         return SetView(self._members_script(keys=[self.members_key, self.born_key], args=args))
 
     def _heartbeat_loop(self) -> None:
@@ -198,15 +200,17 @@ class Heartbeat:
         if self._first_registration is None or view.added:  # (again: the set started anew)
             self._first_registration = view.now
         self._queue_works()  # first: absences after an outage count from now
-        if view.added:  # (its rooms' holder sets too may be new, or reaped)
-            self._routes_registered = False
-        if not self._routes_registered:
+        # added again (its rooms' holder entries may be lost, or reaped; the script took
+        # its mark away), or a new birth of the set: its rooms registered again
+        if view.added or view.born != self._routes_born:
+            self._routes_born = None
+        if self._routes_born is None:
             try:
-                self.register_routes(view.born)
+                if self.register_routes(view.born):
+                    self._routes_born = view.born
             except RedisError as exc:
                 self._publishing.failed(exc)
                 return False
-            self._routes_registered = True
         self._read(view)
         return self.membership.fresh()
 

@@ -48,6 +48,8 @@ class Pending:
 class Publisher:
     """RedisQueueManager's publishes."""
 
+    _sent_born: str | None = None  # the birth of the set the last batch was built for
+
     def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
              to=None, **kwargs):
         room = to or room
@@ -159,7 +161,8 @@ class Publisher:
             return
         self._queue_works()
         try:
-            alive = self._alive(born)
+            # (the marks the batch read were of the birth known when it was sent)
+            alive = self._alive(born) if self._sent_born == self.membership.born else None
         except RedisError as exc:  # (an external emitter reads the set): nobody can tell
             self._publishing.failed(exc)
             alive = None
@@ -212,6 +215,7 @@ class Publisher:
         client = self.publisher()
         if not self._scripts_loaded:
             self._load_scripts(client)
+        self._sent_born = self.membership.born
         pipe = client.pipeline(transaction=False)
         for item in batch:
             if item.log is not None:

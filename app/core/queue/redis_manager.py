@@ -42,8 +42,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.seen = seen
         self._init_delivery()
         self._init_routes()
-        # its rooms' holders registered since the set of live workers last started anew
-        self._routes_registered = False
+        # the birth of the set of live workers its rooms' holders were registered for
+        self._routes_born: str | None = None
         self.members_key = settings.message_queue_channel + ":workers"
         self.born_key = self.members_key + ":born"
         self.membership = Membership()

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
 from app.core.history import parse_id
+from app.core.queue.membership import MEMBER_TTL
 from app.core.queue.scripts import decoded
 
 log = logging.getLogger("app.core.queue")
@@ -233,6 +234,7 @@ class Routing:
             pipe.sadd(index, channel)
         if born is not None:
             pipe.sadd(self.registered_key(born), self.host_id)
+            pipe.pexpire(self.registered_key(born), int(MEMBER_TTL * 4000))  # (as the set)
         logged = []
         for route in routes:
             key = self.log.key_for(route.namespace, route.room) if floors and self.log else None
@@ -244,20 +246,28 @@ class Routing:
             route.floor = parse_id(decoded(top[0][0])) if top else None
         return results
 
-    def register_routes(self, born: str) -> None:
+    def register_routes(self, born: str) -> bool:
         """This worker's rooms in their holders again, and marked registered for `born`
         (the set of live workers started anew: a restarted Redis, or this worker
         dropped from it). Entries of rooms it no longer holds (brought back by an
-        append-only file) are taken out first."""
-        r = self.publisher()
-        held = {decoded(c) for c in r.smembers(self._index_key(self.host_id))}
-        current = [route for route in self.routes.values() if route.state != LEAVING]
-        stale = held - {self.route_of(route.namespace, route.room) for route in current}
-        pipe = r.pipeline(transaction=False)
-        for channel in stale:
-            pipe.srem(self.holders_key(channel), self.host_id)
-            pipe.srem(self._index_key(self.host_id), channel)
-        self._register(current, born=born, pipe=pipe)
+        append-only file) are taken out first. False: a join or a sweep is changing
+        the rooms (tried again at the next heartbeat; meanwhile it is expected in
+        every room)."""
+        if not self._route_lock.acquire(blocking=False):
+            return False
+        try:
+            r = self.publisher()
+            held = {decoded(c) for c in r.smembers(self._index_key(self.host_id))}
+            current = [route for route in self.routes.values() if route.state == READY]
+            stale = held - {self.route_of(route.namespace, route.room) for route in current}
+            pipe = r.pipeline(transaction=False)
+            for channel in stale:
+                pipe.srem(self.holders_key(channel), self.host_id)
+                pipe.srem(self._index_key(self.host_id), channel)
+            self._register(current, born=born, pipe=pipe)
+            return True
+        finally:
+            self._route_lock.release()
 
     # --- unsubscribing ------------------------------------------------------------------
     def sweep_routes(self, now: float | None = None) -> None:

@@ -23,7 +23,10 @@ end
 # ...}. A member's score is its last registration, which is also when it last read the
 # set. The birth is "<Redis run id>:<ms>", renewed when the set starts anew or Redis
 # was restarted (the run id changes; the key itself may come back from the AOF, or be
-# on a promoted replica). KEYS: the set, its birth; ARGV: ttl ms, [host_id].
+# on a promoted replica). A worker added anew loses its routing mark for this birth
+# until it has registered its rooms again (app/core/queue/routes.py); the marks live
+# as long as the set. KEYS: the set, its birth; ARGV: ttl ms, the marks' prefix,
+# [host_id].
 MEMBERS_SCRIPT = RUN_AND_BIRTH + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -33,14 +36,17 @@ if stored and not born then
   redis.call('DEL', KEYS[1], KEYS[2])  -- the last run's: everyone registers again
 end
 local added = 0
-if ARGV[2] then
-  added = redis.call('ZADD', KEYS[1], ms, ARGV[2])
+if ARGV[3] then
+  added = redis.call('ZADD', KEYS[1], ms, ARGV[3])
   if not born then
     born = run .. ':' .. ms
     redis.call('SET', KEYS[2], born)
   end
+  local marks = ARGV[2] .. born
+  if added == 1 then redis.call('SREM', marks, ARGV[3]) end
   redis.call('PEXPIRE', KEYS[1], ttl * 4)
   redis.call('PEXPIRE', KEYS[2], ttl * 4)
+  redis.call('PEXPIRE', marks, ttl * 4)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - ttl)
 return {ms, born or '', added, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
