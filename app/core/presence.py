@@ -27,6 +27,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
+from app.core.queue.membership import AbsentTwice
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Presence:
         self.local: Counter[tuple[str, str]] = Counter()
         self.names: dict[str, str] = {}
         self._totals: dict[str, Counter[str]] = {}
-        self._suspects: set[str] = set()  # workers with shares, absent at the last beat
+        self._absent = AbsentTwice()  # workers with shares, absent at the last beat
         self._workers_key = f"{prefix}:presence:workers"
         self._change_script = None
         self._reap_script = None
@@ -169,11 +170,9 @@ class Presence:
             pipe.sadd(self._workers_key, self.host)  # (back after a Redis restart too)
         pipe.smembers(self._workers_key)
         hosts = {host.decode() for host in pipe.execute()[-1]}
-        orphans = {host for host in hosts if host != self.host and host not in alive}
         gone = []
-        for host in orphans & self._suspects:
+        for host in self._absent.gone(hosts, alive, self.host):
             gone.extend(self.reap(host))
-        self._suspects = orphans
         return gone
 
     def reap(self, host: str) -> list[tuple[str, str, str]]:

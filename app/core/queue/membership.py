@@ -45,6 +45,21 @@ LEAVE_GRACE = 0.5
 LEAVE = "worker_leave"
 
 
+class AbsentTwice:
+    """Which workers with entries of their own are gone: absent from the live set in two
+    heartbeats in a row (a worker just starting is not in it at its first). Presence
+    and the rooms' holders reap by it."""
+
+    def __init__(self) -> None:
+        self._suspects: set[str] = set()
+
+    def gone(self, hosts, alive: set[str], me: str) -> set[str]:
+        """Of `hosts` (those with entries), the ones to reap now."""
+        orphans = {host for host in hosts if host != me and host not in alive}
+        gone, self._suspects = orphans & self._suspects, orphans
+        return gone
+
+
 class SetView:
     """One read of the set of live workers (`MEMBERS_SCRIPT`)."""
 

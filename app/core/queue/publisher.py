@@ -13,7 +13,7 @@ from app.core import metrics
 from app.core.errors import DeliveryIncomplete, QueueUnavailable
 from app.core.history import Entry
 from app.core.queue.delivery import LogWrite, deferred, message_with_id, once_key
-from app.core.queue.routes import expected_of, routes_everywhere
+from app.core.queue.routes import expected_of
 from app.core.queue.scripts import (
     APPEND_SCRIPT,
     APPEND_SHA,
@@ -87,7 +87,7 @@ class Publisher:
         # (an external emitter does not know whether every worker routes: not routed)
         route = self.route_of(data.get("namespace"), data.get("room")) if (
             data.get("method") == "emit" and not self.write_only
-            and routes_everywhere(self.membership.alive)) else None
+            and self.routes_everywhere_now()) else None
         if self._wakeup is None:  # write-only: one caller, in order by itself
             item = Pending(payload, None, self._seq, log, route)
             self._publish_batch([item])
@@ -216,13 +216,14 @@ class Publisher:
         if not self._scripts_loaded:
             self._load_scripts(client)
         self._sent_born = self.membership.born
+        marks = self.registered_key(self._sent_born)  # (routed publishes read them)
         pipe = client.pipeline(transaction=False)
         for item in batch:
             if item.log is not None:
-                self._append(pipe, item)
+                self._append(pipe, item, marks)
             elif item.route is not None:
-                pipe.evalsha(ROUTE_SHA, 2, self.holders_key(item.route),
-                             self.registered_key(self.membership.born), item.route, item.payload)
+                pipe.evalsha(ROUTE_SHA, 2, self.holders_key(item.route), marks, item.route,
+                             item.payload)
             else:
                 pipe.publish(self.channel, item.payload)
         pipe.evalsha(BORN_SHA, 1, self.born_key)
@@ -245,11 +246,10 @@ class Publisher:
         pipe.execute()
         self._scripts_loaded = True
 
-    def _append(self, pipe, item: Pending) -> None:
+    def _append(self, pipe, item: Pending, marks: str) -> None:
         log, s, route = item.log, self._settings, item.route
         keys = [log.key, self.log.last_key] + (
-            [self.holders_key(route), self.registered_key(self.membership.born)] if route
-            else []) + ([log.once] if log.once else [])
+            [self.holders_key(route), marks] if route else []) + ([log.once] if log.once else [])
         pipe.evalsha(APPEND_SHA, len(keys), *keys, route or self.channel, item.payload, '"}',
                      log.entry, self.log.max_length, int(self.log.max_age * 1000), self.host_id,
                      item.seq, int(s.idempotency_window_seconds * 1000), "1" if route else "0")

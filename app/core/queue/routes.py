@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from app.core.errors import QueueUnavailable
 from app.core.history import parse_id
-from app.core.queue.membership import MEMBER_TTL
+from app.core.queue.membership import MEMBER_TTL, AbsentTwice
 from app.core.queue.scripts import decoded
 
 log = logging.getLogger("app.core.queue")
@@ -103,7 +103,7 @@ class Routing:
         self._confirm: dict[str, Any] = {}  # channel -> event: its SUBSCRIBE confirmed
         self._route_lock = threading.Lock()  # (green under eventlet and gevent)
         self._listener: int | None = None  # the listener's thread (greenlet) id
-        self._reap_suspects: set[str] = set()
+        self._absent = AbsentTwice()  # workers with holder entries, absent at the last beat
         self._reap = None
         self.routes_key = f"{self.channel}:routes"
 
@@ -328,12 +328,10 @@ class Routing:
         it has registered again meanwhile (checked in the script)."""
         r = self.publisher()
         hosts = {decoded(host) for host in r.smembers(self.routes_key)}
-        orphans = {host for host in hosts if host != self.host_id and host not in alive}
-        if self._reap is None and orphans & self._reap_suspects:
-            self._reap = r.register_script(REAP_SCRIPT)
-        for host in orphans & self._reap_suspects:
+        for host in self._absent.gone(hosts, alive, self.host_id):
+            if self._reap is None:
+                self._reap = r.register_script(REAP_SCRIPT)
             reaped = self._reap(keys=[self.members_key, self._index_key(host), self.routes_key],
                                 args=[host, ":holders"])
             if reaped >= 0:
                 log.info("worker %s is gone: its entries in %d room(s) reaped", host, reaped)
-        self._reap_suspects = orphans
