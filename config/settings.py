@@ -101,8 +101,11 @@ class Settings:
     control_key: str = ""
 
     # --- message queue -----------------------------------------------------
-    # Empty: in-memory manager (one process). redis://, rediss://, redis+sentinel://
+    # Empty: in-memory manager (one process). redis://, rediss://, redis+sentinel://,
+    # redis+cluster://node1:6379,node2:6379 (rediss+cluster:// with TLS)
     message_queue_url: str = ""
+    # The prefix of every key and channel; on a Redis Cluster wrapped in a hash tag
+    # ({realtime}) unless it has one.
     message_queue_channel: str = "realtime"
     # Routed fan-out: a logged room's messages go on a channel of its own, read only by
     # the workers holding its members. false: every message on one channel that every
@@ -205,6 +208,10 @@ class Settings:
         return bool(self.message_queue_url)
 
     @property
+    def uses_redis_cluster(self) -> bool:
+        return urlsplit(self.message_queue_url).scheme in CLUSTER_SCHEMES
+
+    @property
     def reuse_port_enabled(self) -> bool:
         return self.workers > 1 if self.reuse_port == "auto" else _bool(self.reuse_port)
 
@@ -234,6 +241,9 @@ class Settings:
             problems.append("TRANSPORTS must be a non-empty list of websocket, polling")
         if self.message_queue_url and (problem := queue_url_problem(self.message_queue_url)):
             problems.append(f"MESSAGE_QUEUE_URL {problem}")
+        elif self.uses_redis_cluster and not hash_tagged(self.message_queue_channel):
+            problems.append("MESSAGE_QUEUE_CHANNEL needs a hash tag on a Redis Cluster "
+                            "({realtime}): every key of the queue must be in one slot")
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
@@ -299,6 +309,16 @@ def _has_published_password(entry: str) -> bool:
     return password == f"{name}-password"
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def hash_tagged(channel: str) -> bool:
+    """Does `channel` hold a Redis Cluster hash tag (a non-empty `{...}`)? Every key
+    and channel of the queue starts with it, so they all share one slot."""
+    start = channel.find("{")
+    return start >= 0 and channel.find("}", start + 2) > start
+
+
 def queue_url_problem(url: str) -> str | None:
     """Why a MESSAGE_QUEUE_URL cannot work, or None.
 
@@ -306,9 +326,10 @@ def queue_url_problem(url: str) -> str | None:
     "localhost:6379" to redis-py: in a container, never the intended Redis.
     """
     parsed = urlsplit(url)
-    if parsed.scheme not in ("redis", "rediss", "redis+sentinel", "unix"):
+    if parsed.scheme not in ("redis", "rediss", "redis+sentinel", "unix", *CLUSTER_SCHEMES):
         # (the URL itself is never echoed: it may hold a password)
-        return "must be empty or a redis://, rediss://, redis+sentinel:// or unix:// URL"
+        return ("must be empty or a redis://, rediss://, redis+sentinel://, redis+cluster:// "
+                "or unix:// URL")
     if parsed.scheme == "unix":
         return None if parsed.path else "unix:// needs the socket's path (unix:///path/redis.sock)"
     if parsed.scheme == "redis+sentinel":
@@ -316,6 +337,14 @@ def queue_url_problem(url: str) -> str | None:
         if not all(re.fullmatch(r"[^:,]+:\d+", host) for host in hosts):
             return ("redis+sentinel:// needs host:port entries "
                     "(redis+sentinel://host1:26379,host2:26379/0/service-name)")
+        return None
+    if parsed.scheme in CLUSTER_SCHEMES:
+        hosts = parsed.netloc.rpartition("@")[2].split(",")
+        if not all(re.fullmatch(r"[^:,]+:\d+", host) for host in hosts):
+            return (f"{parsed.scheme}:// needs host:port entries of the cluster's nodes "
+                    f"({parsed.scheme}://node1:6379,node2:6379)")
+        if parsed.path.strip("/") not in ("", "0"):
+            return "on a Redis Cluster the database can only be 0"
         return None
     try:
         parsed.port  # noqa: B018 (parsing it is the check)
@@ -399,6 +428,10 @@ def load_settings(environ: Mapping[str, str] | None = None,
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
     values.update(overrides)
     values["app_env"] = app_env
+    channel = values.get("message_queue_channel", Settings.message_queue_channel)
+    if (urlsplit(values.get("message_queue_url", "")).scheme in CLUSTER_SCHEMES
+            and not hash_tagged(channel)):
+        values["message_queue_channel"] = "{" + channel + "}"  # (one slot: hash_tagged)
     if isinstance(values.get("log_level"), str):
         values["log_level"] = values["log_level"].upper()  # LOG_LEVEL=debug works too
     return Settings(**values).validate()

@@ -25,6 +25,7 @@ from tests.helpers import (
     ROOT,
     AppServer,
     Client,
+    RedisClusterServer,
     RedisServer,
     ServerGroup,
     install_node_modules,
@@ -37,7 +38,8 @@ from tests.helpers import (
 # changes) run in the first mode only. A test is in the `servers` tier when it uses a
 # fixture that starts a process, or its module says so (`pytestmark`).
 SERVER_FIXTURES = {"server", "live_server", "cluster", "start_server", "start_own_server",
-                   "redis_server", "private_redis", "node_modules", "socket_client"}
+                   "redis_server", "private_redis", "node_modules", "socket_client",
+                   "redis_cluster", "private_redis_cluster"}
 SERVER_FOLDERS = {"bench", "browser", "stack"}
 MODE_INDEPENDENT = {"asyncapi", "bench", "browser", "config", "deploy", "docs", "web"}
 # Handed out first to parallel test processes (their files take the longest), so that
@@ -171,6 +173,23 @@ def redis_server():
 def private_redis():
     """A redis-server of the test's own, which the test may stop and restart."""
     server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A private Redis Cluster of 3 masters for the session (never stopped by a test)."""
+    server = RedisClusterServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture()
+def private_redis_cluster():
+    """A Redis Cluster of the test's own (3 masters, one replica of each), which the test
+    may break."""
+    server = RedisClusterServer(masters=3, replicas=3).start()
     yield server
     server.cleanup()
 

@@ -31,10 +31,12 @@ from typing import Any
 
 import engineio
 import pytest
+import redis
 import requests
 import socketio
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
+from redis.crc import key_slot
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -83,22 +85,28 @@ PORT_BLOCK = 1000
 _next_port = itertools.count()
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False  # in use (or its last server's connections are closing)
+        return True
+
+
 # TEST_PORT_BASE: another suite running on the same machine at once takes another base,
 # 32000 (their checks here race otherwise): 12 blocks above it, plus 10000 for a Redis
 # Cluster node's bus, stay under 65536.
 PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "20000"))
 
 
-def free_port() -> int:
+def free_port(bus: bool = False) -> int:
+    """`bus`: the port 10000 above it is free too (a Redis Cluster node's bus)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     base = PORT_BASE + PORT_BLOCK * (int(worker) % 12 if worker.isdigit() else 0)
     for _ in range(PORT_BLOCK):
         port = base + next(_next_port) % PORT_BLOCK
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # in use (or its last server's connections are closing)
+        if all(_bindable(p) for p in ((port, port + 10000) if bus else (port,))):
             return port
     raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
@@ -449,9 +457,10 @@ class RedisServer:
     `persistent`, the data: an append-only file fsynced at every write, so even a SIGKILL
     loses nothing that Redis answered)."""
 
-    def __init__(self, persistent: bool = False) -> None:
-        self.port = free_port()
+    def __init__(self, persistent: bool = False, cluster: bool = False) -> None:
+        self.port = free_port(bus=cluster)
         self.persistent = persistent
+        self.cluster = cluster
         self.dir = tempfile.mkdtemp(prefix="test-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -467,7 +476,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
-             "--dir", self.dir, "--logfile", ""],
+             "--dir", self.dir, "--logfile", "",
+             *(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+                "--cluster-require-full-coverage", "no"] if self.cluster else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, STARTUP_TIMEOUT, message=f"redis-server on {self.port}")
         return self
@@ -480,6 +491,12 @@ class RedisServer:
         except OSError:
             return False
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def node_id(self) -> str:
+        return self.client().execute_command("CLUSTER", "MYID").decode()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()
@@ -489,6 +506,66 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServer:
+    """A private Redis Cluster: `masters` nodes sharing the 16384 slots (and `replicas`
+    more, each replicating one of the masters in turn), every node with an append-only
+    file fsynced at every write. A node can be killed and started again on its port."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.nodes = [RedisServer(persistent=True, cluster=True) for _ in range(masters + replicas)]
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def start(self) -> RedisClusterServer:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes[:self.masters]]
+        subprocess.run([shutil.which("redis-cli"), "--cluster", "create", *addresses,
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        for i, replica in enumerate(self.nodes[self.masters:]):
+            master = self.nodes[i % self.masters]
+            replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
+            wait_for(lambda master=master, replica=replica: master.node_id() in
+                     replica.client().execute_command("CLUSTER", "NODES").decode(),
+                     STARTUP_TIMEOUT, message="the replica meets")
+            replica.client().execute_command("CLUSTER", "REPLICATE", master.node_id())
+        wait_for(self.ready, STARTUP_TIMEOUT, message="the Redis Cluster's state ok")
+        return self
+
+    def ready(self) -> bool:
+        try:
+            return all(b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+                       and n.client().execute_command("CLUSTER", "SLOTS")
+                       for n in self.nodes if n.process is not None)
+        except redis.RedisError:
+            return False
+
+    def owner(self, key: str) -> RedisServer:
+        """The master serving `key`'s slot (as its nodes say now)."""
+        slot = key_slot(key.encode())
+        for n in self.nodes:
+            if n.process is None:
+                continue
+            for start, end, master, *_ in n.client().execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return next(x for x in self.nodes if x.port == int(master[1]))
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A node replicating `master` (ROLE: slave, its host, its port, ...)."""
+        return next(n for n in self.nodes if n.process is not None and n is not master
+                    and (role := n.client().execute_command("ROLE"))[0] == b"slave"
+                    and int(role[2]) == master.port)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
 
 
 class AppServer:

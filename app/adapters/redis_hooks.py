@@ -8,6 +8,8 @@ import threading
 import redis
 from redis.retry import Retry
 
+from app.adapters.redis_cluster import SlotOwnerUnknown
+
 _failures = threading.local()
 
 
@@ -16,7 +18,8 @@ def nothing_sent(exc: Exception) -> bool:
     be made, or none free in the pool."""
     text = str(exc)
     return ("connecting to" in text or "No connection available" in text
-            or "Too many connections" in text or isinstance(exc, redis.sentinel.MasterNotFoundError))
+            or "Too many connections" in text
+            or isinstance(exc, (redis.sentinel.MasterNotFoundError, SlotOwnerUnknown)))
 
 
 class NotingRetry(Retry):

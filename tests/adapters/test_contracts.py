@@ -278,6 +278,27 @@ def test_a_refused_connection_is_known_to_have_sent_nothing():
     assert not redis_hooks.maybe_sent()
 
 
+def test_a_cluster_connection_that_found_no_master_sent_nothing_and_asks_again():
+    import redis
+
+    from app.adapters.redis_cluster import SlotOwner, cluster_client
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    owner = SlotOwner([("127.0.0.1", port)], 0, socket_connect_timeout=1)
+    client = cluster_client(owner, f"redis+cluster://127.0.0.1:{port}", socket_connect_timeout=1,
+                            retry=redis_hooks.NotingRetry(redis.backoff.NoBackoff(), 1))
+    redis_hooks.start_noting()
+    with pytest.raises(redis.ConnectionError) as unknown:
+        client.ping()
+    assert redis_hooks.nothing_sent(unknown.value) and not redis_hooks.maybe_sent()
+    owner._address = ("127.0.0.1", port)  # known, and gone: forgotten at the refusal
+    with pytest.raises(redis.ConnectionError) as refused:
+        client.ping()
+    assert redis_hooks.nothing_sent(refused.value) and owner.known is None
+
+
 def test_an_exhausted_pool_is_known_to_have_sent_nothing():
     import redis
 

@@ -69,7 +69,8 @@ def test_several_workers_need_a_queue_and_websocket_only(environ, fragment):
                                  "redis://:secret@h:6379/0", "redis://[::1]:6379/0",
                                  "unix:///run/redis/redis.sock?db=0",
                                  "redis+sentinel://h1:26379,h2:26379/0/mymaster",
-                                 "redis+sentinel://:secret@h1:26379/0/mymaster"])
+                                 "redis+sentinel://:secret@h1:26379/0/mymaster",
+                                 "redis+cluster://n1:6379,n2:6379", "rediss+cluster://:s@n1:6380/0"])
 def test_queue_urls_accepted(url):
     assert load_settings(environ={"MESSAGE_QUEUE_URL": url}, env_file="").uses_redis
 
@@ -83,11 +84,22 @@ def test_queue_urls_accepted(url):
     ("unix://", "socket's path"),
     ("redis+sentinel://", "host:port"),
     ("redis+sentinel://h1,h2:26379/0/mymaster", "host:port"),
+    ("redis+cluster://", "host:port"),
+    ("redis+cluster://:secret@n1:6379/2", "database can only be 0"),
 ])
 def test_queue_urls_without_a_host_are_refused(url, fragment):
     with pytest.raises(SettingsError, match=f"MESSAGE_QUEUE_URL .*{fragment}") as refused:
         load_settings(environ={"MESSAGE_QUEUE_URL": url}, env_file="")
     assert "secret" not in str(refused.value)  # the URL's password is never echoed
+
+
+@pytest.mark.parametrize("channel, expected", [("realtime", "{realtime}"), ("{app}:rt", "{app}:rt")])
+def test_on_a_redis_cluster_the_channel_carries_a_hash_tag(channel, expected):
+    settings = load_settings(environ={"MESSAGE_QUEUE_URL": "redis+cluster://n1:6379",
+                                      "MESSAGE_QUEUE_CHANNEL": channel}, env_file="")
+    assert settings.message_queue_channel == expected and settings.uses_redis_cluster
+    with pytest.raises(SettingsError, match="MESSAGE_QUEUE_CHANNEL needs a hash tag"):
+        Settings(message_queue_url="redis+cluster://n1:6379", message_queue_channel="{}x").validate()
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path):

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from socketio.redis_manager import parse_redis_sentinel_url
 
+from app.adapters import redis_cluster
 from app.adapters.redis_hooks import NotingRetry
 from app.adapters.socketio_hooks import RedisManagerHooks
 from app.core.control import RedisControlBus, control_key
@@ -37,6 +38,7 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
                          write_only=write_only, logger=logger)
         self._settings = settings
+        self._slot_owner = None  # on a Redis Cluster: the master of the channel's slot
         if settings.message_queue_routing and not write_only:
             self.host_id += ROUTING_MARK  # (the others know it reads its rooms' channels)
         self.seen = seen
@@ -97,7 +99,16 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
-        if urlparse(url).scheme == "redis+sentinel":
+        scheme = urlparse(url).scheme
+        if scheme in redis_cluster.SCHEMES:
+            if self._slot_owner is None:  # (one per worker: its connections follow it)
+                self._slot_owner = redis_cluster.slot_owner(url, self.channel, **options)
+            if not for_publishing:
+                return redis_cluster.cluster_client(self._slot_owner, url, **options)
+            return redis_cluster.cluster_client(
+                self._slot_owner, url, pool_class=redis.BlockingConnectionPool,
+                max_connections=s.redis_max_connections, timeout=s.redis_pool_timeout, **options)
+        if scheme == "redis+sentinel":
             sentinels, service, extra = parse_redis_sentinel_url(url)
             sentinel = redis.sentinel.Sentinel(sentinels, **{**options, **extra})
             return sentinel.master_for(service or self.channel, max_connections=s.redis_max_connections)
