@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from app.core.errors import QueueUnavailable
 from app.core.lifecycle import supervised
 from app.core.outage import Outage
+from app.core.queue.pubsub import CLASSIC, PubSubCommands
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,10 @@ class LocalControlBus(ControlBus):
 
 class RedisControlBus(ControlBus):
     def __init__(self, client: Callable[[], Any], channel: str, timeout: float,
-                 key: bytes) -> None:
+                 key: bytes, pubsub: PubSubCommands = CLASSIC) -> None:
         super().__init__()
         self._client = client
+        self.pubsub_commands = pubsub  # (sharded on a Redis Cluster)
         self.channel = channel
         self.timeout = timeout
         self._key = key
@@ -94,7 +96,7 @@ class RedisControlBus(ControlBus):
                              "ts": time.time()})
         try:
             redis = self._client()
-            receivers = redis.publish(self.channel, message)
+            receivers = self.pubsub_commands.publish(redis, self.channel, message)
             answers: list[Any] = []
             deadline = time.monotonic() + self.timeout
             while len(answers) < receivers:
@@ -127,12 +129,12 @@ class RedisControlBus(ControlBus):
             pubsub = None
             try:
                 pubsub = subscriber().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
+                self.pubsub_commands.subscribe(pubsub, self.channel)
                 self.subscribed.set()
                 self.outage.restored()
                 retry = 0.5
                 for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    if message.get("type") == self.pubsub_commands.message:
                         try:
                             self._answer(message["data"])
                         except Exception:  # one bad command must not end the listener

@@ -52,8 +52,12 @@ def test_two_servers_share_emits_and_history_through_one_slot(redis_cluster, on_
     joined = connect(second.url, user="dave").call("join", {"room": room, "since": sent["stream_id"]})
     assert [m["text"] for m in joined["history"]] == ["rest"] and joined["complete"] is True
 
-    # every key of the queue is on the master of the channel's slot, none elsewhere
+    # every key of the queue is on the master of the channel's slot, none elsewhere, and
+    # its channels are sharded: both workers subscribed there (none classic)
     owner = redis_cluster.owner(CHANNEL)
+    counts = owner.client().execute_command("PUBSUB", "SHARDNUMSUB", CHANNEL,
+                                            f"{CHANNEL}:room:/chat:room:{room}")
+    assert counts[1::2] == [2, 2] and owner.client().pubsub_numsub(CHANNEL)[0][1] == 0
     keys = owner.client().keys("*")
     assert keys and all(key.startswith(CHANNEL.encode()) for key in keys)
     others = [n for n in redis_cluster.nodes if n is not owner]
@@ -168,7 +172,7 @@ def test_a_failover_under_traffic_loses_no_acked_message(private_redis_cluster, 
     run_through(fail_over, cluster, start_own_server, connect, room)
     # the workers follow the new master: their subscriptions are there, none on the old
     new = cluster.owner(CHANNEL)
-    wait_for(lambda: new.client().pubsub_numsub(CHANNEL)[0][1] == 2,
+    wait_for(lambda: new.client().execute_command("PUBSUB", "SHARDNUMSUB", CHANNEL)[1] == 2,
              message="both workers subscribed on the new master")
 
 

@@ -1,7 +1,8 @@
 """The message queue: python-socketio client managers chosen by MESSAGE_QUEUE_URL.
 
 - empty URL: `LocalManager`, in memory, one process;
-- redis://, rediss://, unix://, redis+sentinel://: `RedisQueueManager`, which every
+- redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (one slot, sharded
+  pub/sub: app/adapters/redis_cluster.py): `RedisQueueManager`, which every
   worker (and any external emitter) shares through Redis pub/sub: one channel every
   worker reads, and one per routed room, read by the workers holding its members
   (`routes`: a worker spends nothing on the messages of rooms it does not hold).
@@ -44,6 +45,7 @@ Modules: `redis_manager` (the manager: connections, start), `publisher` (the ord
 publisher and the judgement of each publish), `receiver` (the subscription, repeats
 dropped), `routes` (the rooms' channels and holders), `membership` (the set of live
 workers), `delivery` (logged events to this worker's sockets), `scripts` (Lua),
+`pubsub` (classic or sharded),
 `local` (the in-memory manager).
 """
 

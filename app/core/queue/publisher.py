@@ -15,14 +15,10 @@ from app.core.history import Entry
 from app.core.queue.delivery import LogWrite, deferred, message_with_id, once_key
 from app.core.queue.routes import expected_of
 from app.core.queue.scripts import (
-    APPEND_SCRIPT,
-    APPEND_SHA,
     BORN_SCRIPT,
     BORN_SHA,
     NOSCRIPT,
     OFFSET_FIELD,
-    ROUTE_SCRIPT,
-    ROUTE_SHA,
     decoded,
 )
 
@@ -222,10 +218,10 @@ class Publisher:
             if item.log is not None:
                 self._append(pipe, item, marks)
             elif item.route is not None:
-                pipe.evalsha(ROUTE_SHA, 2, self.holders_key(item.route), marks, item.route,
+                pipe.evalsha(self.scripts.route_sha, 2, self.holders_key(item.route), marks, item.route,
                              item.payload)
             else:
-                pipe.publish(self.channel, item.payload)
+                self.pubsub_commands.publish(pipe, self.channel, item.payload)
         pipe.evalsha(BORN_SHA, 1, self.born_key)
         results = pipe.execute(raise_on_error=False)
         lost = [isinstance(result, NoScriptError) for result in results]
@@ -240,8 +236,8 @@ class Publisher:
     def _load_scripts(self, client) -> None:
         self._scripts_loaded = False
         pipe = client.pipeline(transaction=False)
-        pipe.script_load(APPEND_SCRIPT)
-        pipe.script_load(ROUTE_SCRIPT)
+        pipe.script_load(self.scripts.append)
+        pipe.script_load(self.scripts.route)
         pipe.script_load(BORN_SCRIPT)
         pipe.execute()
         self._scripts_loaded = True
@@ -250,6 +246,6 @@ class Publisher:
         log, s, route = item.log, self._settings, item.route
         keys = [log.key, self.log.last_key] + (
             [self.holders_key(route), marks] if route else []) + ([log.once] if log.once else [])
-        pipe.evalsha(APPEND_SHA, len(keys), *keys, route or self.channel, item.payload, '"}',
+        pipe.evalsha(self.scripts.append_sha, len(keys), *keys, route or self.channel, item.payload, '"}',
                      log.entry, self.log.max_length, int(self.log.max_age * 1000), self.host_id,
                      item.seq, int(s.idempotency_window_seconds * 1000), "1" if route else "0")

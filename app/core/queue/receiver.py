@@ -45,7 +45,7 @@ class Receiver:
             try:
                 if not self._subscribed:
                     self.connect_redis()
-                    self.pubsub.subscribe(self.channel, *self.route_channels())
+                    self.pubsub_commands.subscribe(self.pubsub, self.channel, *self.route_channels())
                     self._beat()  # registered at once, within the set's refill
                     # (after the beat's round trip, sent after SUBSCRIBE: Redis has taken
                     # the subscription when the catch-up reads the log)
@@ -54,7 +54,13 @@ class Receiver:
                     retry_sleep = 0.0
                     if self._subscription.restored():
                         self.membership.queue_restored()
-                yield from self.pubsub.listen()
+                unsubscribed = self.pubsub_commands.unsubscribed
+                for message in self.pubsub.listen():
+                    if (message["type"] == unsubscribed
+                            and decoded(message["channel"]) == self.channel):
+                        # (Redis Cluster: the channel's slot moved to another shard)
+                        raise RedisError("unsubscribed by Redis from the shared channel")
+                    yield message
             except Exception as exc:
                 self._subscribed = False
                 self._subscription.failed(exc)
@@ -153,12 +159,13 @@ class Receiver:
 
     def received_messages(self):
         # (python-socketio's reads the shared channel alone; the rooms' come here too)
+        confirmed, published = self.pubsub_commands.subscribed, self.pubsub_commands.message
         for message in self.listen_with_retries():
             kind = message.get("type")
-            if kind == "subscribe":
+            if kind == confirmed:
                 self.route_confirmed(message.get("channel"))
                 continue
-            if kind != "message":
+            if kind != published:
                 continue
             metrics.queue_received.pending += 1
             try:

@@ -24,8 +24,10 @@ from app.core.outage import Outage
 from app.core.queue.delivery import LoggedDelivery
 from app.core.queue.membership import Heartbeat, Membership
 from app.core.queue.publisher import Pending, Publisher
+from app.core.queue.pubsub import CLASSIC, SHARDED
 from app.core.queue.receiver import Receiver
 from app.core.queue.routes import ROUTING_MARK, Routing
+from app.core.queue.scripts import PublishScripts
 from config.settings import Settings
 
 
@@ -39,6 +41,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
                          write_only=write_only, logger=logger)
         self._settings = settings
         self._slot_owner = None  # on a Redis Cluster: the master of the channel's slot
+        self.pubsub_commands = SHARDED if settings.uses_redis_cluster else CLASSIC
+        self.scripts = PublishScripts(self.pubsub_commands)
         if settings.message_queue_routing and not write_only:
             self.host_id += ROUTING_MARK  # (the others know it reads its rooms' channels)
         self.seen = seen
@@ -72,7 +76,7 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.heartbeat_hooks: list[Callable[[set[str]], None]] = []
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
-                                       key=control_key(settings))
+                                       key=control_key(settings), pubsub=self.pubsub_commands)
         self.heartbeat_hooks.append(self.reap_routes)
 
     def publisher(self) -> redis.Redis:
@@ -142,4 +146,4 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
 
     def listeners(self) -> int:
         """How many workers are subscribed to the channel right now."""
-        return int(self.publisher().pubsub_numsub(self.channel)[0][1])
+        return self.pubsub_commands.subscribers(self.publisher(), self.channel)[0]

@@ -199,7 +199,7 @@ class Routing:
     def _subscribe_route(self, channel: str, wait: bool) -> None:
         confirmed = self._confirm[channel] = self.server.eio.create_event()
         try:
-            self.pubsub.subscribe(channel)
+            self.pubsub_commands.subscribe(self.pubsub, channel)
             if wait and not confirmed.wait(self._settings.redis_socket_timeout):
                 raise QueueUnavailable("Redis did not confirm the subscription")
         finally:
@@ -303,7 +303,7 @@ class Routing:
                 del self.routes[channel]
                 # (a broken subscription: the resubscribe leaves it out)
                 with contextlib.suppress(RedisError, AttributeError):
-                    self.pubsub.unsubscribe(channel)
+                    self.pubsub_commands.unsubscribe(self.pubsub, channel)
             finally:
                 self._route_lock.release()
 
@@ -320,7 +320,7 @@ class Routing:
         pipe.execute()
         if channels:
             with contextlib.suppress(RedisError, AttributeError):
-                self.pubsub.unsubscribe(*channels)
+                self.pubsub_commands.unsubscribe(self.pubsub, *channels)
 
     def reap_routes(self, alive: set[str]) -> None:
         """Each heartbeat with a fresh view: the holder entries of workers absent from

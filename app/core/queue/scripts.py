@@ -132,3 +132,14 @@ OFFSET_FIELD = ',"offset":"'  # 11 characters: APPEND_SCRIPT strips them
 
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 ROUTE_SHA = hashlib.sha1(ROUTE_SCRIPT.encode()).hexdigest()
+
+
+class PublishScripts:
+    """APPEND_SCRIPT and ROUTE_SCRIPT with the publishes of a kind of pub/sub
+    (app/core/queue/pubsub.py), and their SHA1s."""
+
+    def __init__(self, pubsub) -> None:
+        self.append = pubsub.script(APPEND_SCRIPT)
+        self.route = pubsub.script(ROUTE_SCRIPT)
+        self.append_sha = hashlib.sha1(self.append.encode()).hexdigest()
+        self.route_sha = hashlib.sha1(self.route.encode()).hexdigest()
