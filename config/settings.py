@@ -313,10 +313,11 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
 def hash_tagged(channel: str) -> bool:
-    """Does `channel` hold a Redis Cluster hash tag (a non-empty `{...}`)? Every key
-    and channel of the queue starts with it, so they all share one slot."""
+    """Does `channel` hold a Redis Cluster hash tag? Every key and channel of the queue
+    starts with it, so they all share one slot. Redis's rule: the first `{`, the first
+    `}` after it, and something between them (`a{}b{c}` has none)."""
     start = channel.find("{")
-    return start >= 0 and channel.find("}", start + 2) > start
+    return start >= 0 and channel.find("}", start + 1) > start + 1
 
 
 def queue_url_problem(url: str) -> str | None:
@@ -340,7 +341,7 @@ def queue_url_problem(url: str) -> str | None:
         return None
     if parsed.scheme in CLUSTER_SCHEMES:
         hosts = parsed.netloc.rpartition("@")[2].split(",")
-        if not all(re.fullmatch(r"[^:,]+:\d+", host) for host in hosts):
+        if not all(re.fullmatch(r"(\[[^\]]+\]|[^:,\[\]]+):\d+", host) for host in hosts):
             return (f"{parsed.scheme}:// needs host:port entries of the cluster's nodes "
                     f"({parsed.scheme}://node1:6379,node2:6379)")
         if parsed.path.strip("/") not in ("", "0"):

@@ -9,8 +9,9 @@ command instead, and its pipelines, scripts and pub/sub differ from the plain
 client's in ways the queue's guarantee depends on.
 
 What this module reads from redis-py beyond its documented API: a connection class
-may choose its address when it connects (as redis-py's own Sentinel connections do),
-see every reply first (`read_response`), and tell it is open by its `_sock`.
+may choose its address whenever it connects (`connect_check_health`, which every
+connect and reconnect of redis-py goes through), see every reply first
+(`read_response`), and tell it is open by its `_sock`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import logging
 import socket
 import threading
 import weakref
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -34,14 +36,21 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 log = logging.getLogger("app.core.queue")
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 
-# Replies that say the slot is not (or not yet) served by the node asked: a failover,
-# a resharding, a cluster still forming. The command did not run.
-ELSEWHERE = (MovedError, AskError, ClusterDownError, TryAgainError, ReadOnlyError)
+# Replies that say the slot is served elsewhere (a failover, a resharding): the command
+# did not run, and the master is asked again.
+ELSEWHERE = (MovedError, AskError, ReadOnlyError)
+# Replies of a cluster that cannot serve the slot right now (forming, failing over):
+# the command did not run either; the same master is tried again.
+NOT_NOW = (ClusterDownError, TryAgainError)
+# A lookup's own connections: short, never retried (a frozen node must not hold it).
+LOOKUP_TIMEOUT = 1.0
 
 
 class SlotOwnerUnknown(RedisConnectionError):
@@ -49,8 +58,9 @@ class SlotOwnerUnknown(RedisConnectionError):
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
-    """`redis+cluster://[user:password@]host:port[,host:port...][/0]` -> the seed
-    nodes and the connection options (username, password, ssl)."""
+    """`redis+cluster://[user:password@]host:port[,host:port...][/0][?options]` -> the
+    seed nodes, and the connection options redis-py reads from a URL of the first
+    (username, password, TLS and its `ssl_*` query options, ...)."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"not a Redis Cluster URL: {parts.scheme}://")
@@ -58,31 +68,33 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
     nodes = []
     for entry in hosts.split(","):
         host, _, port = entry.rpartition(":")
-        nodes.append((host.strip("[]"), int(port)))
-    options: dict = {}
-    if credentials:
-        user, _, password = credentials.partition(":")
-        options.update(username=unquote(user) or None, password=unquote(password) or None)
-    if parts.scheme == "rediss+cluster":
-        options["ssl"] = True
+        nodes.append((unquote(host.strip("[]")), int(port)))
+    single = urlunsplit((parts.scheme.removesuffix("+cluster"),
+                         (credentials + "@" if credentials else "") + hosts.split(",")[0],
+                         parts.path, parts.query, ""))
+    options = {key: value for key, value in redis.connection.parse_url(single).items()
+               if key not in ("host", "port", "db", "path")}
     return nodes, options
 
 
 class SlotOwner:
     """The master serving one slot: asked of the cluster's nodes when a connection is
-    made while it is unknown, forgotten when a node answers that the slot is elsewhere.
+    made while it is unknown, forgotten when a node answers that the slot is elsewhere
+    or a connection to it fails.
 
     A connection made to a new master shuts down every connection still open to
     another node: a subscription there (an old master, now a replica) would still get
-    the messages but not be counted by the new master's PUBLISH, and every publish
+    the messages but not be counted by the new master's publishes, and every publish
     would be refused until it noticed.
     """
 
     def __init__(self, nodes: list[tuple[str, int]], slot: int, **options) -> None:
         self.nodes = list(nodes)  # the seeds, then every master seen
         self.slot = slot
-        self._options = options  # for the CLUSTER SLOTS queries
+        self._options = options  # for the lookups' connections
         self._address: tuple[str, int] | None = None
+        self._generation = 0  # one more at each `moved`: a lookup begun before is stale
+        self._lookup = threading.Lock()  # one lookup at a time
         self._lock = threading.Lock()
         self._connections: weakref.WeakSet = weakref.WeakSet()
 
@@ -91,34 +103,47 @@ class SlotOwner:
         return self._address
 
     def address(self) -> tuple[str, int]:
-        address = self._address
-        if address is None:
-            address = self._address = self._ask()
-        return address
+        if (address := self._address) is not None:
+            return address
+        with self._lookup:
+            if (address := self._address) is not None:
+                return address  # (found while this one waited)
+            generation = self._generation
+            address = self._ask()
+            if generation == self._generation:
+                self._address = address
+            return address
 
     def moved(self) -> None:
+        self._generation += 1
         self._address = None
 
     def _ask(self) -> tuple[str, int]:
+        """The master that claims the slot with the highest configuration epoch, as
+        every reachable node sees the cluster (a restarted old master claims it for a
+        moment, with an older epoch, until it hears of the failover)."""
+        claims: dict[tuple[str, int], int] = {}
         failures = []
         for host, port in list(self.nodes):
-            client = redis.Redis(host=host, port=port, **self._options)
+            client = redis.Redis(host=host, port=port, socket_connect_timeout=LOOKUP_TIMEOUT,
+                                 socket_timeout=LOOKUP_TIMEOUT, retry=Retry(NoBackoff(), 0),
+                                 **self._options)
             try:
-                ranges = client.execute_command("CLUSTER", "SLOTS")
+                nodes = _text(client.execute_command("CLUSTER", "NODES"))
             except RedisError as exc:
                 failures.append(f"{host}:{port}: {exc}")
                 continue
             finally:
                 client.close()
-            for start, end, master, *_ in ranges:
-                node = (_text(master[0]) or host, int(master[1]))
+            for node, epoch, serves in _masters(nodes, host):
                 if node not in self.nodes:
                     self.nodes.append(node)  # asked too next time: seeds may go
-                if start <= self.slot <= end:
-                    return node
-            failures.append(f"{host}:{port}: slot {self.slot} is not served")
+                if serves(self.slot):
+                    claims[node] = max(epoch, claims.get(node, -1))
+        if claims:
+            return max(claims, key=claims.__getitem__)
         raise SlotOwnerUnknown("no node of the Redis Cluster named the master of slot "
-                                   f"{self.slot}: " + "; ".join(failures))
+                               f"{self.slot}: " + ("; ".join(failures) or "none serves it"))
 
     def connected(self, connection: Connection) -> None:
         address = (connection.host, connection.port)
@@ -131,6 +156,19 @@ class SlotOwner:
             cut(other)
             with self._lock:
                 self._connections.discard(other)
+
+
+def _masters(nodes: str, asked: str):
+    """(address, config epoch, slot test) of each live master in a CLUSTER NODES reply."""
+    for line in nodes.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+            continue
+        host, _, port = fields[1].split("@")[0].rpartition(":")
+        ranges = [tuple(int(n) for n in r.split("-")) if "-" in r else (int(r), int(r))
+                  for r in fields[8:] if not r.startswith("[")]
+        yield ((host.strip("[]") or asked, int(port)), int(fields[6]),
+               lambda slot, ranges=ranges: any(a <= slot <= b for a, b in ranges))
 
 
 def cut(connection: Connection) -> None:
@@ -148,13 +186,18 @@ class SlotOwnerMixin:
         self.slot_owner = slot_owner
         super().__init__(**kwargs)
 
-    def connect(self) -> None:
+    # Every (re)connect of redis-py goes through here (`connect`, and the reconnects of
+    # its retries, pipelines and pub/sub), so each one goes to the slot's master.
+    def connect_check_health(self, *args, **kwargs) -> None:
         if self._sock is not None:
             return
-        self.host, self.port = self.slot_owner.address()
+        address = self.slot_owner.address()
+        if self._sock is not None:
+            return  # (another green thread connected it while this one asked)
+        self.host, self.port = address
         try:
-            super().connect()
-        except RedisConnectionError:
+            super().connect_check_health(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError):
             self.slot_owner.moved()  # (asked again: a failover may have moved it)
             raise
         self.slot_owner.connected(self)
@@ -167,6 +210,14 @@ class SlotOwnerMixin:
             self.disconnect()
             raise RedisConnectionError(f"slot {self.slot_owner.slot} is not served by "
                                        f"{self.host}:{self.port}: {exc}") from exc
+        except NOT_NOW as exc:
+            raise RedisConnectionError(f"slot {self.slot_owner.slot} cannot be served now: "
+                                       f"{exc}") from exc
+        except RedisTimeoutError:
+            # a frozen or unreachable master (its kernel may still accept connections):
+            # asked again at the next connect, which may find the slot elsewhere
+            self.slot_owner.moved()
+            raise
 
 
 class SlotOwnerConnection(SlotOwnerMixin, Connection):
@@ -177,21 +228,21 @@ class SlotOwnerSSLConnection(SlotOwnerMixin, SSLConnection):
     pass
 
 
-def slot_owner(url: str, channel: str, **options) -> SlotOwner:
+def slot_owner(url: str, channel: str) -> SlotOwner:
     """The owner of `channel`'s slot, for the cluster of `url`."""
-    nodes, credentials = parse_cluster_url(url)
-    query = {"socket_connect_timeout": options.get("socket_connect_timeout"),
-             "socket_timeout": options.get("socket_connect_timeout"), **credentials}
-    return SlotOwner(nodes, key_slot(channel.encode()), **query)
+    nodes, options = parse_cluster_url(url)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return SlotOwner(nodes, key_slot(channel.encode()), **options)
 
 
 def cluster_client(owner: SlotOwner, url: str, *, pool_class=redis.ConnectionPool,
                    **options) -> redis.Redis:
     """A plain client whose connections go to `owner`'s master."""
-    _, credentials = parse_cluster_url(url)
-    ssl = credentials.pop("ssl", False)
+    _, from_url = parse_cluster_url(url)
+    ssl = from_url.pop("connection_class", None) is SSLConnection
     pool = pool_class(connection_class=SlotOwnerSSLConnection if ssl else SlotOwnerConnection,
-                      slot_owner=owner, **credentials, **options)
+                      slot_owner=owner, **{**from_url, **options})
     return redis.Redis(connection_pool=pool)
 
 

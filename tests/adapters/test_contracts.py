@@ -286,7 +286,7 @@ def test_a_cluster_connection_that_found_no_master_sent_nothing_and_asks_again()
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    owner = SlotOwner([("127.0.0.1", port)], 0, socket_connect_timeout=1)
+    owner = SlotOwner([("127.0.0.1", port)], 0)
     client = cluster_client(owner, f"redis+cluster://127.0.0.1:{port}", socket_connect_timeout=1,
                             retry=redis_hooks.NotingRetry(redis.backoff.NoBackoff(), 1))
     redis_hooks.start_noting()
@@ -297,6 +297,25 @@ def test_a_cluster_connection_that_found_no_master_sent_nothing_and_asks_again()
     with pytest.raises(redis.ConnectionError) as refused:
         client.ping()
     assert redis_hooks.nothing_sent(refused.value) and owner.known is None
+
+
+def test_a_cluster_master_that_does_not_answer_is_asked_for_again():
+    import redis
+
+    from app.adapters.redis_cluster import SlotOwner, cluster_client
+
+    with socket.socket() as frozen:  # accepts (the kernel does), never answers
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        address = frozen.getsockname()
+        owner = SlotOwner([address], 0)
+        owner._address = address
+        client = cluster_client(owner, f"redis+cluster://127.0.0.1:{address[1]}",
+                                socket_timeout=0.2, retry=redis.retry.Retry(
+                                    redis.backoff.NoBackoff(), 0))
+        with pytest.raises(redis.TimeoutError):
+            client.ping()
+        assert owner.known is None  # the next connect asks the cluster again
 
 
 def test_an_exhausted_pool_is_known_to_have_sent_nothing():

@@ -70,7 +70,8 @@ def test_several_workers_need_a_queue_and_websocket_only(environ, fragment):
                                  "unix:///run/redis/redis.sock?db=0",
                                  "redis+sentinel://h1:26379,h2:26379/0/mymaster",
                                  "redis+sentinel://:secret@h1:26379/0/mymaster",
-                                 "redis+cluster://n1:6379,n2:6379", "rediss+cluster://:s@n1:6380/0"])
+                                 "redis+cluster://n1:6379,n2:6379", "rediss+cluster://:s@n1:6380/0",
+                                 "redis+cluster://[::1]:7000,[fe80::1%25eth0]:7001"])
 def test_queue_urls_accepted(url):
     assert load_settings(environ={"MESSAGE_QUEUE_URL": url}, env_file="").uses_redis
 
@@ -93,7 +94,8 @@ def test_queue_urls_without_a_host_are_refused(url, fragment):
     assert "secret" not in str(refused.value)  # the URL's password is never echoed
 
 
-@pytest.mark.parametrize("channel, expected", [("realtime", "{realtime}"), ("{app}:rt", "{app}:rt")])
+@pytest.mark.parametrize("channel, expected", [("realtime", "{realtime}"), ("{app}:rt", "{app}:rt"),
+                                               ("a{}b{c}", "{a{}b{c}}")])
 def test_on_a_redis_cluster_the_channel_carries_a_hash_tag(channel, expected):
     settings = load_settings(environ={"MESSAGE_QUEUE_URL": "redis+cluster://n1:6379",
                                       "MESSAGE_QUEUE_CHANNEL": channel}, env_file="")

@@ -31,6 +31,7 @@ def test_empty_url_is_the_in_memory_manager(settings):
     ("redis://127.0.0.1:6390/0", redis.Redis),
     ("rediss://127.0.0.1:6390/0", redis.Redis),
     ("redis+sentinel://127.0.0.1:26390,127.0.0.1:26391/0/mymaster", redis.Redis),
+    ("redis+cluster://127.0.0.1:6390,127.0.0.1:6391", redis.Redis),
 ])
 def test_redis_urls_build_the_redis_manager(settings, url, client_class):
     manager = create_manager(replace(settings, message_queue_url=url))
@@ -41,6 +42,26 @@ def test_redis_urls_build_the_redis_manager(settings, url, client_class):
 def test_ssl_scheme_uses_tls_connections(settings):
     manager = create_manager(replace(settings, message_queue_url="rediss://127.0.0.1:6390/0"))
     assert manager.publisher().connection_pool.connection_class is redis.SSLConnection
+    cluster = create_manager(replace(settings, message_queue_channel="{rt}", message_queue_url=(
+        "rediss+cluster://127.0.0.1:6390?ssl_ca_certs=/etc/ca.pem")))
+    pool = cluster.publisher().connection_pool
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"  # (the URL's options)
+
+
+def test_a_broken_subscription_is_not_made_again_behind_the_listener(settings, private_redis):
+    """redis-py's retry reconnects and subscribes again before counting attempts: a
+    subscription the listener gave up would be counted by publishes, never read."""
+    manager = create_manager(replace(settings, message_queue_url=private_redis.url))
+    pubsub = manager.subscriber().pubsub()
+    pubsub.subscribe("watched")
+    client = redis.Redis.from_url(private_redis.url)
+    assert client.pubsub_numsub("watched")[0][1] == 1
+    client.client_kill_filter(_type="pubsub")
+    with pytest.raises(redis.ConnectionError):
+        while True:
+            pubsub.get_message(timeout=1)
+    assert client.pubsub_numsub("watched")[0][1] == 0
 
 
 def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, redis_server):

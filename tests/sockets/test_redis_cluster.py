@@ -11,6 +11,8 @@ import uuid
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.adapters.redis_cluster import SlotOwner, cluster_client, slot_owner
 from tests.helpers import wait_for
@@ -178,25 +180,35 @@ def test_a_failover_under_traffic_loses_no_acked_message(private_redis_cluster, 
 
 # --- the adapter (app/adapters/redis_cluster.py) -----------------------------
 def test_the_slot_owner_is_asked_of_any_node_and_a_moved_reply_asks_again(redis_cluster):
-    owner = slot_owner(redis_cluster.url, CHANNEL, socket_connect_timeout=2)
+    owner = slot_owner(redis_cluster.url, CHANNEL)
     expected = redis_cluster.owner(CHANNEL)
     assert owner.address() == ("127.0.0.1", expected.port)
     assert len(owner.nodes) == 3  # the two seeds, and the master they named
-
-    client = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2)
     other = next(n for n in redis_cluster.nodes if n is not expected)
+
+    client = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2,
+                            retry=Retry(NoBackoff(), 0))
     owner._address = ("127.0.0.1", other.port)  # as if the slot had moved since
     with pytest.raises(redis.ConnectionError, match="not served by"):
         client.set(CHANNEL + ":probe", 1)  # MOVED: the command did not run
     assert owner.known is None  # forgotten, and asked again at the next connect
     assert client.set(CHANNEL + ":probe", 1) and owner.address() == ("127.0.0.1", expected.port)
+
+    # redis-py's own retry reconnects through the adapter too: to the slot's master
+    retrying = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2,
+                              retry=Retry(NoBackoff(), 1))
+    owner._address = ("127.0.0.1", other.port)  # moved again
+    pipe = retrying.pipeline(transaction=False)
+    pipe.incr(CHANNEL + ":probe")
+    pipe.get(CHANNEL + ":probe")
+    assert pipe.execute() == [2, b"2"]  # once, on the master, after one MOVED
     client.delete(CHANNEL + ":probe")
 
 
 def test_a_connection_to_a_new_master_closes_those_to_the_old_one(redis_cluster):
     expected = redis_cluster.owner(CHANNEL)
     other = next(n for n in redis_cluster.nodes if n is not expected)
-    owner = SlotOwner([("127.0.0.1", other.port)], 0, socket_connect_timeout=2)
+    owner = SlotOwner([("127.0.0.1", other.port)], 0)
     owner._address = ("127.0.0.1", other.port)
     stale = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2).pubsub()
     stale.subscribe("anything")

@@ -12,6 +12,7 @@ import redis
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.adapters import redis_cluster
@@ -95,18 +96,22 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         # redis-py's default of 10 with backoff: the loops here retry on their own
         # schedule, and a heartbeat or resubscribe asleep in a backoff after Redis is
         # back would make its worker look gone (RESTORE_GRACE).
-        # A subscription is never reconnected by redis-py (it would subscribe again
-        # unseen): the listener does, and catches up from the log (Receiver._catch_up).
+        # A subscription is never reconnected by redis-py: the listener does, and
+        # catches up from the log (Receiver._catch_up). (redis-py's retry reconnects
+        # and subscribes again before it counts the attempts, even with none allowed:
+        # no error is one it retries, or a subscription the listener has given up
+        # would be counted by publishes, its messages never read.)
         options: dict = {"socket_keepalive": True, "health_check_interval": 30,
                          "socket_connect_timeout": s.redis_socket_timeout,
-                         "retry": NotingRetry(NoBackoff(), 1 if for_publishing else 0)}
+                         "retry": NotingRetry(NoBackoff(), 1) if for_publishing
+                         else Retry(NoBackoff(), 0, supported_errors=())}
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
         scheme = urlparse(url).scheme
         if scheme in redis_cluster.SCHEMES:
             if self._slot_owner is None:  # (one per worker: its connections follow it)
-                self._slot_owner = redis_cluster.slot_owner(url, self.channel, **options)
+                self._slot_owner = redis_cluster.slot_owner(url, self.channel)
             if not for_publishing:
                 return redis_cluster.cluster_client(self._slot_owner, url, **options)
             return redis_cluster.cluster_client(
