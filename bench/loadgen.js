@@ -135,9 +135,9 @@ function fanoutSummary(parts) {
   }, sum("cpu_ms"), parts.length);
 }
 
-// The parent of a multi-process fanout: starts the parts, lets them send together
-// once all have joined, and merges their results.
-async function fanoutParent() {
+// The parent of a multi-process fanout or steady rate: starts the parts, lets them
+// send together once all have joined, and merges their results.
+async function parent() {
   const children = [];
   for (let k = 0; k < procs; k++) {
     children.push(fork(__filename, [JSON.stringify({ ...opts, part: k })]));
@@ -149,54 +149,72 @@ async function fanoutParent() {
   const results = children.map((c) => message(c, "result"));
   await Promise.all(children.map((c) => message(c, "joined")));
   console.log(JSON.stringify({ joined: true })); // the orchestrator samples server CPU here
-  children.forEach((c) => c.send({ go: true }));
-  const summary = fanoutSummary(await Promise.all(results));
-  console.log(JSON.stringify(summary));
+  if (opts.idleBefore) { // the servers' idle CPU, joined and quiet, sampled around this
+    await sleep(opts.idleBefore * 1000);
+    console.log(JSON.stringify({ idle_done: true }));
+  }
+  const startAt = now() + 50; // (the steady rate's common schedule)
+  children.forEach((c) => c.send({ go: true, startAt }));
+  const parts = await Promise.all(results);
+  const merged = opts.scenario === "rate" ? rateSummary(parts) : fanoutSummary(parts);
+  console.log(JSON.stringify(merged));
   process.exit(0);
 }
 
-async function steadyRate(sockets) {
-  const members = sockets.length / opts.rooms;
+// The steady rate: message n (sent by client n % senders) is due at start + n / rate,
+// one schedule for every process of a run (each sends for its own senders); messages
+// due in the warm-up are not measured.
+async function steadyRate(sockets, startAt) {
+  const members = opts.clients / opts.rooms;
   const messagesPerSecond = opts.rate / members;
   const tickMs = 10;
+  const warmup = Math.floor((opts.warmup || 0) * messagesPerSecond);
+  const total = warmup + Math.floor(opts.seconds * messagesPerSecond);
   const latencies = [];
   let received = 0;
-  let sent = 0;
-  let measured = Infinity; // the first message measured: the warm-up's are not
   listen(sockets, (s, id, latency, seq) => {
-    if (seq >= measured) { latencies.push(latency); received++; }
+    if (seq >= warmup && seq < total) { latencies.push(latency); received++; }
   });
-  // the schedule follows the clock, not the ticks: a late tick sends what is due (with a
-  // count of ticks, a server that slowed the load generator was sent less)
-  const run = async (seconds) => {
-    const start = now(), first = sent;
-    while (now() - start < seconds * 1000) {
-      const due = first + Math.floor(((now() - start) / 1000) * messagesPerSecond) + 1;
-      for (; sent < due; sent++) send(sockets, sent % opts.senders, sent);
-      await sleep(tickMs);
-    }
-  };
-  // Warm-up at the same rate, not measured: the first half second after 10,000 joins
-  // measured the load generator's own start (its receive path not yet compiled, the
-  // joins' garbage), 60-100 ms for either server, at random.
-  await run(opts.warmup || 0);
-  measured = sent;
   // this process's own lag: a busy load generator delays every latency it measures
   const loop = monitorEventLoopDelay({ resolution: 1 });
-  loop.enable();
-  const cpu = process.cpuUsage();
-  const start = now();
-  await run(opts.seconds);
+  let cpu = null;
+  // the schedule follows the clock, not the ticks: a late tick sends what is due (with a
+  // count of ticks, a server that slowed the load generator was sent less)
+  let sent = 0;
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((now() - startAt) / 1000) * messagesPerSecond) + 1);
+    for (; sent < due; sent++) {
+      if (sent === warmup) { loop.enable(); cpu = process.cpuUsage(); }
+      const sender = sent % opts.senders;
+      if (sockets[sender]) send(sockets, sender, sent);
+    }
+    await sleep(tickMs);
+  }
   await sleep(1000);
   loop.disable();
-  const elapsed = (now() - start) / 1000;
-  const used = process.cpuUsage(cpu);
-  return summary(latencies, {
-    target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / elapsed,
-    expected: (sent - measured) * members, received, lost: (sent - measured) * members - received,
-    loadgen_steady_cpu_share: (used.user + used.system) / 1000 / (elapsed * 1000),
-    loadgen_lag_p99_ms: loop.percentile(99) / 1e6, loadgen_lag_max_ms: loop.max / 1e6,
-  });
+  const used = process.cpuUsage(cpu || undefined);
+  // (expected: this process's clients, each getting every measured message of its room)
+  const perRoom = new Array(opts.rooms).fill(0);
+  for (let n = warmup; n < total; n++) perRoom[(n % opts.senders) % opts.rooms]++;
+  let expected = 0;
+  sockets.forEach((s, i) => { expected += perRoom[i % opts.rooms]; });
+  return { latencies, received, expected, sent: total - warmup,
+    cpu_ms: (used.user + used.system) / 1000, seconds: opts.seconds,
+    lag_p99_ms: loop.percentile(99) / 1e6, lag_max_ms: loop.max / 1e6 };
+}
+
+function rateSummary(parts) {
+  const sum = (key) => parts.reduce((total, p) => total + p[key], 0);
+  const received = sum("received"), expected = sum("expected"), seconds = parts[0].seconds;
+  return summary([].concat(...parts.map((p) => p.latencies)), {
+    target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / seconds,
+    expected, received, lost: expected - received, processes: parts.length,
+    loadgen_steady_cpu_share: sum("cpu_ms") / (seconds * 1000) / parts.length,
+    // the worst process's (a stall in any delays the latencies it measures)
+    loadgen_lag_p99_ms: Math.max(...parts.map((p) => p.lag_p99_ms)),
+    loadgen_lag_max_ms: Math.max(...parts.map((p) => p.lag_max_ms)),
+    loadgen_lag_ms_per_process: parts.map((p) => [p.lag_p99_ms, p.lag_max_ms]),
+  }, sum("cpu_ms"), parts.length);
 }
 
 async function main() {
@@ -209,8 +227,9 @@ async function main() {
       connections_per_s: opts.clients / elapsed })));
     process.exit(0);
   }
-  if (opts.scenario === "fanout" && procs > 1 && opts.part === undefined) {
-    await fanoutParent();
+  if ((opts.scenario === "fanout" || opts.scenario === "rate") && procs > 1
+      && opts.part === undefined) {
+    await parent();
     return;
   }
   const sockets = await connectAll(opts.clients);
@@ -221,10 +240,11 @@ async function main() {
     return;
   }
   await joinRooms(sockets);
-  if (opts.scenario === "fanout" && process.send) { // a part of a multi-process fanout
-    const go = new Promise((resolve) => process.on("message", (m) => m.go && resolve()));
+  if (process.send) { // a part of a multi-process fanout or steady rate
+    const go = new Promise((resolve) => process.on("message", (m) => m.go && resolve(m)));
     process.send({ joined: true });
-    const result = await fanout(sockets, go);
+    const result = opts.scenario === "rate" ? await steadyRate(sockets, (await go).startAt)
+      : await fanout(sockets, go);
     sockets.forEach((s) => s.disconnect());
     process.send({ result }, () => process.exit(0)); // exit once the result is sent
     return;
@@ -234,7 +254,7 @@ async function main() {
     await sleep(opts.idleBefore * 1000);
     console.log(JSON.stringify({ idle_done: true }));
   }
-  const result = opts.scenario === "rate" ? await steadyRate(sockets)
+  const result = opts.scenario === "rate" ? rateSummary([await steadyRate(sockets, now())])
     : fanoutSummary([await fanout(sockets, Promise.resolve())]);
   console.log(JSON.stringify(result));
   sockets.forEach((s) => s.disconnect());

@@ -2,10 +2,11 @@
 
     make bench            (or: .venv/bin/python bench/run.py [--quick])
 
-Every figure is measured in this run, for the three servers in turn, with the same
+Every figure is measured in this run, for the four servers in turn, with the same
 load generator (socket.io-client under Node), and reported as a ratio to the Node
 reference. Writes bench/results/results.{json,md,png} and the table in
-docs/performance.md. Bounded: fixed counts and timeouts, about 6 minutes.
+docs/performance.md. Bounded: fixed counts and timeouts; about 45 minutes with the
+default three interleaved rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,9 @@ from config.settings import load_settings  # noqa: E402
 from tests.helpers import RedisServer, child_pids, free_port  # noqa: E402
 
 TEMPLATE_ENV: dict[str, str] = {}
+# the servers measured: Node, Node doing the template's work (recovery, Redis Streams),
+# bare python-socketio, the template
+KINDS = ("node", "node-recovery", "bare", "template")
 JWT_SECRET = "bench-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 # fanout and cross: the clients are split over two load generator processes, so that
 # the load generator is not what saturates first (one process is, near 200k deliveries/s)
@@ -48,14 +53,18 @@ FULL = {"fanout": dict(clients=1000, rooms=10, senders=10, messages=100, procs=2
         "cross": dict(clients=1000, rooms=10, senders=10, messages=50, procs=2),
         # the topology users scale to: 10,000 clients on two workers + Redis, 20
         # messages/s into 10 rooms of 1,000 (20,000 deliveries/s), measured for 10 s
-        # after 2 s at that rate (loadgen.js: the load generator's own warm-up)
-        "scale": dict(clients=10_000, rooms=10, senders=10, rate=20_000, seconds=10, warmup=2)}
+        # after 2 s at that rate (loadgen.js: the load generator's own warm-up). Over
+        # three load generator processes: one alone stalled 100-200 ms (its own event
+        # loop's lag, measured) and that was what the p99 measured.
+        "scale": dict(clients=10_000, rooms=10, senders=10, rate=20_000, seconds=10, warmup=2,
+                      procs=3)}
 QUICK = {"fanout": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
          "rate": dict(clients=100, rooms=5, senders=10, rate=1000, seconds=2),
          "idle": dict(clients=200),
          "storm": dict(clients=100, concurrency=50),
          "cross": dict(clients=100, rooms=5, senders=5, messages=20, procs=2),
-         "scale": dict(clients=200, rooms=5, senders=5, rate=1000, seconds=2, warmup=0.5)}
+         "scale": dict(clients=200, rooms=5, senders=5, rate=1000, seconds=2, warmup=0.5,
+                       procs=2)}
 # Scaling out (routed fan-out): 2, 4 and 8 single-worker instances on one Redis, each
 # holding the clients of its own rooms, at one total rate (messages/s into all rooms)
 ROUTING_FULL = dict(workers=(2, 4, 8), rooms=8, members=100, messages_per_s=200, seconds=8)
@@ -213,12 +222,18 @@ def loadgen(options: dict, server: Server | None = None, timeout: float = 180) -
     return result
 
 
-def idle_memory(server: Server, options: dict) -> dict:
+# Seconds the idle connections are held after RSS is first stable, for the settled
+# figure: Node's RSS fell from 26 to 14 KB per connection once its GC had run.
+SETTLE_SECONDS = 20
+
+
+def idle_memory(server: Server, options: dict, settle: float = SETTLE_SECONDS) -> dict:
     """RSS growth per idle connection, on a server that has served nothing before.
 
     Measured first on a fresh process: after other scenarios a runtime's heap has
     grown already and new connections fit in it (one run gave Node 3 KB per
-    connection that way, against 12-17 KB fresh). RSS is read once it is stable.
+    connection that way, against 12-17 KB fresh). RSS is read once it is stable (the
+    first value), and again after `settle` more seconds idle (settled).
     """
     before = server.rss_kb()
     process = subprocess.Popen(["node", "loadgen.js", json.dumps(options)], cwd=BENCH,
@@ -233,11 +248,14 @@ def idle_memory(server: Server, options: dict) -> dict:
         previous, after = after, server.rss_kb()
         if abs(after - previous) <= 0.005 * after:
             break
+    time.sleep(settle)
+    settled = server.rss_kb()
     process.stdin.close()
     process.wait(30)
     n = options["clients"]
     return {"connections": n, "rss_before_kb": before, "rss_after_kb": after,
-            "kb_per_connection": (after - before) / n}
+            "kb_per_connection": (after - before) / n,
+            "kb_per_connection_settled": (settled - before) / n}
 
 
 @contextlib.contextmanager
@@ -252,10 +270,11 @@ def running(kind: str, workers: int, redis_url: str | None, async_mode: str, tok
 
 
 def measure(kind: str, sizes: dict, token: str, redis_url: str, redis_pid: int,
-            async_mode: str) -> dict:
+            async_mode: str, settle: float) -> dict:
     results = {}
     with running(kind, 1, None, async_mode, token) as (server, base):
-        results["idle"] = idle_memory(server, {**base, "scenario": "idle", **sizes["idle"]})
+        results["idle"] = idle_memory(server, {**base, "scenario": "idle", **sizes["idle"]},
+                                      settle)
     with running(kind, 1, None, async_mode, token) as (server, base):
         for scenario in ("fanout", "rate", "storm"):
             results[scenario] = loadgen({**base, "scenario": scenario, **sizes[scenario]},
@@ -360,6 +379,25 @@ def routing_lines(scale: dict) -> str:
             + row(scale["one_channel"]) + ".")
 
 
+def median_round(rounds: list[dict]) -> dict:
+    """One kind's rounds of `measure` -> per scenario, the median of each figure (the
+    worst for `lost`), each round's own figures under `rounds`."""
+    merged = {}
+    for scenario in rounds[0]:
+        rows = [r[scenario] for r in rounds]
+        out = {}
+        for key, value in rows[0].items():
+            values = [row.get(key) for row in rows]
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                out[key] = max(values) if key == "lost" else statistics.median(values)
+            else:
+                out[key] = value
+        out["rounds"] = [{k: v for k, v in row.items() if isinstance(v, int | float)}
+                         for row in rows]
+        merged[scenario] = out
+    return merged
+
+
 def scale_rounds(kinds, sizes: dict, token: str, redis_url: str, async_mode: str,
                  rounds: int) -> dict:
     """The 10k-client scenario in interleaved rounds (node, bare, template, node, ...),
@@ -380,7 +418,8 @@ def scale_rounds(kinds, sizes: dict, token: str, redis_url: str, async_mode: str
         median = sorted(rows, key=lambda r: (r["p99_ms"] is None, r["p99_ms"] or 0))[len(rows) // 2]
         results[kind] = {**median, "rounds": [{k: r[k] for k in
                                                ("p50_ms", "p99_ms", "lost", "loadgen_lag_p99_ms",
-                                                "loadgen_lag_max_ms") if k in r} for r in rows]}
+                                                "loadgen_lag_max_ms", "loadgen_lag_ms_per_process")
+                                               if k in r} for r in rows]}
     return results
 
 
@@ -392,6 +431,8 @@ METRICS = [("fanout", "deliveries_per_s", "fanout deliveries/s", True),
            ("rate", "p99_ms", "steady-rate p99 ms", False),
            ("rate", "max_ms", "steady-rate max ms", False),
            ("idle", "kb_per_connection", "idle KB/connection", False),
+           ("idle", "kb_per_connection_settled", "idle KB/connection, settled (held 20 s more)",
+            False),
            ("storm", "connections_per_s", "connect storm conn/s", True),
            ("storm_redis", "connections_per_s", "connect storm, 2 workers + Redis: conn/s", True),
            ("storm_redis", "server_cpu_us_per_connect",
@@ -414,15 +455,18 @@ def ratio(a, b):
 
 
 def table(results: dict) -> str:
-    rows = ["| metric | Node ref | bare python-socketio | template | template / Node | "
-            "template / bare |", "|---|---|---|---|---|---|"]
+    """Medians of the rounds; "Node + recovery" is Node doing the template's work per
+    message (node_server.js RECOVERY=1: connection-state recovery, and with Redis the
+    Redis Streams adapter), the issue's reference."""
+    rows = ["| metric | Node | Node + recovery | bare python-socketio | template | "
+            "template / Node + recovery | template / Node | template / bare |",
+            "|---|---|---|---|---|---|---|---|"]
     for scenario, metric, label, _ in METRICS:
-        values = [results[k][scenario].get(metric) for k in ("node", "bare", "template")]
+        values = [results[k][scenario].get(metric) for k in KINDS]
         cells = [f"{v:,.1f}" if isinstance(v, float) else str(v) for v in values]
-        r_node, r_bare = ratio(values[2], values[0]), ratio(values[2], values[1])
+        ratios = [ratio(values[3], values[i]) for i in (1, 0, 2)]
         rows.append(f"| {label} | {' | '.join(cells)} | "
-                    f"{'' if r_node is None else f'{r_node:.2f}x'} | "
-                    f"{'' if r_bare is None else f'{r_bare:.2f}x'} |")
+                    + " | ".join("" if r is None else f"{r:.2f}x" for r in ratios) + " |")
     return "\n".join(rows)
 
 
@@ -431,40 +475,29 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, node, bare = [], [], []
+    labels, recovery, node, bare = [], [], [], []
     for scenario, metric, label, higher in METRICS:
         if metric == "lost":
             continue
         t = results["template"][scenario].get(metric)
-        n, b = results["node"][scenario].get(metric), results["bare"][scenario].get(metric)
-        if not (t and n and b):
+        r, n, b = (results[k][scenario].get(metric) for k in ("node-recovery", "node", "bare"))
+        if not (t and r and n and b):
             continue
         labels.append(label + (" (higher better)" if higher else " (lower better)"))
+        recovery.append(t / r)
         node.append(t / n)
         bare.append(t / b)
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(9, 6))
     y = range(len(labels))
-    ax.barh([i + 0.2 for i in y], node, height=0.4, label="template / Node reference")
-    ax.barh([i - 0.2 for i in y], bare, height=0.4, label="template / bare python-socketio")
+    ax.barh([i + 0.27 for i in y], recovery, height=0.27, label="template / Node + recovery")
+    ax.barh(list(y), node, height=0.27, label="template / Node")
+    ax.barh([i - 0.27 for i in y], bare, height=0.27, label="template / bare python-socketio")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(list(y), labels)
     ax.set_xlabel("ratio (measured in the same run)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-def recovery_line(results: dict) -> str:
-    """The 10k-client scenario against Node doing the template's work per message."""
-    ref, template = results["node"]["scale_recovery"], results["template"]["scale"]
-    p99 = ratio(template["p99_ms"], ref["p99_ms"])
-    return ("Node with the Redis Streams adapter and connection-state recovery (every "
-            "broadcast stored in Redis and sent with its offset, the template's message "
-            f"shape; not the issue's reference), 10k-client scenario: p50 {_ms(ref['p50_ms'])} "
-            f"ms, p99 {_ms(ref['p99_ms'])} ms (rounds "
-            + " / ".join(_ms(r["p99_ms"]) for r in ref["rounds"])
-            + f"), lost {ref['lost']}; template / it: p99 "
-            + ("none" if p99 is None else f"{p99:.2f}x") + ".")
 
 
 def machine() -> str:
@@ -492,13 +525,13 @@ def main() -> None:
                         help="NAME=VALUE for the template server (to measure a setting)")
     parser.add_argument("--routing-only", action="store_true",
                         help="only the scale-out scenario of routed fan-out")
-    parser.add_argument("--scale-rounds", type=int, default=None,
-                        help="rounds of the 10k-client scenario (default 3; 1 with --quick)")
+    parser.add_argument("--rounds", "--scale-rounds", dest="rounds", type=int, default=None,
+                        help="interleaved rounds of every scenario (default 3; 1 with --quick)")
     args = parser.parse_args()
-    if args.scale_rounds is None:
-        args.scale_rounds = 1 if args.quick else 3
-    if args.scale_rounds < 1:
-        parser.error("--scale-rounds must be at least 1")
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     TEMPLATE_ENV.update(item.split("=", 1) for item in args.template_env)
     sizes = QUICK if args.quick else FULL
     if not (BENCH / "node_modules").is_dir():
@@ -522,23 +555,24 @@ def main() -> None:
         return
     try:
         routing = routing_scale(routing_sizes, token, redis.url, args.async_mode)
-        kinds = ("node", "bare", "template")
-        results = {kind: measure(kind, sizes, token, redis.url, redis.process.pid,
-                                 args.async_mode)
-                   for kind in kinds}
-        # (and Node doing the template's work per message: node_server.js, RECOVERY=1)
-        scale = scale_rounds(("node", "node-recovery", "bare", "template"), sizes, token,
-                             redis.url, args.async_mode, args.scale_rounds)
-        for kind in kinds:
+        # interleaved (node, node-recovery, bare, template, node, ...): a slow moment of
+        # the shared machine falls on every server alike
+        rounds: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+        for _ in range(args.rounds):
+            for kind in KINDS:
+                rounds[kind].append(measure(kind, sizes, token, redis.url, redis.process.pid,
+                                            args.async_mode, 1 if args.quick else SETTLE_SECONDS))
+        results = {kind: median_round(rows) for kind, rows in rounds.items()}
+        scale = scale_rounds(KINDS, sizes, token, redis.url, args.async_mode, args.rounds)
+        for kind in KINDS:
             results[kind]["scale"] = scale[kind]
-        results["node"]["scale_recovery"] = scale["node-recovery"]
     finally:
         redis.cleanup()
     # a quick (smoke) run never replaces the committed full results
     out = RESULTS / "quick" if args.quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "async_mode": args.async_mode, "sizes": sizes,
-            "scale_rounds": args.scale_rounds,
+            "rounds": args.rounds,
             "template_env": TEMPLATE_ENV,
             "quick": args.quick, "seconds": round(time.monotonic() - started, 1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -550,20 +584,26 @@ def main() -> None:
                f"{cross['history_off_deliveries_per_s']:,.0f} with HISTORY_MAX_LENGTH=0 "
                f"(cost {cross['history_cost']:.0%}).")
     markdown = (f"Run {meta['date']} on {meta['machine']}; async mode {args.async_mode}; "
-                f"{meta['seconds']} s.\n\n{table(results)}\n\n{history}\n\n"
+                f"{meta['seconds']} s. {args.rounds} interleaved round(s) per server and "
+                "scenario, the medians in the table (lost: the worst round; the 10k-client "
+                "scenario: its median round by p99). Node + recovery: Node with "
+                "connection-state recovery (and the Redis Streams adapter with Redis), every "
+                "broadcast carrying its offset in the template's message shape.\n\n"
+                f"{table(results)}\n\n{history}\n\n"
                 f"Load generator CPU share (fanout, average per process of one core): "
                 + ", ".join(f"{k} {results[k]['fanout']['loadgen_cpu_share']:.0%}"
                             for k in results)
-                + f"\n\n10k-client scenario: {args.scale_rounds} interleaved round(s) per server, "
-                "the median round (by p99) in the table; p99 of each round: "
+                + f"\n\n10k-client scenario, over {sizes['scale']['procs']} load generator "
+                "processes; p99 of each round: "
                 + ", ".join(f"{k} " + " / ".join(_ms(r['p99_ms']) for r in results[k]['scale']['rounds'])
                             for k in results)
-                + " ms.\n\n" + recovery_line(results)
-                + "\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
-                "round), p99 / max (a stall there delays every latency it measures): "
-                + ", ".join(f"{k} {results[k]['scale'].get('loadgen_lag_p99_ms', 0):.0f} / "
-                            f"{results[k]['scale'].get('loadgen_lag_max_ms', 0):.0f} ms"
-                            for k in results)
+                + " ms.\n\nLoad generator's own event-loop lag in the 10k-client scenario (median "
+                "round), p99 / max of each process (a stall there delays every latency it "
+                "measures): "
+                + ", ".join(f"{k} " + ", ".join(f"{p99:.0f} / {most:.0f}" for p99, most in
+                                                 results[k]['scale'].get(
+                                                     'loadgen_lag_ms_per_process', []))
+                            + " ms" for k in results)
                 + "\n\n![ratios](../bench/results/results.png)")
     (out / "results.md").write_text(markdown + "\n")
     plot(results, out / "results.png")

@@ -17,7 +17,7 @@ pytestmark = [
 ]
 
 
-def test_quick_bench_measures_all_three_servers():
+def test_quick_bench_measures_all_four_servers():
     if not (ROOT / "bench" / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=ROOT / "bench",
                        check=True, timeout=300)
@@ -25,16 +25,19 @@ def test_quick_bench_measures_all_three_servers():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((ROOT / "bench" / "results" / "quick" / "results.json").read_text())
-    for kind in ("node", "bare", "template"):
+    for kind in ("node", "node-recovery", "bare", "template"):
         scenarios = report["results"][kind]
         assert scenarios["fanout"]["lost"] == 0 and scenarios["fanout"]["deliveries_per_s"] > 0
         assert scenarios["cross"]["received"] == scenarios["cross"]["expected"] or kind == "bare"
         assert scenarios["idle"]["connections"] > 0 and scenarios["storm"]["connections"] > 0
-        # the 10k-client scenario's rounds (one here), the median's figures on top
+        assert scenarios["idle"]["kb_per_connection_settled"] is not None
+        assert len(scenarios["fanout"]["rounds"]) == 1  # every scenario's rounds (one here)
+        # the 10k-client scenario's rounds (one here), the median's figures on top, over
+        # two load generator processes (each one's lag reported)
         assert [r["p99_ms"] for r in scenarios["scale"]["rounds"]] == [scenarios["scale"]["p99_ms"]]
-    recovery = report["results"]["node"]["scale_recovery"]  # Node with recovery, 10k only
-    assert recovery["lost"] == 0 and len(recovery["rounds"]) == 1
-    assert "template / Node" in result.stdout and "connection-state recovery" in result.stdout
+        assert scenarios["scale"]["processes"] == 2 and (scenarios["scale"]["lost"] == 0 or kind == "bare")
+        assert len(scenarios["scale"]["loadgen_lag_ms_per_process"]) == 2
+    assert "template / Node + recovery" in result.stdout
     for design in ("routed", "one_channel"):  # the scale-out scenario, both designs
         rows = report["routing"][design]
         assert list(rows) == ["1", "2", "2, rooms on 1"] and all(
