@@ -66,6 +66,29 @@ def test_two_servers_share_emits_and_history_through_one_slot(redis_cluster, on_
     assert [n.client().dbsize() for n in others] == [0] * len(others)
 
 
+def test_presence_idempotency_and_limits_hold_across_servers_on_a_cluster(on_cluster, connect,
+                                                                         room):
+    observer = connect(on_cluster[1].url, user="observer")
+    observer.call("join", {"room": room})
+    tabs = [connect(server.url, user="alice") for server in on_cluster]  # two tabs
+    acks = [tab.call("join", {"room": room}) for tab in tabs]
+    assert {"id": "alice", "name": "alice", "sockets": 2} in acks[1]["presence"]
+
+    once = tabs[0].call("message", {"room": room, "text": "once", "client_id": "c-1"})["message"]
+    again = tabs[1].call("message", {"room": room, "text": "again", "client_id": "c-1"})
+    assert again["message"] == once  # the retry, on the other server, answered with the first
+    marker = send(tabs[0], room, "after")
+    observer.wait_event("message", 2)
+    observer.round_trip()
+    assert [m["id"] for m in observer.of("message")] == [once["id"], marker["id"]]
+
+    # failed logins count across servers (5 per user), in the cluster
+    url = [f"{server.url}/api/auth/token" for server in on_cluster]
+    statuses = [requests.post(url[n % 2], json={"username": "alice", "password": "wrong"},
+                              timeout=10).status_code for n in range(6)]
+    assert statuses == [401] * 5 + [429]
+
+
 def test_the_control_bus_reaches_every_worker_on_a_cluster(on_cluster, connect):
     first, second = on_cluster
     admin = connect(first.url, namespaces=["/admin"], user="root", role="admin")
