@@ -457,10 +457,12 @@ class RedisServer:
     `persistent`, the data: an append-only file fsynced at every write, so even a SIGKILL
     loses nothing that Redis answered)."""
 
-    def __init__(self, persistent: bool = False, cluster: bool = False) -> None:
+    def __init__(self, persistent: bool = False, cluster: bool = False,
+                 args: tuple[str, ...] = ()) -> None:
         self.port = free_port(bus=cluster)
         self.persistent = persistent
         self.cluster = cluster
+        self.args = args  # more redis-server options
         self.dir = tempfile.mkdtemp(prefix="test-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -478,7 +480,7 @@ class RedisServer:
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", self.dir, "--logfile", "",
              *(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
-                "--cluster-require-full-coverage", "no"] if self.cluster else [])],
+                "--cluster-require-full-coverage", "no"] if self.cluster else []), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, STARTUP_TIMEOUT, message=f"redis-server on {self.port}")
         return self
@@ -566,6 +568,115 @@ class RedisClusterServer:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+class RedisSentinelServer:
+    """A master, a replica of it and a Sentinel watching them (service `mymaster`), all
+    private; `fail_over()` has the Sentinel promote the replica."""
+
+    def __init__(self) -> None:
+        self.master = RedisServer(persistent=True)
+        self.replica = RedisServer(persistent=True, args=(
+            "--replicaof", "127.0.0.1", str(self.master.port)))
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="test-sentinel-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/0/mymaster"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def master_port(self) -> int:
+        return int(self.client().execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")[1])
+
+    def start(self) -> RedisSentinelServer:
+        self.master.start()
+        self.replica.start()
+        wait_for(lambda: self.replica.client().info("replication").get("master_link_status")
+                 == "up", STARTUP_TIMEOUT, message="the replica in sync")
+        config = Path(self.dir) / "sentinel.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                          f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1\n"
+                          "sentinel down-after-milliseconds mymaster 1000\n"
+                          "sentinel failover-timeout mymaster 10000\n")
+        self.process = subprocess.Popen([shutil.which("redis-server"), str(config), "--sentinel"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def knows_replica() -> bool:
+            try:
+                return bool(self.client().execute_command("SENTINEL", "REPLICAS", "mymaster"))
+            except redis.RedisError:
+                return False
+
+        wait_for(knows_replica, STARTUP_TIMEOUT, message="the Sentinel to know the replica")
+        return self
+
+    def fail_over(self) -> None:
+        """The replica promoted, the old master made its replica (both keep running)."""
+        self.client().execute_command("SENTINEL", "FAILOVER", "mymaster")
+        wait_for(lambda: self.master_port() == self.replica.port, STARTUP_TIMEOUT,
+                 message="the Sentinel to promote the replica")
+
+    def cleanup(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+        self.master.cleanup()
+        self.replica.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def keep_sending(sender, room: str, acks: list, stop: threading.Event) -> None:
+    """Numbered messages to `room`, one every 50 ms, their acks in `acks`, until `stop`."""
+    n = 0
+    while not stop.is_set():
+        acks.append(sender.call("message", {"room": room, "text": str(n)}, timeout=30))
+        n += 1
+        time.sleep(0.05)
+
+
+def traffic_through(fault: Callable[[], None], url: str, start_own_server, connect,
+                    room: str, resume_within: float = 25.0) -> list[dict]:
+    """Messages from a server to a member on another, both on the queue at `url`,
+    while `fault()` breaks that queue; returns the acks, once checked: nothing acked ok
+    lost, none delivered twice, in order, every refusal a queue error, and none refused
+    as unsent (`queue_unavailable`) delivered."""
+    servers = [start_own_server(MESSAGE_QUEUE_URL=url) for _ in range(2)]
+    sender, receiver = connect(servers[0].url, user="sender"), connect(servers[1].url, user="rcv")
+    for client in (sender, receiver):
+        client.call("join", {"room": room})
+    acks: list[dict] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=keep_sending, args=(sender, room, acks, stop))
+    thread.start()
+    try:
+        wait_for(lambda: len(receiver.of("message")) >= 5, message="traffic before the fault")
+        fault()
+        count = len(acks)
+        wait_for(lambda: len(acks) > count + 5 and acks[-1]["ok"], timeout=resume_within,
+                 message=lambda: f"publishes acked ok again: {acks[-3:]}")
+    finally:
+        stop.set()
+        thread.join(60)
+
+    def missing():
+        got = {m["id"] for m in receiver.of("message")}
+        return [a["message"]["text"] for a in acks if a["ok"] and a["message"]["id"] not in got]
+
+    wait_for(lambda: not missing(), message=lambda: f"acked messages to arrive: {missing()}")
+    texts = [m["text"] for m in receiver.of("message")]
+    assert len(texts) == len(set(texts)), "a message was delivered twice"
+    assert texts == sorted(texts, key=int), "out of order"
+    reported = [a for a in acks if not a["ok"]]
+    assert {a["error"]["code"] for a in reported} <= {"queue_unavailable", "delivery_incomplete"}
+    refused = {str(n) for n, a in enumerate(acks)
+               if not a["ok"] and a["error"]["code"] == "queue_unavailable"}
+    assert refused.isdisjoint(texts), "a message refused as unsent was delivered"
+    return acks
 
 
 class AppServer:

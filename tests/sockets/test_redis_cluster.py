@@ -4,7 +4,6 @@ follow it when it is restarted or fails over, losing no acked message."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -15,10 +14,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.adapters.redis_cluster import SlotOwner, cluster_client, slot_owner
-from tests.helpers import wait_for
+from tests.helpers import traffic_through, wait_for
 
 CHANNEL = "{realtime}"  # the default channel, wrapped in a hash tag on a cluster
-RESUME_WITHIN = 15.0  # seconds after the slot is served again
 
 
 @pytest.fixture(scope="module")
@@ -120,54 +118,6 @@ def test_a_cut_socket_is_recovered_on_the_other_server(on_cluster, make_token, c
     assert [event(again)[1]["text"] for _ in missed] == [m["text"] for m in missed]
 
 
-def keep_sending(sender, room, acks, stop):
-    n = 0
-    while not stop.is_set():
-        acks.append(sender.call("message", {"room": room, "text": str(n)}, timeout=30))
-        n += 1
-        time.sleep(0.05)
-
-
-def check_nothing_acked_was_lost(acks, receiver) -> None:
-    def missing():
-        got = {m["id"] for m in receiver.of("message")}
-        return [a["message"]["text"] for a in acks if a["ok"] and a["message"]["id"] not in got]
-
-    wait_for(lambda: not missing(), message=lambda: f"acked messages to arrive: {missing()}")
-    texts = [m["text"] for m in receiver.of("message")]
-    assert len(texts) == len(set(texts)), "a message was delivered twice"
-    assert texts == sorted(texts, key=int), "out of order"
-    reported = [a for a in acks if not a["ok"]]
-    assert {a["error"]["code"] for a in reported} <= {"queue_unavailable", "delivery_incomplete"}
-    refused = {str(n) for n, a in enumerate(acks)
-               if not a["ok"] and a["error"]["code"] == "queue_unavailable"}
-    assert refused.isdisjoint(texts), "a message refused as unsent was delivered"
-
-
-def run_through(fault, cluster, start_own_server, connect, room):
-    """Traffic from one server to the other while `fault(owner)` breaks the slot's master;
-    returns the acks (checked: nothing acked lost, none twice, in order)."""
-    servers = [start_own_server(MESSAGE_QUEUE_URL=cluster.url) for _ in range(2)]
-    sender, receiver = connect(servers[0].url, user="sender"), connect(servers[1].url, user="rcv")
-    for client in (sender, receiver):
-        client.call("join", {"room": room})
-    acks: list[dict] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=keep_sending, args=(sender, room, acks, stop))
-    thread.start()
-    try:
-        wait_for(lambda: len(receiver.of("message")) >= 5, message="traffic before the fault")
-        fault(cluster.owner(CHANNEL))
-        count = len(acks)
-        wait_for(lambda: len(acks) > count + 5 and acks[-1]["ok"], timeout=RESUME_WITHIN + 10,
-                 message=lambda: f"publishes acked ok again: {acks[-3:]}")
-    finally:
-        stop.set()
-        thread.join(60)
-    check_nothing_acked_was_lost(acks, receiver)
-    return acks
-
-
 def test_a_master_killed_and_restarted_under_traffic_loses_no_acked_message(
         start_own_server, connect, room):
     from tests.helpers import RedisClusterServer
@@ -179,7 +129,8 @@ def test_a_master_killed_and_restarted_under_traffic_loses_no_acked_message(
             time.sleep(1)
             owner.start()
 
-        acks = run_through(kill_and_restart, cluster, start_own_server, connect, room)
+        acks = traffic_through(lambda: kill_and_restart(cluster.owner(CHANNEL)), cluster.url,
+                               start_own_server, connect, room)
     finally:
         cluster.cleanup()
     assert any(not a["ok"] for a in acks), "the outage was not reported"
@@ -194,7 +145,8 @@ def test_a_failover_under_traffic_loses_no_acked_message(private_redis_cluster, 
         replica.client().execute_command("CLUSTER", "FAILOVER")
         wait_for(lambda: cluster.owner(CHANNEL) is replica, message="the replica promoted")
 
-    run_through(fail_over, cluster, start_own_server, connect, room)
+    traffic_through(lambda: fail_over(cluster.owner(CHANNEL)), cluster.url, start_own_server,
+                    connect, room)
     # the workers follow the new master: their subscriptions are there, none on the old
     new = cluster.owner(CHANNEL)
     wait_for(lambda: new.client().execute_command("PUBSUB", "SHARDNUMSUB", CHANNEL)[1] == 2,
