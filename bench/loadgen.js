@@ -163,53 +163,70 @@ async function parent() {
 
 // The steady rate: message n (sent by client n % senders) is due at start + n / rate,
 // one schedule for every process of a run (each sends for its own senders); messages
-// due in the warm-up are not measured.
-async function steadyRate(sockets, startAt) {
+// due in the warm-up are not measured. Listening from the call on (before `started`
+// resolves: another process may send first).
+async function steadyRate(sockets, started) {
   const members = opts.clients / opts.rooms;
   const messagesPerSecond = opts.rate / members;
   const tickMs = 10;
   const warmup = Math.floor((opts.warmup || 0) * messagesPerSecond);
   const total = warmup + Math.floor(opts.seconds * messagesPerSecond);
+  // this process's clients, each getting every measured message of its room
+  const perRoom = new Array(opts.rooms).fill(0);
+  for (let n = warmup; n < total; n++) perRoom[(n % opts.senders) % opts.rooms]++;
+  let expected = 0;
+  sockets.forEach((s, i) => { expected += perRoom[i % opts.rooms]; });
   const latencies = [];
   let received = 0;
+  let lastReceived = null;
   listen(sockets, (s, id, latency, seq) => {
-    if (seq >= warmup && seq < total) { latencies.push(latency); received++; }
+    if (seq >= warmup && seq < total) { latencies.push(latency); received++; lastReceived = now(); }
   });
+  const startAt = await started;
   // this process's own lag: a busy load generator delays every latency it measures
   const loop = monitorEventLoopDelay({ resolution: 1 });
   let cpu = null;
+  let measuredFrom = null;
+  let lateMs = 0; // how far behind its schedule this process sent (a stall)
   // the schedule follows the clock, not the ticks: a late tick sends what is due (with a
   // count of ticks, a server that slowed the load generator was sent less)
   let sent = 0;
   while (sent < total) {
-    const due = Math.min(total, Math.floor(((now() - startAt) / 1000) * messagesPerSecond) + 1);
+    const elapsed = now() - startAt;
+    const due = Math.min(total, Math.floor((elapsed / 1000) * messagesPerSecond) + 1);
     for (; sent < due; sent++) {
-      if (sent === warmup) { loop.enable(); cpu = process.cpuUsage(); }
+      if (sent === warmup) { loop.enable(); cpu = process.cpuUsage(); measuredFrom = now(); }
+      lateMs = Math.max(lateMs, elapsed - (sent / messagesPerSecond) * 1000);
       const sender = sent % opts.senders;
       if (sockets[sender]) send(sockets, sender, sent);
     }
     await sleep(tickMs);
   }
-  await sleep(1000);
+  const sentAll = now();
+  // until every measured delivery is in (what never comes is lost), bounded
+  const deadline = sentAll + (opts.timeout || 30) * 1000;
+  while (received < expected && now() < deadline) await sleep(20);
   loop.disable();
   const used = process.cpuUsage(cpu || undefined);
-  // (expected: this process's clients, each getting every measured message of its room)
-  const perRoom = new Array(opts.rooms).fill(0);
-  for (let n = warmup; n < total; n++) perRoom[(n % opts.senders) % opts.rooms]++;
-  let expected = 0;
-  sockets.forEach((s, i) => { expected += perRoom[i % opts.rooms]; });
-  return { latencies, received, expected, sent: total - warmup,
-    cpu_ms: (used.user + used.system) / 1000, seconds: opts.seconds,
-    lag_p99_ms: loop.percentile(99) / 1e6, lag_max_ms: loop.max / 1e6 };
+  const window = (now() - (measuredFrom || startAt)) / 1000;
+  return { latencies, received, expected, sent: total - warmup, cpu_ms: (used.user + used.system) / 1000,
+    window_s: window, measured_from: measuredFrom || startAt, last_received: lastReceived || sentAll,
+    late_ms: lateMs, lag_p99_ms: loop.percentile(99) / 1e6, lag_max_ms: loop.max / 1e6 };
 }
 
 function rateSummary(parts) {
   const sum = (key) => parts.reduce((total, p) => total + p[key], 0);
-  const received = sum("received"), expected = sum("expected"), seconds = parts[0].seconds;
+  const received = sum("received"), expected = sum("expected");
+  // from the first measured send to the last measured delivery, across processes
+  const span = (Math.max(...parts.map((p) => p.last_received))
+    - Math.min(...parts.map((p) => p.measured_from))) / 1000;
   return summary([].concat(...parts.map((p) => p.latencies)), {
-    target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / seconds,
+    target_deliveries_per_s: opts.rate, achieved_deliveries_per_s: received / span,
     expected, received, lost: expected - received, processes: parts.length,
-    loadgen_steady_cpu_share: sum("cpu_ms") / (seconds * 1000) / parts.length,
+    loadgen_send_late_max_ms: Math.max(...parts.map((p) => p.late_ms)),
+    // each process's CPU over its measured window, on average (of one core)
+    loadgen_steady_cpu_share: parts.reduce((t, p) => t + p.cpu_ms / (p.window_s * 1000), 0)
+      / parts.length,
     // the worst process's (a stall in any delays the latencies it measures)
     loadgen_lag_p99_ms: Math.max(...parts.map((p) => p.lag_p99_ms)),
     loadgen_lag_max_ms: Math.max(...parts.map((p) => p.lag_max_ms)),
@@ -242,9 +259,11 @@ async function main() {
   await joinRooms(sockets);
   if (process.send) { // a part of a multi-process fanout or steady rate
     const go = new Promise((resolve) => process.on("message", (m) => m.go && resolve(m)));
+    // (listening before `joined`: another part may send as soon as it is told to go)
+    const pending = opts.scenario === "rate" ? steadyRate(sockets, go.then((m) => m.startAt))
+      : fanout(sockets, go);
     process.send({ joined: true });
-    const result = opts.scenario === "rate" ? await steadyRate(sockets, (await go).startAt)
-      : await fanout(sockets, go);
+    const result = await pending;
     sockets.forEach((s) => s.disconnect());
     process.send({ result }, () => process.exit(0)); // exit once the result is sent
     return;
@@ -254,7 +273,8 @@ async function main() {
     await sleep(opts.idleBefore * 1000);
     console.log(JSON.stringify({ idle_done: true }));
   }
-  const result = opts.scenario === "rate" ? rateSummary([await steadyRate(sockets, now())])
+  const result = opts.scenario === "rate"
+    ? rateSummary([await steadyRate(sockets, Promise.resolve().then(now))])
     : fanoutSummary([await fanout(sockets, Promise.resolve())]);
   console.log(JSON.stringify(result));
   sockets.forEach((s) => s.disconnect());

@@ -381,15 +381,24 @@ def routing_lines(scale: dict) -> str:
 
 def median_round(rounds: list[dict]) -> dict:
     """One kind's rounds of `measure` -> per scenario, the median of each figure (the
-    worst for `lost`), each round's own figures under `rounds`."""
+    worst for `lost`; None, a latency of a round that got nothing, counts as the worst;
+    of an even count, the lower middle one: a real round's value), each round's own
+    figures under `rounds`."""
     merged = {}
     for scenario in rounds[0]:
         rows = [r[scenario] for r in rounds]
         out = {}
         for key, value in rows[0].items():
             values = [row.get(key) for row in rows]
-            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-                out[key] = max(values) if key == "lost" else statistics.median(values)
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if numbers and len(numbers) + values.count(None) == len(values):
+                if key == "lost":
+                    out[key] = max(numbers)
+                elif None in values:  # (a latency: higher is worse)
+                    ranked = sorted(numbers) + [None] * values.count(None)
+                    out[key] = ranked[(len(ranked) - 1) // 2]
+                else:
+                    out[key] = statistics.median_low(numbers)
             else:
                 out[key] = value
         out["rounds"] = [{k: v for k, v in row.items() if isinstance(v, int | float)}

@@ -114,14 +114,19 @@ class SlotOwner:
                 self._address = address
             return address
 
-    def moved(self) -> None:
-        self._generation += 1
-        self._address = None
+    def moved(self, address: tuple[str, int] | None = None) -> None:
+        """Forget the master (only if it is still `address`: a late error from a
+        connection to an old master does not undo a lookup made since)."""
+        if address is None or address == self._address:
+            self._generation += 1
+            self._address = None
 
     def _ask(self) -> tuple[str, int]:
-        """The master that claims the slot with the highest configuration epoch, as
-        every reachable node sees the cluster (a restarted old master claims it for a
-        moment, with an older epoch, until it hears of the failover)."""
+        """The master that claims the slot with the highest configuration epoch, as the
+        reachable nodes see the cluster (a restarted old master claims it for a moment,
+        with an older epoch, until it hears of the failover). Addresses as CLUSTER
+        SLOTS gives them (the cluster's preferred endpoint: an IP, or a hostname that
+        TLS certificates name); epochs and health from CLUSTER NODES."""
         claims: dict[tuple[str, int], int] = {}
         failures = []
         for host, port in list(self.nodes):
@@ -129,16 +134,22 @@ class SlotOwner:
                                  socket_timeout=LOOKUP_TIMEOUT, retry=Retry(NoBackoff(), 0),
                                  **self._options)
             try:
-                nodes = _text(client.execute_command("CLUSTER", "NODES"))
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("CLUSTER", "SLOTS")
+                pipe.execute_command("CLUSTER", "NODES")
+                ranges, nodes = pipe.execute()
             except RedisError as exc:
                 failures.append(f"{host}:{port}: {exc}")
                 continue
             finally:
                 client.close()
-            for node, epoch, serves in _masters(nodes, host):
-                if node not in self.nodes:
+            epochs = dict(_healthy_masters(_text(nodes)))
+            for start, end, master, *_ in ranges:
+                node = (_text(master[0]) or host, int(master[1]))
+                if node[1] and node not in self.nodes:
                     self.nodes.append(node)  # asked too next time: seeds may go
-                if serves(self.slot):
+                epoch = epochs.get(_text(master[2]) if len(master) > 2 else "")
+                if start <= self.slot <= end and epoch is not None and node[1]:
                     claims[node] = max(epoch, claims.get(node, -1))
         if claims:
             return max(claims, key=claims.__getitem__)
@@ -158,17 +169,15 @@ class SlotOwner:
                 self._connections.discard(other)
 
 
-def _masters(nodes: str, asked: str):
-    """(address, config epoch, slot test) of each live master in a CLUSTER NODES reply."""
+def _healthy_masters(nodes: str):
+    """(node id, config epoch) of each master a CLUSTER NODES reply holds healthy."""
     for line in nodes.splitlines():
         fields = line.split()
-        if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+        if len(fields) < 8:
             continue
-        host, _, port = fields[1].split("@")[0].rpartition(":")
-        ranges = [tuple(int(n) for n in r.split("-")) if "-" in r else (int(r), int(r))
-                  for r in fields[8:] if not r.startswith("[")]
-        yield ((host.strip("[]") or asked, int(port)), int(fields[6]),
-               lambda slot, ranges=ranges: any(a <= slot <= b for a, b in ranges))
+        flags = set(fields[2].split(","))
+        if "master" in flags and not flags & {"fail", "fail?", "noaddr", "handshake"}:
+            yield fields[0], int(fields[6])
 
 
 def cut(connection: Connection) -> None:
@@ -198,7 +207,7 @@ class SlotOwnerMixin:
         try:
             super().connect_check_health(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError):
-            self.slot_owner.moved()  # (asked again: a failover may have moved it)
+            self.slot_owner.moved(address)  # (asked again: a failover may have moved it)
             raise
         self.slot_owner.connected(self)
 
@@ -206,7 +215,7 @@ class SlotOwnerMixin:
         try:
             return super().read_response(*args, **kwargs)
         except ELSEWHERE as exc:
-            self.slot_owner.moved()
+            self.slot_owner.moved((self.host, self.port))
             self.disconnect()
             raise RedisConnectionError(f"slot {self.slot_owner.slot} is not served by "
                                        f"{self.host}:{self.port}: {exc}") from exc
@@ -216,7 +225,7 @@ class SlotOwnerMixin:
         except RedisTimeoutError:
             # a frozen or unreachable master (its kernel may still accept connections):
             # asked again at the next connect, which may find the slot elsewhere
-            self.slot_owner.moved()
+            self.slot_owner.moved((self.host, self.port))
             raise
 
 

@@ -4,6 +4,7 @@ any command was written, which redis-py says only in their messages."""
 from __future__ import annotations
 
 import threading
+import types
 
 import redis
 from redis.retry import Retry
@@ -44,3 +45,18 @@ def start_noting() -> None:
 def maybe_sent() -> bool:
     """Whether a failure retried since `start_noting` may have come after a write."""
     return getattr(_failures, "maybe_sent", False)
+
+
+def resubscribe_only_by_hand(pubsub) -> None:
+    """redis-py subscribes a PubSub's channels again whenever its connection comes
+    back (its `on_connect` callback, run by any read or command after a break, even
+    one of another green thread's route subscribe): the listener would not know of the
+    break, and not catch up what it missed. Such a reconnect fails instead, and the
+    listener subscribes again itself."""
+    pubsub.on_connect = types.MethodType(_refuse_resubscribe, pubsub)
+
+
+def _refuse_resubscribe(pubsub, connection) -> None:
+    raise redis.ConnectionError("the subscription's connection broke: subscribed again "
+                                "by its listener only")
+

@@ -76,10 +76,12 @@ class LocalControlBus(ControlBus):
 
 class RedisControlBus(ControlBus):
     def __init__(self, client: Callable[[], Any], channel: str, timeout: float,
-                 key: bytes, pubsub: PubSubCommands = CLASSIC) -> None:
+                 key: bytes, pubsub: PubSubCommands = CLASSIC,
+                 moved: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self._client = client
         self.pubsub_commands = pubsub  # (sharded on a Redis Cluster)
+        self._moved = moved  # told when Redis ends the subscription (the slot moved)
         self.channel = channel
         self.timeout = timeout
         self._key = key
@@ -128,12 +130,15 @@ class RedisControlBus(ControlBus):
         while True:
             pubsub = None
             try:
-                pubsub = subscriber().pubsub(ignore_subscribe_messages=True)
+                pubsub = subscriber().pubsub(ignore_subscribe_messages=False)
                 self.pubsub_commands.subscribe(pubsub, self.channel)
                 self.subscribed.set()
                 self.outage.restored()
                 retry = 0.5
                 for message in pubsub.listen():
+                    if message.get("type") == self.pubsub_commands.unsubscribed:
+                        self._moved()  # (Redis Cluster: the slot moved; never asked here)
+                        raise RedisError("unsubscribed by Redis from the control channel")
                     if message.get("type") == self.pubsub_commands.message:
                         try:
                             self._answer(message["data"])

@@ -299,6 +299,25 @@ def test_a_cluster_connection_that_found_no_master_sent_nothing_and_asks_again()
     assert redis_hooks.nothing_sent(refused.value) and owner.known is None
 
 
+def test_a_cluster_lookup_trusts_healthy_masters_and_a_late_error_keeps_a_new_master():
+    from app.adapters.redis_cluster import SlotOwner, _healthy_masters
+
+    nodes = "\n".join([
+        "a1 127.0.0.1:7000@17000,node-a myself,master - 0 0 3 connected 0-5460",
+        "b2 127.0.0.1:7001@17001 master,nofailover - 0 0 4 connected 5461-10922",
+        "c3 127.0.0.1:7002@17002 master,fail - 0 0 2 disconnected 10923-16383",
+        "d4 127.0.0.1:7003@17003 master,fail? - 0 0 5 connected",
+        "e5 :0@0 master,noaddr - 0 0 6 disconnected",
+        "f6 127.0.0.1:7004@17004 slave a1 0 0 3 connected"])
+    assert dict(_healthy_masters(nodes)) == {"a1": 3, "b2": 4}
+    owner = SlotOwner([("127.0.0.1", 7000)], 0)
+    owner._address = ("127.0.0.1", 7001)  # a lookup found the new master
+    owner.moved(("127.0.0.1", 7000))  # a late error from a connection to the old one
+    assert owner.known == ("127.0.0.1", 7001)
+    owner.moved(("127.0.0.1", 7001))
+    assert owner.known is None
+
+
 def test_a_cluster_master_that_does_not_answer_is_asked_for_again():
     import redis
 

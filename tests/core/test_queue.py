@@ -63,6 +63,16 @@ def test_a_broken_subscription_is_not_made_again_behind_the_listener(settings, p
             pubsub.get_message(timeout=1)
     assert client.pubsub_numsub("watched")[0][1] == 0
 
+    # nor when another green thread's command broke it (a route's subscribe): the next
+    # read reconnects, and redis-py would subscribe again unseen
+    manager.connect_redis()
+    manager.pubsub.subscribe("watched")
+    assert client.pubsub_numsub("watched")[0][1] == 1
+    manager.pubsub.connection.disconnect()
+    with pytest.raises(redis.ConnectionError, match="subscribed again by its listener only"):
+        manager.pubsub.get_message(timeout=1)
+    assert client.pubsub_numsub("watched")[0][1] == 0
+
 
 def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, redis_server):
     """More publishers than connections: they wait for a connection, none is dropped."""

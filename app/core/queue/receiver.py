@@ -58,7 +58,9 @@ class Receiver:
                 for message in self.pubsub.listen():
                     if (message["type"] == unsubscribed
                             and decoded(message["channel"]) == self.channel):
-                        # (Redis Cluster: the channel's slot moved to another shard)
+                        # (Redis Cluster: the channel's slot moved to another shard, or its
+                        # master became a replica)
+                        self.queue_moved()
                         raise RedisError("unsubscribed by Redis from the shared channel")
                     yield message
             except Exception as exc:

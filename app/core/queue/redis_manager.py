@@ -16,7 +16,7 @@ from redis.retry import Retry
 from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.adapters import redis_cluster
-from app.adapters.redis_hooks import NotingRetry
+from app.adapters.redis_hooks import NotingRetry, resubscribe_only_by_hand
 from app.adapters.socketio_hooks import RedisManagerHooks
 from app.core.control import RedisControlBus, control_key
 from app.core.idempotency import SeenMessages
@@ -77,7 +77,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.heartbeat_hooks: list[Callable[[set[str]], None]] = []
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
-                                       key=control_key(settings), pubsub=self.pubsub_commands)
+                                       key=control_key(settings), pubsub=self.pubsub_commands,
+                                       moved=self.queue_moved)
         self.heartbeat_hooks.append(self.reap_routes)
 
     def publisher(self) -> redis.Redis:
@@ -127,6 +128,12 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
             url, max_connections=s.redis_max_connections, timeout=s.redis_pool_timeout, **options)
         return redis.Redis(connection_pool=pool)
 
+    def queue_moved(self, address: tuple[str, int] | None = None) -> None:
+        """Redis ended a subscription (a Redis Cluster's slot moved): the next connect
+        asks the cluster where the slot is now."""
+        if self._slot_owner is not None:
+            self._slot_owner.moved(address)
+
     def connect_redis(self) -> None:
         # Called by the listener on every (re)subscribe: a fresh subscription,
         # while the publisher's pool stays (it reconnects by itself).
@@ -136,6 +143,7 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.publisher()
         # (confirmations read: a room's subscriber waits for its own, Routing.route)
         self.pubsub = self.subscriber().pubsub(ignore_subscribe_messages=False)
+        resubscribe_only_by_hand(self.pubsub)
         self.connected = True
         self._scripts_loaded = False
 
