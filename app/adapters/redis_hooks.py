@@ -57,6 +57,9 @@ def resubscribe_only_by_hand(pubsub) -> None:
 
 
 def _refuse_resubscribe(pubsub, connection) -> None:
+    # (closed again: left open, unsubscribed, the listener's next read would wait on it
+    # for good, whichever green thread's command reconnected it)
+    connection.disconnect()
     raise redis.ConnectionError("the subscription's connection broke: subscribed again "
                                 "by its listener only")
 

@@ -72,6 +72,13 @@ def test_a_broken_subscription_is_not_made_again_behind_the_listener(settings, p
     with pytest.raises(redis.ConnectionError, match="subscribed again by its listener only"):
         manager.pubsub.get_message(timeout=1)
     assert client.pubsub_numsub("watched")[0][1] == 0
+    # the same when that other green thread's own command reconnects it: the listener's
+    # next read fails too, instead of waiting on a connection subscribed to nothing
+    manager.pubsub.connection.disconnect()
+    with pytest.raises(redis.ConnectionError):
+        manager.pubsub.subscribe("another room")
+    with pytest.raises(redis.ConnectionError):
+        manager.pubsub.get_message(timeout=1)
 
 
 def test_many_concurrent_publishers_share_a_small_pool_without_loss(settings, redis_server):
