@@ -45,7 +45,8 @@ test: $(VENV)/.dev $(GEVENT_VENV)/.dev
 compat: $(VENV)/.dev
 	TEST_TIER=in-process $(BIN)/python -m pytest -q tests/adapters -m "not servers"
 
-# Template vs Node Socket.IO reference vs bare python-socketio, ~6 minutes (docs/performance.md).
+# Template vs Node (plain and with recovery) vs bare python-socketio, 3 interleaved rounds,
+# ~45 minutes (docs/performance.md; BENCH_ARGS="--rounds 1" for one).
 bench: $(VENV)/.dev
 	scripts/ensure-test-tools.sh
 	cd bench && npm ci --no-audit --no-fund --silent

@@ -40,6 +40,7 @@ from config.settings import load_settings  # noqa: E402
 from tests.helpers import RedisServer, child_pids, free_port  # noqa: E402
 
 TEMPLATE_ENV: dict[str, str] = {}
+Token = str | Callable[[], str]  # a JWT, or what issues a fresh one
 # the servers measured: Node, Node doing the template's work (recovery, Redis Streams),
 # bare python-socketio, the template
 KINDS = ("node", "node-recovery", "bare", "template")
@@ -109,8 +110,10 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix=f"bench-{kind}-", suffix=".log", delete=False)
 
-    def protocol(self, token: str) -> dict:
+    def protocol(self, token: Token) -> dict:
         if self.kind == "template":
+            # (a callable: a fresh token per server, since a run outlasts JWT_TTL_SECONDS)
+            token = token() if callable(token) else token
             return {"namespace": "/chat", "token": token, "sendEvent": "message",
                     "recvEvent": "message", "extra": {"echo": True}}
         return {"sendEvent": "chat", "recvEvent": "chat"}
@@ -259,7 +262,7 @@ def idle_memory(server: Server, options: dict, settle: float = SETTLE_SECONDS) -
 
 
 @contextlib.contextmanager
-def running(kind: str, workers: int, redis_url: str | None, async_mode: str, token: str,
+def running(kind: str, workers: int, redis_url: str | None, async_mode: str, token: Token,
             env: dict[str, str] | None = None):
     """A fresh server; yields it and the loadgen options that reach it."""
     server = Server(kind, workers, redis_url, async_mode, env).start()
@@ -269,7 +272,7 @@ def running(kind: str, workers: int, redis_url: str | None, async_mode: str, tok
         server.stop()
 
 
-def measure(kind: str, sizes: dict, token: str, redis_url: str, redis_pid: int,
+def measure(kind: str, sizes: dict, token: Token, redis_url: str, redis_pid: int,
             async_mode: str, settle: float) -> dict:
     results = {}
     with running(kind, 1, None, async_mode, token) as (server, base):
@@ -327,7 +330,7 @@ class Instances:
             server.stop()
 
 
-def routing_scale(sizes: dict, token: str, redis_url: str, async_mode: str) -> dict:
+def routing_scale(sizes: dict, token: Token, redis_url: str, async_mode: str) -> dict:
     """Server CPU per delivered message as instances are added, with routed fan-out
     and with every message on one channel (MESSAGE_QUEUE_ROUTING=false). Client i is
     in room i % rooms on instance i % instances: every room's members are on one
@@ -407,7 +410,7 @@ def median_round(rounds: list[dict]) -> dict:
     return merged
 
 
-def scale_rounds(kinds, sizes: dict, token: str, redis_url: str, async_mode: str,
+def scale_rounds(kinds, sizes: dict, token: Token, redis_url: str, async_mode: str,
                  rounds: int) -> dict:
     """The 10k-client scenario in interleaved rounds (node, bare, template, node, ...),
     each kind's median round reported: a single 10 s window on a 2-core machine, where
@@ -546,7 +549,10 @@ def main() -> None:
     if not (BENCH / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True)
     settings = load_settings(environ={"JWT_SECRET": JWT_SECRET}, env_file="")
-    token = TokenService(settings).issue("bench", "bench", "user")
+    tokens = TokenService(settings)
+
+    def token() -> str:  # issued per server: a run of three rounds outlasts one token
+        return tokens.issue("bench", "bench", "user")
     redis = RedisServer().start()
     started = time.monotonic()
     routing_sizes = ROUTING_QUICK if args.quick else ROUTING_FULL
