@@ -39,6 +39,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from app.adapters.redis_hooks import ResubscribeRefused
+
 log = logging.getLogger("app.core.queue")
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -55,6 +57,8 @@ LOOKUP_TIMEOUT = 1.0
 
 class SlotOwnerUnknown(RedisConnectionError):
     """No node named the slot's master: nothing was sent."""
+
+    nothing_sent = True  # (app/adapters/redis_hooks.py)
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
@@ -206,6 +210,8 @@ class SlotOwnerMixin:
         self.host, self.port = address
         try:
             super().connect_check_health(*args, **kwargs)
+        except ResubscribeRefused:
+            raise  # (connected to the master, fine: the listener subscribes again)
         except (RedisConnectionError, RedisTimeoutError):
             self.slot_owner.moved(address)  # (asked again: a failover may have moved it)
             raise

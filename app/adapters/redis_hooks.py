@@ -9,8 +9,6 @@ import types
 import redis
 from redis.retry import Retry
 
-from app.adapters.redis_cluster import SlotOwnerUnknown
-
 _failures = threading.local()
 
 
@@ -19,8 +17,8 @@ def nothing_sent(exc: Exception) -> bool:
     be made, or none free in the pool."""
     text = str(exc)
     return ("connecting to" in text or "No connection available" in text
-            or "Too many connections" in text
-            or isinstance(exc, (redis.sentinel.MasterNotFoundError, SlotOwnerUnknown)))
+            or "Too many connections" in text or getattr(exc, "nothing_sent", False)
+            or isinstance(exc, redis.sentinel.MasterNotFoundError))
 
 
 class NotingRetry(Retry):
@@ -56,10 +54,14 @@ def resubscribe_only_by_hand(pubsub) -> None:
     pubsub.on_connect = types.MethodType(_refuse_resubscribe, pubsub)
 
 
+class ResubscribeRefused(redis.ConnectionError):
+    """A subscription's connection came back: its listener subscribes again itself."""
+
+
 def _refuse_resubscribe(pubsub, connection) -> None:
     # (closed again: left open, unsubscribed, the listener's next read would wait on it
     # for good, whichever green thread's command reconnected it)
     connection.disconnect()
-    raise redis.ConnectionError("the subscription's connection broke: subscribed again "
-                                "by its listener only")
+    raise ResubscribeRefused("the subscription's connection broke: subscribed again by its "
+                             "listener only")
 

@@ -155,14 +155,18 @@ def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
 
     os.kill(victim_pid, signal.SIGKILL)
 
-    # sessions each client joined the room on (its count of connects then)
+    # the session each client last joined the room on (its count of connects before)
     joined = {client: 1 for client in placed.values()}
 
     def join(client) -> dict:
+        before = len(client.connects)  # (a reconnect during the join: joined again later)
         ack = client.call_until_acked("join", {"room": "survivors"}, timeout=60)
-        assert ack["ok"] is True
-        joined[client] = len(client.connects)
+        assert ack["ok"] is True, ack
+        joined[client] = before
         return ack
+
+    def bounced(client) -> bool:
+        return len(client.connects) > joined[client]
 
     for client in victims:
         wait_for(lambda c=client: len(c.connects) >= 2 and c.sio.connected, timeout=30,
@@ -183,14 +187,28 @@ def test_a_killed_worker_is_replaced_and_its_clients_reconnect_through_nginx(
     def delivered(client) -> bool:
         if sent in client.of("message"):
             return True
-        if len(client.connects) > joined[client] and client.sio.connected:
-            return sent in join(client)["history"]
-        return False
+        return bounced(client) and client.sio.connected and sent in join(client)["history"]
 
     for client in others + victims[1:]:
         wait_for(lambda c=client: delivered(c), timeout=30, message=lambda c=client: (
             f"delivery after the restart to the {c.transport} client ({c.connects}, "
             f"{c.disconnects}, joined on connect {joined[c]})"))
+    # and live deliveries to every client, the restarted worker's included, once no
+    # session ends any more (a client that bounced again joins again, and it is resent)
+    sender = others[0]
+    receivers = [client for client in placed.values() if client is not sender]
+    for attempt in range(5):
+        live = sender.send("survivors", f"live {attempt}")
+        wait_for(lambda m=live: all(m in c.of("message") or bounced(c) for c in receivers),
+                 message=f"live delivery {attempt} after the restart")
+        missed = [c for c in receivers if live not in c.of("message")]
+        if not missed:
+            break
+        for client in missed:
+            wait_for(lambda c=client: c.sio.connected, timeout=30, message="reconnected")
+            join(client)
+    else:
+        raise AssertionError("a client kept losing its session")
 
 
 def test_new_clients_reach_a_restarted_instance_within_seconds(stack, connect, admin):
