@@ -323,13 +323,14 @@ class AckProbe:
                 self.process.kill()
                 self.process.join(WAIT)
 
-    def assert_fast(self, p99: float = 0.25, longest: float = 1.0, at_least: int = 100) -> str:
+    def assert_fast(self, p99: float = 0.5, longest: float = 2.0, at_least: int = 100) -> str:
         """p99 of the acks under `p99` seconds and none over `longest`; a summary.
 
-        Bounds for a busy machine (parallel test processes and two CPU-bound ones
-        beside them put a ping flood's p99 at 99 ms here, its median under 1 ms): a
-        worker the attack freezes or starves answers in seconds, or not at all
-        (STALL)."""
+        Bounds for a busy machine: parallel test processes and two CPU-bound ones
+        beside them put a ping flood's p99 at 99 ms here (its median under 1 ms), and a
+        fresh-clone run with more test processes beside it at 252 ms (max 526 ms), past
+        the 250 ms this allowed before. A worker the attack freezes or starves answers
+        in seconds, or not at all (STALL)."""
         latencies = sorted(self.latencies)
         assert latencies, "no ack measured"
         measured = latencies[int(len(latencies) * 0.99)]
