@@ -92,10 +92,12 @@ class SlotOwner:
     would be refused until it noticed.
     """
 
-    def __init__(self, nodes: list[tuple[str, int]], slot: int, **options) -> None:
+    def __init__(self, nodes: list[tuple[str, int]], slot: int, ssl: bool = False,
+                 **options) -> None:
         self.nodes = list(nodes)  # the seeds, then every master seen
         self.slot = slot
-        self._options = options  # for the lookups' connections
+        self.ssl = ssl
+        self.options = options  # every connection's, the lookups' too (credentials, TLS)
         self._address: tuple[str, int] | None = None
         self._generation = 0  # one more at each `moved`: a lookup begun before is stale
         self._lookup = threading.Lock()  # one lookup at a time
@@ -136,7 +138,7 @@ class SlotOwner:
         for host, port in list(self.nodes):
             client = redis.Redis(host=host, port=port, socket_connect_timeout=LOOKUP_TIMEOUT,
                                  socket_timeout=LOOKUP_TIMEOUT, retry=Retry(NoBackoff(), 0),
-                                 **self._options)
+                                 ssl=self.ssl, **self.options)
             try:
                 pipe = client.pipeline(transaction=False)
                 pipe.execute_command("CLUSTER", "SLOTS")
@@ -244,20 +246,17 @@ class SlotOwnerSSLConnection(SlotOwnerMixin, SSLConnection):
 
 
 def slot_owner(url: str, channel: str) -> SlotOwner:
-    """The owner of `channel`'s slot, for the cluster of `url`."""
+    """The owner of `channel`'s slot, for the cluster of `url` (its options with it)."""
     nodes, options = parse_cluster_url(url)
-    if options.pop("connection_class", None) is SSLConnection:
-        options["ssl"] = True
-    return SlotOwner(nodes, key_slot(channel.encode()), **options)
+    ssl = options.pop("connection_class", None) is SSLConnection
+    return SlotOwner(nodes, key_slot(channel.encode()), ssl=ssl, **options)
 
 
-def cluster_client(owner: SlotOwner, url: str, *, pool_class=redis.ConnectionPool,
+def cluster_client(owner: SlotOwner, *, pool_class=redis.ConnectionPool,
                    **options) -> redis.Redis:
     """A plain client whose connections go to `owner`'s master."""
-    _, from_url = parse_cluster_url(url)
-    ssl = from_url.pop("connection_class", None) is SSLConnection
-    pool = pool_class(connection_class=SlotOwnerSSLConnection if ssl else SlotOwnerConnection,
-                      slot_owner=owner, **{**from_url, **options})
+    pool = pool_class(connection_class=SlotOwnerSSLConnection if owner.ssl else SlotOwnerConnection,
+                      slot_owner=owner, **{**owner.options, **options})
     return redis.Redis(connection_pool=pool)
 
 

@@ -136,8 +136,8 @@ class RedisControlBus(ControlBus):
                 self.outage.restored()
                 retry = 0.5
                 for message in pubsub.listen():
-                    if message.get("type") == self.pubsub_commands.unsubscribed:
-                        self._moved()  # (Redis Cluster: the slot moved; never asked here)
+                    if self.pubsub_commands.ended(message, self.channel):
+                        self._moved()
                         raise RedisError("unsubscribed by Redis from the control channel")
                     if message.get("type") == self.pubsub_commands.message:
                         try:

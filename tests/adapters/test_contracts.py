@@ -287,7 +287,7 @@ def test_a_cluster_connection_that_found_no_master_sent_nothing_and_asks_again()
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     owner = SlotOwner([("127.0.0.1", port)], 0)
-    client = cluster_client(owner, f"redis+cluster://127.0.0.1:{port}", socket_connect_timeout=1,
+    client = cluster_client(owner, socket_connect_timeout=1,
                             retry=redis_hooks.NotingRetry(redis.backoff.NoBackoff(), 1))
     redis_hooks.start_noting()
     with pytest.raises(redis.ConnectionError) as unknown:
@@ -329,8 +329,7 @@ def test_a_cluster_master_that_does_not_answer_is_asked_for_again():
         address = frozen.getsockname()
         owner = SlotOwner([address], 0)
         owner._address = address
-        client = cluster_client(owner, f"redis+cluster://127.0.0.1:{address[1]}",
-                                socket_timeout=0.2, retry=redis.retry.Retry(
+        client = cluster_client(owner, socket_timeout=0.2, retry=redis.retry.Retry(
                                     redis.backoff.NoBackoff(), 0))
         with pytest.raises(redis.TimeoutError):
             client.ping()

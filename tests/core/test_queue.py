@@ -18,7 +18,7 @@ from app.core.queue import (
     create_manager,
 )
 from app.core.queue.routes import ROUTING_MARK
-from app.core.queue.scripts import APPEND_SHA, BORN_SHA
+from app.core.queue.scripts import BORN_SHA
 
 
 def test_empty_url_is_the_in_memory_manager(settings):
@@ -262,7 +262,7 @@ def test_a_redis_that_lost_the_scripts_refuses_what_they_did_not_run(settings, p
     client.script_flush()
     with pytest.raises(QueueUnavailable, match="not sent"):
         manager.emit("message", {"text": "lost?"}, namespace="/chat", room="room:a")
-    assert client.xlen(stream) == 1 and client.script_exists(APPEND_SHA, BORN_SHA) == [
+    assert client.xlen(stream) == 1 and client.script_exists(manager.scripts.append_sha, BORN_SHA) == [
         True, True]
     manager.emit("message", {"text": "sent"}, namespace="/chat", room="room:a")
     assert client.xlen(stream) == 2

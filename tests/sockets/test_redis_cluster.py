@@ -161,7 +161,7 @@ def test_the_slot_owner_is_asked_of_any_node_and_a_moved_reply_asks_again(redis_
     assert len(owner.nodes) == 3  # the two seeds, and the master they named
     other = next(n for n in redis_cluster.nodes if n is not expected)
 
-    client = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2,
+    client = cluster_client(owner, socket_connect_timeout=2,
                             retry=Retry(NoBackoff(), 0))
     owner._address = ("127.0.0.1", other.port)  # as if the slot had moved since
     with pytest.raises(redis.ConnectionError, match="not served by"):
@@ -170,7 +170,7 @@ def test_the_slot_owner_is_asked_of_any_node_and_a_moved_reply_asks_again(redis_
     assert client.set(CHANNEL + ":probe", 1) and owner.address() == ("127.0.0.1", expected.port)
 
     # redis-py's own retry reconnects through the adapter too: to the slot's master
-    retrying = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2,
+    retrying = cluster_client(owner, socket_connect_timeout=2,
                               retry=Retry(NoBackoff(), 1))
     owner._address = ("127.0.0.1", other.port)  # moved again
     pipe = retrying.pipeline(transaction=False)
@@ -185,10 +185,10 @@ def test_a_connection_to_a_new_master_closes_those_to_the_old_one(redis_cluster)
     other = next(n for n in redis_cluster.nodes if n is not expected)
     owner = SlotOwner([("127.0.0.1", other.port)], 0)
     owner._address = ("127.0.0.1", other.port)
-    stale = cluster_client(owner, redis_cluster.url, socket_connect_timeout=2).pubsub()
+    stale = cluster_client(owner, socket_connect_timeout=2).pubsub()
     stale.subscribe("anything")
     owner._address = ("127.0.0.1", expected.port)
-    cluster_client(owner, redis_cluster.url, socket_connect_timeout=2).ping()
+    cluster_client(owner, socket_connect_timeout=2).ping()
     sock = stale.connection._sock
     sock.settimeout(5)
     while sock.recv(4096):  # (its subscription's confirmation, then) the end: shut down

@@ -17,7 +17,7 @@ import redis
 from app.core.chat import ROOM_PREFIX, post_message
 from app.core.errors import DeliveryIncomplete
 from app.core.queue import create_manager
-from tests.helpers import RedisServer, wait_for
+from tests.helpers import RedisServer, keep_sending, wait_for
 
 RESUME_WITHIN = 10.0  # seconds after Redis is back (resubscribe backoff is capped at 2 s)
 
@@ -43,14 +43,7 @@ def test_messages_around_an_outage_are_delivered_or_reported(outage_redis, start
     acks: list[dict] = []
     stop = threading.Event()
 
-    def keep_sending():
-        n = 0
-        while not stop.is_set():
-            acks.append(sender.call("message", {"room": "outage", "text": str(n)}, timeout=30))
-            n += 1
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=keep_sending)
+    thread = threading.Thread(target=keep_sending, args=(sender, "outage", acks, stop))
     thread.start()
     try:
         wait_for(lambda: len(receiver.of("message")) >= 5, message="traffic before the outage")

@@ -6,6 +6,8 @@ which is where every worker subscribes (app/adapters/redis_cluster.py)."""
 
 from __future__ import annotations
 
+from app.core.queue.scripts import decoded
+
 
 class PubSubCommands:
     def __init__(self, sharded: bool) -> None:
@@ -15,6 +17,11 @@ class PubSubCommands:
         self.message = "smessage" if sharded else "message"
         self.subscribed = "ssubscribe" if sharded else "subscribe"
         self.unsubscribed = "sunsubscribe" if sharded else "unsubscribe"
+
+    def ended(self, message: dict, channel: str) -> bool:
+        """Is `message` Redis ending the subscription to `channel`, unasked (a Redis
+        Cluster's slot moved to another shard, or its master became a replica)?"""
+        return message["type"] == self.unsubscribed and decoded(message["channel"]) == channel
 
     def publish(self, client, channel: str, message) -> int:
         """On a client or a pipeline: how many subscriptions got it."""

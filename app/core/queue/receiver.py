@@ -54,12 +54,9 @@ class Receiver:
                     retry_sleep = 0.0
                     if self._subscription.restored():
                         self.membership.queue_restored()
-                unsubscribed = self.pubsub_commands.unsubscribed
+                commands = self.pubsub_commands
                 for message in self.pubsub.listen():
-                    if (message["type"] == unsubscribed
-                            and decoded(message["channel"]) == self.channel):
-                        # (Redis Cluster: the channel's slot moved to another shard, or its
-                        # master became a replica)
+                    if commands.ended(message, self.channel):
                         self.queue_moved()
                         raise RedisError("unsubscribed by Redis from the shared channel")
                     yield message

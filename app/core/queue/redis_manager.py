@@ -109,16 +109,15 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         if for_publishing:
             options["socket_timeout"] = s.redis_socket_timeout
         url = s.message_queue_url
-        scheme = urlparse(url).scheme
-        if scheme in redis_cluster.SCHEMES:
+        if s.uses_redis_cluster:
             if self._slot_owner is None:  # (one per worker: its connections follow it)
                 self._slot_owner = redis_cluster.slot_owner(url, self.channel)
             if not for_publishing:
-                return redis_cluster.cluster_client(self._slot_owner, url, **options)
+                return redis_cluster.cluster_client(self._slot_owner, **options)
             return redis_cluster.cluster_client(
-                self._slot_owner, url, pool_class=redis.BlockingConnectionPool,
+                self._slot_owner, pool_class=redis.BlockingConnectionPool,
                 max_connections=s.redis_max_connections, timeout=s.redis_pool_timeout, **options)
-        if scheme == "redis+sentinel":
+        if urlparse(url).scheme == "redis+sentinel":
             sentinels, service, extra = parse_redis_sentinel_url(url)
             sentinel = redis.sentinel.Sentinel(sentinels, **{**options, **extra})
             return sentinel.master_for(service or self.channel, max_connections=s.redis_max_connections)

@@ -130,10 +130,6 @@ return {redis.call('PUBLISH', ARGV[1], ARGV[2]), redis.call('SMEMBERS', KEYS[1])
 OFFSET_FIELD = ',"offset":"'  # 11 characters: APPEND_SCRIPT strips them
 
 
-APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
-ROUTE_SHA = hashlib.sha1(ROUTE_SCRIPT.encode()).hexdigest()
-
-
 class PublishScripts:
     """APPEND_SCRIPT and ROUTE_SCRIPT with the publishes of a kind of pub/sub
     (app/core/queue/pubsub.py), and their SHA1s."""
