@@ -100,13 +100,12 @@ def _bindable(port: int) -> bool:
 PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "20000"))
 
 
-def free_port(bus: bool = False) -> int:
-    """`bus`: the port 10000 above it is free too (a Redis Cluster node's bus)."""
+def free_port() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     base = PORT_BASE + PORT_BLOCK * (int(worker) % 12 if worker.isdigit() else 0)
     for _ in range(PORT_BLOCK):
         port = base + next(_next_port) % PORT_BLOCK
-        if all(_bindable(p) for p in ((port, port + 10000) if bus else (port,))):
+        if _bindable(port):
             return port
     raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
@@ -460,7 +459,10 @@ class RedisServer:
 
     def __init__(self, persistent: bool = False, cluster: bool = False,
                  args: tuple[str, ...] = ()) -> None:
-        self.port = free_port(bus=cluster)
+        self.port = free_port()
+        # a cluster node's bus: from the tests' ports too (its default, the port + 10000,
+        # falls in the kernel's ephemeral range, where a client socket can take it first)
+        self.bus_port = free_port() if cluster else None
         self.persistent = persistent
         self.cluster = cluster
         self.args = args  # more redis-server options
@@ -480,7 +482,8 @@ class RedisServer:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", self.dir, "--logfile", "",
-             *(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+             *(["--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
+                "--cluster-node-timeout", "1000",
                 "--cluster-require-full-coverage", "no"] if self.cluster else []), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, STARTUP_TIMEOUT, message=f"redis-server on {self.port}")
@@ -533,7 +536,8 @@ class RedisClusterServer:
                        check=True, capture_output=True, timeout=60)
         for i, replica in enumerate(self.nodes[self.masters:]):
             master = self.nodes[i % self.masters]
-            replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
+            replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port,
+                                             master.bus_port)
             wait_for(lambda master=master, replica=replica: master.node_id() in
                      replica.client().execute_command("CLUSTER", "NODES").decode(),
                      STARTUP_TIMEOUT, message="the replica meets")
