@@ -15,7 +15,7 @@ import signal
 import socket
 
 from app.adapters import gunicorn_hooks
-from app.core.lifecycle import supervised
+from app.core.lifecycle import supervised, wait_until
 from app.core.metrics import flush_periodically
 from app.services import EXTENSION_KEY, Services
 from app.sockets.server import watch_slow_consumers
@@ -44,14 +44,21 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
+def drain_worker(services: Services, handler_timeout: float) -> None:
+    try:
+        drain(services, handler_timeout)
+    finally:
+        services.lifecycle.drained = True
+
+
 def install_graceful_shutdown(services: Services, worker) -> None:
     stop_accepting = gunicorn_hooks.stop_accepting(worker)
     handler_timeout = max(worker.cfg.graceful_timeout - CLOSE_MARGIN, 0.5)
 
     def on_sigterm(sig, frame):
-        stop_accepting(sig, frame)  # gunicorn: stop accepting, then wait for connections
+        stop_accepting(sig, frame)  # gunicorn: stop accepting, then wait for its requests
         if services.lifecycle.start_draining():
-            services.sio.start_background_task(drain, services, handler_timeout)
+            services.sio.start_background_task(drain_worker, services, handler_timeout)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -91,6 +98,11 @@ def on_worker_exit(worker) -> None:
         # and an error here would bury that refusal under the master's traceback
         return
     services: Services = wsgi.extensions[EXTENSION_KEY]
+    if services.lifecycle.draining:
+        # gunicorn waited for its requests only: open WebSockets hold none, and the
+        # drain is what ends them (gunicorn's master kills the worker at GRACEFUL_TIMEOUT)
+        wait_until(lambda: services.lifecycle.drained, worker.cfg.graceful_timeout,
+                   services.sio.sleep)
     services.manager.leave()  # waits for the drain's, or does it (any other exit)
 
 

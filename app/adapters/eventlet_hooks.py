@@ -33,3 +33,39 @@ def provide_websocket_socket(environ, sock) -> None:
 def os_socket(green):
     """The OS socket under an eventlet green socket (or the next wrapper), or None."""
     return getattr(green, "fd", None)
+
+
+def on_readable(fileno: int, function) -> None:
+    """Run `function()` in a new green thread once `fileno` is readable (once: watch
+    again for more). The hub holds one listener meanwhile, not a parked green thread
+    (memory per idle connection, docs/performance.md). `hub.add` is what eventlet's own
+    trampoline waits with; the listener is removed when it fires, as trampoline does."""
+    from eventlet.hubs import get_hub
+
+    hub = get_hub()
+    watch = _ReadWatch(hub, function)
+    watch.listener = hub.add(hub.READ, fileno, watch.ready, watch.obsolete, _nothing)
+
+
+class _ReadWatch:
+    # No closures: the listener and its callback would point at each other, garbage
+    # for the cyclic GC after every read (the worker makes its collections rare).
+    __slots__ = ("function", "hub", "listener")
+
+    def __init__(self, hub, function) -> None:
+        self.hub, self.function, self.listener = hub, function, None
+
+    def ready(self, _fileno) -> None:
+        from eventlet import spawn_n
+
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            self.hub.remove(listener)
+            spawn_n(self.function)
+
+    def obsolete(self, *_exc) -> None:  # the descriptor was closed under the watch:
+        self.ready(None)  # the function reads it and fails
+
+
+def _nothing() -> None:
+    pass

@@ -6,3 +6,32 @@ from __future__ import annotations
 def os_socket(green):
     """The OS socket under a gevent socket, or None."""
     return getattr(green, "_sock", None)
+
+
+def on_readable(fileno: int, function) -> None:
+    """Run `function()` in a new green thread once `fileno` is readable (once: watch
+    again for more). The event loop holds one I/O watcher meanwhile, not a parked green
+    thread (memory per idle connection, docs/performance.md)."""
+    from gevent import get_hub
+
+    watch = _ReadWatch(function)
+    watch.watcher = get_hub().loop.io(fileno, 1)
+    watch.watcher.start(watch.ready)
+
+
+class _ReadWatch:
+    # No closures: the watcher and its callback would point at each other, garbage for
+    # the cyclic GC after every read (the worker makes its collections rare).
+    __slots__ = ("function", "watcher")
+
+    def __init__(self, function) -> None:
+        self.function, self.watcher = function, None
+
+    def ready(self) -> None:
+        from gevent import spawn_raw
+
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+            spawn_raw(self.function)

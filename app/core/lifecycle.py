@@ -152,6 +152,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
+        self.drained = False  # the drain has finished (app/worker.py waits for it)
         self.in_flight = 0
         # TCP sockets of this worker's open WebSocket connections (see app.sockets.server.wrap_wsgi).
         self.websockets: set[socket.socket] = set()
@@ -174,13 +175,14 @@ class Lifecycle:
         """Wait (cooperatively) until no handler runs; False if `timeout` passed first."""
         return wait_until(lambda: self.in_flight == 0, timeout, sleep, interval=0.05)
 
-    def cut_websockets(self) -> int:
-        """Shut down the TCP connection of every open WebSocket; return how many.
+    def cut_websockets(self, others: Iterable[socket.socket] = ()) -> int:
+        """Shut down the TCP connection of every open WebSocket (those of requests still
+        open, and `others`: the transport's, read without a request); return how many.
 
-        shutdown() wakes the greenlet reading the socket (it reads EOF), which then
-        ends the Engine.IO session and the request, whatever the peer does.
+        shutdown() wakes whatever reads the socket (it reads EOF), which then ends the
+        Engine.IO session, whatever the peer does.
         """
-        remaining = list(self.websockets)
+        remaining = [*self.websockets, *others]
         for sock in remaining:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

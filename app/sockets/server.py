@@ -344,7 +344,8 @@ def create_socketio_server(settings: Settings, namespaces: list[str],
     # the template's transport's byte bound (app/transport/engine.py); python-engineio's
     # own has none (ENGINEIO_TRANSPORT=stock: MAX_QUEUED_PACKETS bounds a slow client)
     transport_options = ({} if settings.engineio_transport == "stock"
-                         else {"max_queued_bytes": settings.max_queued_bytes})
+                         else {"max_queued_bytes": settings.max_queued_bytes,
+                               "max_websockets": settings.worker_connections})
     sio = RealtimeServer(
         settings=settings,
         lifecycle=lifecycle,
@@ -377,14 +378,16 @@ def wrap_wsgi(sio: RealtimeServer, flask_wsgi_app, settings: Settings, lifecycle
     It stands in for socketio.WSGIApp, and around the Socket.IO endpoint it:
     - hides the client's permessage-deflate offer (WEBSOCKET_COMPRESSION): the
       eventlet and gevent WebSocket servers accept it whenever offered;
-    - tracks open WebSockets: a WebSocket request lasts as long as its connection,
-      so membership in `lifecycle.websockets` is exactly "open" (a draining worker
-      cuts them);
+    - tracks WebSocket requests in `lifecycle.websockets` while they last (a draining
+      worker cuts them): upgrades in progress, and connections the async library's
+      WebSocket server reads; the template's transport keeps its open WebSockets
+      itself, with no request (app/transport: `open_websockets`);
     - answers JSON errors where python-engineio lets client mistakes escape (a POST
       to a session closed a moment ago raised KeyError: a 500 HTML page), or hangs
       (a polling POST over MAX_HTTP_BUFFER_SIZE, see `too_large`).
     Plain functions, not callable objects: every `__call__` layer stays on the stack
-    of each parked WebSocket green thread, about 0.7 KB per connection.
+    of each green thread the library's WebSocket server parks, about 0.7 KB per
+    connection.
     """
     handle_request = sio.handle_request
     connection_socket = gunicorn_hooks.connection_socket

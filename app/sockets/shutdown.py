@@ -13,7 +13,8 @@ until it kills them. Instead, on SIGTERM a worker:
    is cut (no close handshake), a long-polling session is closed (its poll gets
    CLOSE, waited for up to FAREWELL_GRACE if the client is between two polls); standard
    clients reconnect by themselves, through the proxy, to a worker that is up;
-4. returns: gunicorn finds no open connection and the worker exits.
+4. returns: gunicorn, which has waited for its open requests, exits the worker once
+   this is done (app/worker.py, `on_worker_exit`: open WebSockets hold no request).
 
 Before all that it tells the other workers it leaves the message queue
 (app/core/queue), so that they stop counting it at once: gunicorn may end the
@@ -26,7 +27,7 @@ import logging
 
 from app.core.lifecycle import wait_until
 from app.services import Services
-from app.transport import backlog, closing
+from app.transport import backlog, closing, open_websockets
 
 log = logging.getLogger("app.shutdown")
 
@@ -62,11 +63,12 @@ def drain(services: Services, handler_timeout: float) -> int:
             sio.end_session(eio_sid)
     # WebSockets: cut the TCP connection (no close handshake), which standard clients
     # treat as a lost connection and reconnect.
-    cut = lifecycle.cut_websockets()
+    cut = lifecycle.cut_websockets(open_websockets(sio.eio))
     log.info("shutdown: notified %d session(s), cut %d websocket(s)", len(sessions), cut)
     # A polling client between two polls learns of the close at its next one (CLOSE,
-    # app/transport/protocol.py): the worker waits for it, as it exits once this returns.
-    wait_until(lambda: not any(closing(session) for session in sessions.values()),
-               FAREWELL_GRACE, sio.sleep)
+    # app/transport/protocol.py), and a cut WebSocket's session ends when its reader
+    # reads the cut: the worker waits for both, as it exits once this returns.
+    wait_until(lambda: not any(closing(session) for session in sessions.values())
+               and not open_websockets(sio.eio), FAREWELL_GRACE, sio.sleep)
     return len(sessions)
 

@@ -4,8 +4,9 @@ Namespaces, the event pipeline and the queue (app/sockets, app/core) never impor
 from here; app/sockets/server.py asks `engine_server_class(settings)` for the
 Engine.IO server python-socketio builds on, and the watchdog and the drain ask
 `backlog(session)` how much waits for a client (the watchdog, of the sessions
-`may_back_up` lists) and `closing(session)` whether an ended session's CLOSE still
-waits for its client's next poll: that is the whole interface.
+`may_back_up` lists), `closing(session)` whether an ended session's CLOSE still
+waits for its client's next poll, and `open_websockets` which connections to cut:
+that is the whole interface.
 
 ENGINEIO_TRANSPORT picks the transport: `template` (the default, below) or `stock`,
 python-engineio's own `engineio.Server` as released. What stock mode lacks is listed
@@ -73,6 +74,12 @@ def backlog(session) -> int:
     (its WebSocket writer takes packets off it as it sends them)."""
     count = getattr(session, "backlog", None)
     return session.queue.qsize() if count is None else count
+
+
+def open_websockets(eio_server) -> list:
+    """The sockets of the open WebSockets the template's transport reads when they are
+    readable (no request holds them: the drain cuts them with the others)."""
+    return list(getattr(eio_server, "open_websockets", ()))
 
 
 def closing(session) -> bool:

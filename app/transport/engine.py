@@ -14,10 +14,14 @@ keeps the protocol and replaces that machinery (measured in docs/performance.md)
 - `EngineServer`: one pinger per worker sends every session its Engine.IO pings,
   instead of one sleeping green thread per session.
 - `Session`: python-engineio's socket with that writer. On a plain socket without
-  permessage-deflate it speaks RFC 6455 itself (app/transport/websocket.py); its read
-  loop also refuses frames that are not Engine.IO packets (the stock loop decoded
+  permessage-deflate it speaks RFC 6455 itself (app/transport/websocket.py), and no
+  green thread waits on an idle connection: the connection's socket outlives its
+  HTTP request (a duplicate of it), the event loop watches it, and a green thread
+  started when it is readable handles what came, then ends (`Session._read`). Its
+  reads also refuse frames that are not Engine.IO packets (the stock loop decoded
   them outside its error handling: the WSGI server wrote an HTTP 500 into the open
-  WebSocket).
+  WebSocket). gunicorn's pool no longer counts such a connection: WORKER_CONNECTIONS
+  bounds them here, and the drain finds them through `open_websockets`.
 
 Long-polling sessions keep python-engineio's queue until they upgrade. With
 permessage-deflate, or without a plain socket in the environ (another WSGI server,
@@ -46,6 +50,7 @@ from app.transport import closing
 from app.transport.protocol import ConformantServer, ConformantSocket
 from app.transport.websocket import (
     FAIR_SHARE,
+    NOT_YET,
     POLICY_VIOLATION,
     TOO_BIG,
     ProtocolError,
@@ -55,11 +60,14 @@ from app.transport.websocket import (
     pauser,
     raw_socket,
     readable_waiter,
+    reader_starter,
 )
 
 log = logging.getLogger("app.transport")
 # Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
 MAX_QUEUED_BYTES = 4_000_000
+# Open WebSockets a worker serves (WORKER_CONNECTIONS).
+MAX_WEBSOCKETS = 10_000
 
 
 def packet_frame(pkt: packet.Packet) -> bytes:
@@ -266,7 +274,7 @@ class Connection:
         self.ws = ws
         self.green = green
         self.raw = raw
-        self.wait = ws.wait  # bound here: no wrapper frame on every parked stack
+        self.wait = ws.wait  # bound here: no wrapper frame on a parked library reader
 
     def send(self, message) -> None:
         self.ws.send(message)
@@ -354,10 +362,10 @@ def _bad_handshake() -> dict:
     return _refusal("bad_handshake", "not a WebSocket upgrade", [("Sec-WebSocket-Version", "13")])
 
 
-def _refusal(code: str, message: str, headers=()) -> dict:
-    """A 400 JSON answer, in the form python-engineio's handle_request writes out (a
-    list would be taken for packets to poll)."""
-    return {"status": "400 BAD REQUEST",
+def _refusal(code: str, message: str, headers=(), status: str = "400 BAD REQUEST") -> dict:
+    """A JSON answer (400 unless told), in the form python-engineio's handle_request
+    writes out (a list would be taken for packets to poll)."""
+    return {"status": status,
             "headers": [("Content-Type", "application/json"), *headers],
             "response": json.dumps({"code": code, "message": message}).encode()}
 
@@ -431,22 +439,43 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             # one upgrade at a time: each would hold a connection (and escape
             # MAX_CONNECTIONS_PER_ADDRESS, counted per session)
             return _refusal("upgrade_in_progress", "this session is already upgrading")
-        raw = _direct(environ, self.server)
-        if raw is None:
+        if _direct(environ, self.server) is None:
             return super().upgrade_websocket(environ, start_response)
+        server = self.server
+        if len(server.open_websockets) >= server.max_websockets:
+            # WORKER_CONNECTIONS: an open WebSocket holds no request of gunicorn's (which
+            # counts those), so the bound is kept here; a refused handshake is retried
+            # by clients, maybe on another worker
+            if not self.connected:
+                self.close(wait=False, abort=True)
+            return _refusal("server_busy", "this worker has its maximum of connections",
+                            status="503 SERVICE UNAVAILABLE")
         green = connection_socket(environ)
         # On a plain socket without permessage-deflate: app/transport/websocket.py.
-        # (Called from here, not through python-engineio's websocket entry: one frame
-        # less on the stack every open connection keeps, docs/performance.md.)
         if not accept(environ, green):
             if not self.connected:  # a new session: it ends here, its address slot freed
                 self.close(wait=False, abort=True)
             return _bad_handshake()
-        server = self.server
+        try:
+            # The connection outlives this request (gunicorn closes its socket when the
+            # request ends): it is read when the event loop finds it readable, and no
+            # green thread waits on it meanwhile (memory per idle connection).
+            green = green.dup()
+        except OSError as exc:  # out of file descriptors
+            log.warning("%s: websocket refused (%s)", self.sid, exc)
+            if not self.connected:
+                self.close(wait=False, abort=True)
+            raise StopIteration from None  # gunicorn closes the socket: the client retries
+        raw = raw_socket(green)
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
-        self.websocket_handler(Connection(ws, green, raw))
-        raise StopIteration  # gunicorn: the response was written here; it closes the socket
+        try:
+            self.websocket_handler(Connection(ws, green, raw))
+        finally:
+            if green not in server.open_websockets:  # not left open to be read: over
+                with contextlib.suppress(OSError):
+                    green.close()
+        raise StopIteration  # gunicorn: the response was written here; it closes its socket
 
     def _close_extra_websocket(self, environ, raw):
         """Another WebSocket for this session, already on one: accepted and closed at
@@ -501,14 +530,50 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
         writer = FrameWriter(ws, green, self.server, self.server.write_batch, ws.raw, self.sid)
         ws.direct_output(writer)
         self._hand_queue_to(writer)
-        # The read loop is here, not in a helper: every frame on this call stack stays
-        # allocated for as long as the connection is open (docs/performance.md).
+        if ws.raw is not None:
+            # our WebSocket: read whenever its socket is readable, by a green thread
+            # started then (`_read`); none waits while the client is quiet. Read now
+            # first: the upgrade's reads may have taken in more than the handshake.
+            self.server.open_websockets.add(ws.green)
+            self._read()
+            return []
+        error = self._receive(ws, ws.wait)  # the library's WebSocket: this thread waits
+        self._end(ws, writer, error)
+        error = None  # it holds this frame (its traceback): freed now, not by the cyclic GC
+        return []
+
+    def _read(self) -> None:
+        """The client's socket is readable: handle every whole packet in, then watch the
+        socket again, or end the connection if it is over."""
+        writer = self.writer
+        ws = writer.ws
+        try:
+            error = self._receive(ws, ws.ws.read)
+            if error is NOT_YET:
+                self.server.on_readable(ws.raw.fileno(), self._read)
+                return
+        except Exception as exc:  # nothing may leave a connection unread and unended
+            log.exception("%s: websocket read failed", self.sid)
+            error = exc
+        try:
+            self._end(ws, writer, error)
+        finally:
+            error = None  # its traceback may hold this frame: freed now, not by the GC
+            self.server.open_websockets.discard(ws.green)
+            with contextlib.suppress(OSError):
+                ws.green.close()
+
+    def _receive(self, ws: Connection, read) -> Exception | object | None:
+        """Handle the client's packets as `read` returns them: NOT_YET once it has no
+        whole one (it does not wait), else the connection is over (None: closed, or
+        the reason)."""
         max_size = self.server.max_http_buffer_size
         received = 0
-        error = None
         while not self.closed:
             try:
-                data = ws.wait()
+                data = read()
+                if data is NOT_YET:
+                    return NOT_YET
                 if isinstance(data, str) and (not data or data[0] not in "0123456"):
                     # python-engineio would fail to decode it outside its error handling;
                     # a type the protocol does not have (7-9) is a parse error to Node too
@@ -518,19 +583,18 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             except Exception as exc:
                 if not self.closed:
                     log.info("%s: websocket closed (%s)", self.sid, exc)
-                error = exc
-                break
+                return exc
             if data is None:  # closed by the client
-                break
+                return None
             try:
                 self.receive(packet.Packet(encoded_packet=data))
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:
-                break
-            except Exception:
+                return None
+            except Exception as exc:
                 log.exception("%s: unexpected error on a received packet", self.sid)
-                break
+                return exc
             received += 1
             if received % FAIR_SHARE == 0:
                 # Reading never waits while the client keeps data coming: without this,
@@ -538,9 +602,7 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
                 # worker (tests/security/test_floods.py). (Our WebSocket also yields
                 # every FAIR_SHARE frames; the library's does not.)
                 self.server.sleep(0)
-        self._end(ws, writer, error)
-        error = None  # it holds this frame (its traceback): freed now, not by the cyclic GC
-        return []
+        return None
 
     def _end(self, ws: Connection, writer: FrameWriter, error: Exception | None) -> None:
         """The read loop is over: the client closed, broke the protocol, or is gone.
@@ -554,8 +616,7 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             self.closed = True
         if error is None or code is not None:
             ws.closed_by_reader(code)
-            # waits: once this returns the WSGI server closes the socket
-            writer.close(wait=True)
+            writer.close(wait=True)  # waits: the socket is closed once this returns
             ws.drain()
         else:
             writer.abort()
@@ -622,9 +683,14 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
     """python-engineio's server with the sessions above, one pinger per worker and the
     protocol fixes of app/transport/protocol.py."""
 
-    def __init__(self, *args, max_queued_bytes: int = MAX_QUEUED_BYTES, **kwargs) -> None:
+    def __init__(self, *args, max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 max_websockets: int = MAX_WEBSOCKETS, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.max_queued_bytes = max_queued_bytes
+        self.max_websockets = max_websockets
+        # the sockets of open WebSockets read by `Session._read` (the drain cuts them)
+        self.open_websockets: set = set()
+        self.on_readable = reader_starter(self.async_mode)
         # Pings are sent when due, late by `resolution` at most: the client allows
         # pingInterval + pingTimeout, and python-engineio's grace period covers the rest.
         self.pings = Deadlines(self.start_background_task, self.sleep,

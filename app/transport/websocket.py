@@ -117,6 +117,17 @@ def readable_waiter(async_mode: str | None):
     return None
 
 
+def reader_starter(async_mode: str | None):
+    """on_readable(fileno, read): run read() in a new green thread once the socket is
+    readable. An open connection keeps no green thread while it is idle, only the
+    event loop's watch of its socket (docs/performance.md)."""
+    if async_mode == "eventlet":
+        return eventlet_hooks.on_readable
+    if async_mode == "gevent":
+        return gevent_hooks.on_readable
+    return None
+
+
 def pauser(async_mode: str | None):
     """pause(0): let the rest of the worker run, then carry on."""
     if async_mode == "eventlet":
@@ -154,27 +165,44 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
+# What `WebSocket.read` returns while no whole message has arrived.
+NOT_YET = object()
+
+
+class _Fragments:
+    """A fragmented message so far: one growing buffer, its size and count, and for
+    text, the UTF-8 decoder that checks it piece by piece."""
+
+    __slots__ = ("count", "data", "decoder", "size")
+
+    def __init__(self, text: bool) -> None:
+        self.data = io.StringIO() if text else bytearray()
+        self.decoder = _utf8_decoder() if text else None
+        self.size = self.count = 0
+
+
 class WebSocket:
     """The server's side of one WebSocket connection over a green socket.
 
-    `wait()` returns the next message (str or bytes), None once the connection is
-    closed (by a close frame: `close_code` is then the answer to send), and raises
-    ProtocolError on a frame the RFC does not allow. Pings are answered here through
+    `read()` returns the next message (str or bytes), None once the connection is
+    closed (by a close frame: `close_code` is then the answer to send), or NOT_YET
+    until a whole message is in, and raises ProtocolError on a frame the RFC does not
+    allow (`wait()` waits for the socket instead of NOT_YET). Pings are answered here through
     `reply`, and messages sent through `write`: the transport points both at the
     connection's ordered output, so they never split another frame, and `reply`
     holds this reader back while the client leaves its answers unread.
     """
 
     draining = False  # set when the reader closes: close() then half-closes, drain() follows
+    fragments: _Fragments | None = None  # a fragmented message being read
 
     def __init__(self, sock, raw, wait_readable, max_size: int, pause=None) -> None:
         self.sock = sock
         self.max_size = max_size
-        # Reads go to the OS socket (`raw_socket(sock)`) and wait on the event loop
-        # directly (`readable_waiter`): eventlet's green recv() is five Python calls
-        # deep, kept on the stack of every idle connection (about 1 KB each with its
-        # timer, docs/performance.md). No read timeout: a silent client is ended by
-        # Engine.IO's ping timeout, which cuts the socket (tests/sockets/test_transport.py).
+        # Reads go to the OS socket (`raw_socket(sock)`), never waiting: the transport
+        # reads when the event loop finds the socket readable. No read timeout: a
+        # silent client is ended by Engine.IO's ping timeout, which cuts the socket
+        # (tests/sockets/test_transport.py).
         self.raw = raw
         self.wait_readable = wait_readable
         self.pause = pause  # `pauser`: every FAIR_SHARE frames, the others run
@@ -213,22 +241,23 @@ class WebSocket:
                     self.pause(0)
 
     def wait(self) -> str | bytes | None:
-        # The only blocking call, recv(), is made from here: the stack a parked
-        # connection keeps is as short as it can be (docs/performance.md).
-        fragments = None  # of a fragmented message, and its text decoded so far
+        """The next message; waits for it (the upgrade's handshake, and tests: an open
+        connection is read by `read` when its socket is readable, app/transport/engine.py)."""
+        while (message := self.read()) is NOT_YET:
+            self.wait_readable(self.raw, read=True)
+        return message
+
+    def read(self) -> str | bytes | object | None:
+        """The next message (str or bytes), None once the connection is closed, or
+        NOT_YET when no whole message is in: it never waits (a fragmented message's
+        pieces are kept on the connection until the rest comes)."""
         while True:
             frame = self._parse()
             if frame is None:
                 try:
                     data = self.raw.recv(_READ_SIZE)
                 except BlockingIOError:
-                    data = None
-                if data is None:
-                    # waits outside the except block: inside it, the exception and its
-                    # traceback would live as long as the wait (for an idle connection,
-                    # minutes), three more objects per connection for every GC pass
-                    self.wait_readable(self.raw, read=True)
-                    continue
+                    return NOT_YET
                 if not data:
                     return None
                 self._append(data)
@@ -246,6 +275,7 @@ class WebSocket:
                 if opcode == _PING:
                     self.reply(encode_frame(payload, _PONG))
                 continue  # a pong: nothing to do
+            fragments = self.fragments
             if fragments is None:
                 if opcode == _CONTINUATION:
                     raise ProtocolError("unexpected continuation")
@@ -259,28 +289,29 @@ class WebSocket:
                 # one growing buffer (a list of pieces cost twice the message's size
                 # in 64-byte fragments); text is checked fragment by fragment: invalid
                 # UTF-8 ends the connection at once, not when (if ever) the message ends
-                fragments = io.StringIO() if opcode == _TEXT else bytearray()
-                size = count = 0
-                decoder = _utf8_decoder() if opcode == _TEXT else None
+                fragments = self.fragments = _Fragments(opcode == _TEXT)
             elif opcode != _CONTINUATION:
                 raise ProtocolError("new message inside a fragmented one")
-            size += len(payload)
-            count += 1
-            if size > self.max_size:
+            fragments.size += len(payload)
+            fragments.count += 1
+            if fragments.size > self.max_size:
                 raise ProtocolError("message too large", TOO_BIG)
-            if count > MAX_FRAGMENTS + size // MIN_FRAGMENT_BYTES:
+            if fragments.count > MAX_FRAGMENTS + fragments.size // MIN_FRAGMENT_BYTES:
                 raise ProtocolError("message in too many fragments", TOO_BIG)
+            decoder = fragments.decoder
             if decoder is None:
-                fragments += payload
+                fragments.data += payload
                 if fin:
-                    return bytes(fragments)
+                    self.fragments = None
+                    return bytes(fragments.data)
             else:
                 try:
-                    fragments.write(decoder.decode(payload, fin))
+                    fragments.data.write(decoder.decode(payload, fin))
                 except UnicodeDecodeError:
                     raise ProtocolError("text frame is not UTF-8", INVALID_DATA) from None
                 if fin:
-                    return fragments.getvalue()
+                    self.fragments = None
+                    return fragments.data.getvalue()
 
     def _parse(self) -> tuple[bool, int, bytes] | None:
         """The next whole frame in the buffer (fin, opcode, payload), or None."""

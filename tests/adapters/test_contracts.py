@@ -261,6 +261,64 @@ def test_the_os_socket_is_found_under_a_gevent_socket():
         green.close()
 
 
+def readable_watch_runs_once_in_a_green_thread(on_readable, sleep, current, hub) -> None:
+    """`on_readable(fd, fn)`: fn runs once the socket is readable, in a new green thread
+    (not the event loop's: it may wait), once per watch, and leaves no garbage for the
+    cyclic GC (the listener and its callback must not point at each other)."""
+    import gc
+
+    ours, theirs = socket.socketpair()
+    try:
+        ran = []
+        on_readable(ours.fileno(), lambda: ran.append(current()))
+        for _ in range(5):
+            sleep(0.01)
+        assert ran == []  # nothing to read yet
+        theirs.send(b"x")
+        for _ in range(500):
+            if ran:
+                break
+            sleep(0.01)
+        assert len(ran) == 1 and ran[0] is not hub()
+        for _ in range(5):
+            sleep(0.01)
+        assert len(ran) == 1  # once: still readable, but not watched any more
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(100):
+                done = []
+                on_readable(ours.fileno(), lambda done=done: done.append(True))
+                while not done:
+                    sleep(0)
+            assert gc.collect() < 100  # a cycle per watch would be 300 or more objects
+        finally:
+            gc.enable()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@eventlet_pass
+def test_eventlet_runs_a_green_thread_when_a_socket_is_readable():
+    import eventlet
+    import greenlet
+    from eventlet.hubs import get_hub
+
+    readable_watch_runs_once_in_a_green_thread(
+        eventlet_hooks.on_readable, eventlet.sleep, greenlet.getcurrent,
+        lambda: get_hub().greenlet)
+
+
+@gevent_pass
+def test_gevent_runs_a_green_thread_when_a_socket_is_readable():
+    import gevent
+    import greenlet
+
+    readable_watch_runs_once_in_a_green_thread(
+        gevent_hooks.on_readable, gevent.sleep, greenlet.getcurrent, gevent.get_hub)
+
+
 # --- redis-py -----------------------------------------------------------------------
 
 def test_a_refused_connection_is_known_to_have_sent_nothing():

@@ -70,3 +70,32 @@ def test_sigterm_finishes_in_flight_handlers_then_tells_clients_and_exits(
     # (the count of sessions may include the late one: cut, its reader may still be
     # draining what it sends; each client's own notice is checked above)
     assert "Traceback" not in server.log()
+
+
+def test_sigterm_tells_websocket_clients_before_the_worker_exits(
+        private_redis, start_own_server, connect):
+    """An open WebSocket holds no request of gunicorn's (the event loop watches its
+    socket): the drain still finds every one, notifies and cuts it after the handler in
+    flight is done, and the worker exits once that is over (gunicorn itself waits for
+    its requests only: tests/test_worker.py)."""
+    server = start_own_server(MESSAGE_QUEUE_URL=private_redis.url,
+                              GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT))
+    clients = [connect(server.url, user=f"websocket-{n}") for n in range(3)]
+    for client in clients:
+        client.call("join", {"room": "drain"})
+    redis.Redis(port=private_redis.port).client_pause(3000, all=False)
+    acks: list = []
+    done = threading.Event()
+    clients[0].sio.emit("message", {"room": "drain", "text": "in flight"}, namespace="/chat",
+                        callback=lambda ack: (acks.append(ack), done.set()))
+    assert clients[1].wait_event("message")[0]["text"] == "in flight"  # now in PUBLISH
+    os.killpg(server.process.pid, signal.SIGTERM)
+    assert done.wait(GRACEFUL_TIMEOUT), "the in-flight handler's ack never arrived"
+    assert acks[0]["ok"] is True
+    for client in clients:
+        assert client.wait_event("shutdown") == [{"reason": "server_shutdown", "reconnect": True}]
+        wait_for(lambda c=client: c.disconnects, message="the client to be disconnected")
+    server.process.wait(GRACEFUL_TIMEOUT + 5)
+    assert "Worker graceful timeout" not in server.log()
+    assert "cut 3 websocket(s)" in server.log()
+    assert "Traceback" not in server.log()

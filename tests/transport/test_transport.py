@@ -21,6 +21,7 @@ from tests.helpers import (
     stock_deviation,
     template_transport_only,
     wait_for,
+    worker_rss_kb,
     worker_sockets,
 )
 
@@ -251,3 +252,56 @@ def test_the_pinger_outlives_a_failing_session():
         server.pings.at(0.0, server._ping_if_due, sid)
     wait_for(lambda: pinged, message="a ping after a failing session's")
     assert "failing" not in server.sockets  # ended, not retried
+
+
+@template_transport_only("its readers: python-engineio parks a green thread per WebSocket")
+def test_an_idle_websocket_costs_the_worker_no_green_thread(start_own_server, make_token):
+    """An open, idle WebSocket is watched by the event loop, not read by a parked green
+    thread (with its copied stack, frames and request objects, about 27 KB in all, the
+    bench's idle scenario): its worker grows by well under that per connection."""
+    server = start_own_server(MAX_CONNECTIONS_PER_ADDRESS="10000",
+                              MAX_CONNECTIONS_PER_USER="10000")
+    token = make_token("idle")
+    held = [connected_raw(server, token) for _ in range(100)]  # what the first allocate
+    before = worker_rss_kb(server)
+    count = 400
+    held += [connected_raw(server, token) for _ in range(count)]
+    per_connection = (worker_rss_kb(server) - before) / count
+    # every connection still answers: watched, not lost
+    for ws in held[::50]:
+        ws.send('42/chat,1["join",{"room":"idle"}]')
+        assert ws.recv().startswith("43/chat,1")
+    for ws in held:
+        ws.close()
+    assert per_connection < 20, f"{per_connection:.1f} KB per idle connection"
+
+
+@template_transport_only("the bound on the template's open WebSockets (python-engineio's are "
+                         "gunicorn's requests, bounded by its pool)")
+def test_a_worker_holds_at_most_worker_connections_websockets(start_own_server, make_token):
+    """An open WebSocket holds no request of gunicorn's, whose pool is what
+    WORKER_CONNECTIONS sizes: the transport keeps the bound itself, and refuses more
+    with 503, which clients retry (maybe on another worker)."""
+    server = start_own_server(WORKER_CONNECTIONS="3")
+    held = [connected_raw(server, make_token(f"bounded-{n}")) for n in range(3)]
+    try:
+        websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    except websocket.WebSocketBadStatusException as refused:
+        assert refused.status_code == 503
+    else:
+        raise AssertionError("a fourth WebSocket was accepted")
+    held.pop().close()
+    wait_for(lambda: _accepted(server), message="a WebSocket once one closed")
+    for ws in held:
+        ws.close()
+
+
+def _accepted(server) -> bool:
+    try:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    except websocket.WebSocketBadStatusException:
+        return False
+    ws.close()
+    return True
