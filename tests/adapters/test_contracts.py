@@ -319,6 +319,78 @@ def test_gevent_runs_a_green_thread_when_a_socket_is_readable():
         gevent_hooks.on_readable, gevent.sleep, greenlet.getcurrent, gevent.get_hub)
 
 
+def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
+    """RoomIndex replaces python-socketio's walk over every room on a disconnect (and in
+    get_rooms) with each socket's own rooms, and repeats the rest of the library's
+    `basic_disconnect` (callbacks, pending lists): after every operation of a random
+    run, both managers must hold the same state, and give the same rooms."""
+    import random
+    from types import SimpleNamespace
+
+    from app.adapters.socketio_hooks import RoomIndex
+
+    class Indexed(RoomIndex, socketio.Manager):
+        pass
+
+    managers = (socketio.Manager(), Indexed())
+    for manager in managers:
+        ids = iter(range(10**6))
+        manager.server = SimpleNamespace(eio=SimpleNamespace(
+            generate_id=lambda ids=ids: f"sid{next(ids)}"))
+    rng = random.Random(7)
+    namespaces, rooms = ("/chat", "/admin"), ("a", "b", "c")
+    eio_sids = iter(range(10**6))
+    sids: list[tuple[str, str]] = []  # (namespace, sid) connected, in both
+
+    def state(manager):
+        return (manager.rooms, {sid: {k: v for k, v in calls.items() if k != 0}
+                                for sid, calls in manager.callbacks.items()},
+                manager.pending_connect, manager.pending_disconnect)
+
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.25 or not sids:
+            namespace, eio_sid = rng.choice(namespaces), f"e{next(eio_sids)}"
+            made = {m.pre_connect(eio_sid, namespace) for m in managers}
+            assert len(made) == 1
+            sid = made.pop()
+            if rng.random() < 0.8:
+                for m in managers:
+                    m.connect(sid, namespace)
+            sids.append((namespace, sid))
+        else:
+            namespace, sid = rng.choice(sids)
+            room = rng.choice(rooms)
+            if op < 0.5:
+                for m in managers:
+                    m.enter_room(sid, namespace, room)
+            elif op < 0.6:
+                for m in managers:
+                    m.leave_room(sid, namespace, room)
+            elif op < 0.65:
+                for m in managers:
+                    m.close_room(room, namespace)
+            elif op < 0.75:
+                for m in managers:
+                    m._generate_ack_id(sid, print)
+            elif op < 0.8:
+                for m in managers:
+                    m.pre_disconnect(sid, namespace)
+            else:
+                for m in managers:
+                    m.disconnect(sid, namespace)
+                sids.remove((namespace, sid))
+        library, indexed = managers
+        assert state(library) == state(indexed)
+        for namespace, sid in sids[-5:]:
+            assert sorted(library.get_rooms(sid, namespace)) == \
+                sorted(indexed.get_rooms(sid, namespace))
+    # what was left is exactly what the index holds (no empty entry left behind)
+    assert set(managers[1].rooms_of) == {
+        (namespace, sid) for namespace, members in managers[1].rooms.items()
+        for room in members.values() for sid in room}
+
+
 # --- redis-py -----------------------------------------------------------------------
 
 def test_a_refused_connection_is_known_to_have_sent_nothing():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socketio
 
+from app.adapters.socketio_hooks import RoomIndex
 from app.core.control import LocalControlBus
 from app.core.idempotency import SeenMessages
 from app.core.queue.delivery import LoggedDelivery, first_delivery
 
 
-class LocalManager(LoggedDelivery, socketio.Manager):
+class LocalManager(LoggedDelivery, RoomIndex, socketio.Manager):
     """In-memory manager: every client is in this process."""
 
     def __init__(self, seen: SeenMessages | None = None) -> None:

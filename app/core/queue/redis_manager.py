@@ -17,7 +17,7 @@ from socketio.redis_manager import parse_redis_sentinel_url
 
 from app.adapters import redis_cluster
 from app.adapters.redis_hooks import NotingRetry, resubscribe_only_by_hand
-from app.adapters.socketio_hooks import RedisManagerHooks
+from app.adapters.socketio_hooks import RedisManagerHooks, RoomIndex
 from app.core.control import RedisControlBus, control_key
 from app.core.idempotency import SeenMessages
 from app.core.lifecycle import supervised
@@ -32,7 +32,7 @@ from app.core.queue.scripts import PublishScripts
 from config.settings import Settings
 
 
-class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
+class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery, RoomIndex,
                         RedisManagerHooks):
     repeats = True  # a logged event can come again: a client_id's retry (LoggedDelivery)
 
