@@ -33,35 +33,51 @@ def client_address(environ: dict, proxy_hops: int) -> str:
     return environ.get("REMOTE_ADDR", "unknown")
 
 
-# Admit one more connection of a field if the sum of that field over the live workers'
-# hashes is below the limit: the workers registered in the queue's set
-# (app/core/queue/membership.py) within its TTL, and this one. Checked and counted in
-# one step: two workers admitting at the same instant cannot both pass the last slot.
-# KEYS[1]: that set; ARGV: hash prefix, field, ttl ms, this worker, limit, hash ttl s.
-# Returns 1 (admitted, counted) or 0.
-_ADMIT_SCRIPT = """
+# Releases, then admits, for one worker in one step. An admit counts one more connection
+# of a field if the sum of that field over the live workers' hashes is below its limit:
+# the workers registered in the queue's set (app/core/queue/membership.py) within its
+# TTL, and this one. Checked and counted at once: two workers admitting at the same
+# instant cannot both pass the last slot; admits of one field in a batch are counted
+# one after another.
+# KEYS[1]: that set; ARGV: hash prefix, ttl ms, this worker, hash ttl s, the number of
+# releases n, n released fields, then (field, limit) per admit.
+# Returns 1 (admitted, counted) or 0 per admit, in order.
+_COUNT_SCRIPT = """
+local mine = ARGV[1] .. ARGV[3]
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n do
+  if redis.call('HINCRBY', mine, ARGV[i], -1) <= 0 then redis.call('HDEL', mine, ARGV[i]) end
+end
+local results = {}
+if #ARGV < 6 + n then return results end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local hosts = redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[3]), '+inf')
-local total, mine = 0, false
-for _, host in ipairs(hosts) do
-  if host == ARGV[4] then mine = true end
-  total = total + tonumber(redis.call('HGET', ARGV[1] .. host, ARGV[2]) or 0)
+local others = {}
+for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[2]), '+inf')) do
+  if host ~= ARGV[3] then others[#others + 1] = ARGV[1] .. host end
 end
-if not mine then
-  total = total + tonumber(redis.call('HGET', ARGV[1] .. ARGV[4], ARGV[2]) or 0)
+for i = 6 + n, #ARGV, 2 do
+  local total = tonumber(redis.call('HGET', mine, ARGV[i]) or 0)
+  for _, key in ipairs(others) do
+    total = total + tonumber(redis.call('HGET', key, ARGV[i]) or 0)
+  end
+  if total >= tonumber(ARGV[i + 1]) then
+    results[#results + 1] = 0
+  else
+    redis.call('HINCRBY', mine, ARGV[i], 1)
+    results[#results + 1] = 1
+  end
 end
-if total >= tonumber(ARGV[5]) then return 0 end
-redis.call('HINCRBY', ARGV[1] .. ARGV[4], ARGV[2], 1)
-redis.call('EXPIRE', ARGV[1] .. ARGV[4], tonumber(ARGV[6]))
-return 1
+redis.call('EXPIRE', mine, tonumber(ARGV[4]))
+return results
 """
 
 
-# One connection of a field gone from this worker's hash (KEYS[1]); at 0 the field goes.
-_RELEASE_SCRIPT = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-"""
+class _Admit:
+    __slots__ = ("event", "field", "limit", "result")
+
+    def __init__(self, field: str, limit: int, event) -> None:
+        self.field, self.limit, self.event, self.result = field, limit, event, None
 
 
 class SharedCounts:
@@ -70,9 +86,12 @@ class SharedCounts:
     Each worker keeps its own counts in a hash of its own, `<prefix>:<host>`, which
     its heartbeat keeps alive; a total is the sum over the workers registered as live
     (a killed worker's connections stop counting when its registration expires), in one
-    script that also counts the connection it admits (one round trip, and two workers
-    admitting at once cannot both take the last slot). An unreachable Redis lets
-    connections through (logged): the per-worker limit still holds.
+    script that also counts the connection it admits (two workers admitting at once
+    cannot both take the last slot). The worker's admits and releases go in batches,
+    one script call per round trip (`create_event` and `spawn` set: a connect storm
+    paid a round trip per connect and per disconnect, a third of the worker's time).
+    An unreachable Redis lets connections through (logged): the per-worker limit
+    still holds.
     """
 
     def __init__(self, redis: Callable[[], Any], prefix: str, host: str, members_key: str,
@@ -83,38 +102,81 @@ class SharedCounts:
         self._members_key = members_key
         self._member_ttl_ms = int(member_ttl * 1000)
         self._script = None
-        self._release = None
         self.ttl = 60
         self.counts: Counter[str] = Counter()  # what this worker's hash should hold
+        # set by the server: () -> an event, and (loop) -> None starting a background
+        # task. None: every admit and release is its own round trip.
+        self.create_event: Callable[[], Any] | None = None
+        self.spawn: Callable[[Callable[[], None]], None] | None = None
+        self._admits: list[_Admit] = []
+        self._releases: list[str] = []
+        self._wakeup = None
 
     def admit(self, field: str, limit: int) -> bool | None:
-        """Count one more connection of `field` if the total is below `limit`, in one
-        round trip: True (counted) or False (refused); None when Redis could not tell
-        (admitted, not counted: logged)."""
-        try:
-            if self._script is None:
-                self._script = self._redis().register_script(_ADMIT_SCRIPT)
-            counted = bool(self._script(keys=[self._members_key], args=[
-                self._prefix + ":", field, self._member_ttl_ms, self.host, limit, self.ttl]))
-            if counted:
-                self.counts[field] += 1
-            return counted
-        except RedisError as exc:
-            log.warning("connection limit checked on this worker only (message queue: %s)", exc)
-            return None
+        """Count one more connection of `field` if the total is below `limit`: True
+        (counted) or False (refused); None when Redis could not tell (admitted, not
+        counted: logged)."""
+        request = _Admit(field, limit, None)
+        if self.spawn is None:
+            self._count([request], [])
+        else:
+            request.event = self.create_event()
+            self._admits.append(request)
+            self._wake()
+            request.event.wait()
+        if request.result:
+            self.counts[field] += 1
+        return request.result
 
     def release(self, field: str) -> None:
         """One connection of `field` counted by `admit` is gone (a field at 0 leaves the
-        hash, which would otherwise keep every address and user ever seen)."""
+        hash, which would otherwise keep every address and user ever seen). Written
+        before the next admits of this worker."""
         self.counts[field] -= 1
         if self.counts[field] <= 0:
             del self.counts[field]
+        if self.spawn is None:
+            self._count([], [field])
+        else:
+            self._releases.append(field)
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is None:
+            self._wakeup = self.create_event()
+            self.spawn(self._send_batches)
+        self._wakeup.set()
+
+    def _send_batches(self, sleep: Callable[[float], None]) -> None:
+        """Background task: whatever was asked meanwhile, in one round trip."""
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            admits, self._admits = self._admits, []
+            releases, self._releases = self._releases, []
+            try:
+                self._count(admits, releases)
+            finally:
+                for request in admits:
+                    request.event.set()
+
+    def _count(self, admits: list[_Admit], releases: list[str]) -> None:
+        """Releases then admits in one script call; each admit gets its result (None
+        for all if Redis could not be asked)."""
+        args = [self._prefix + ":", self._member_ttl_ms, self.host, self.ttl, len(releases),
+                *releases]
+        for request in admits:
+            args += (request.field, request.limit)
         try:
-            if self._release is None:
-                self._release = self._redis().register_script(_RELEASE_SCRIPT)
-            self._release(keys=[f"{self._prefix}:{self.host}"], args=[field])
+            if self._script is None:
+                self._script = self._redis().register_script(_COUNT_SCRIPT)
+            results = self._script(keys=[self._members_key], args=args)
         except RedisError as exc:
-            log.warning("connection count not shared (message queue: %s)", exc)
+            log.warning("connection limits checked on this worker only, %d release(s) not "
+                        "shared (message queue: %s)", len(releases), exc)
+            return
+        for request, counted in zip(admits, results, strict=True):
+            request.result = bool(counted)
 
     def refresh(self) -> None:
         """Keep this worker's hash alive (the heartbeat); a Redis that lost it (a restart

@@ -94,6 +94,12 @@ class Sessions:
         self._unsaved: dict[str, str] = {}
         self._written: set[str] = set()
         self._writing: set[str] = set()  # the batch being written
+        # Records of sockets gone, parked by the next `flush` before its saves (a
+        # reconnect that claims one meanwhile takes it from the hash; its new save then
+        # comes after the park, which finds nothing to move): [(pid, record or None,
+        # until)]; and the first saves of sockets gone before they were written.
+        self._unparked: list[tuple[str, str | None, float]] = []
+        self._unwritten_parks: dict[str, tuple[str, float]] = {}
         self._written_event = None  # set whenever a batch is done
         # set by the server: () -> an event, and (loop) -> None starting a background
         # task (the writer starts with the first save: in the worker, serving). None:
@@ -122,6 +128,9 @@ class Sessions:
         host = pid.partition(".")[0]
         self._holding.setdefault(host, set()).add(pid)
         self._unsaved[pid] = value
+        self._write_soon()
+
+    def _write_soon(self) -> None:
         if self.spawn is None:
             self.flush()
             return
@@ -132,15 +141,29 @@ class Sessions:
         self._wakeup.set()
 
     def flush(self) -> None:
-        """Write the saves made since the last flush, in one round trip (RedisError:
-        they are kept for the next one)."""
-        if not self._unsaved:
+        """Write the parks and saves made since the last flush, in one round trip, the
+        parks first (RedisError: they are kept for the next one)."""
+        if not (self._unsaved or self._unparked or self._unwritten_parks):
             return
         batch, self._unsaved = self._unsaved, {}
+        parks, self._unparked = self._unparked, []
+        unwritten, self._unwritten_parks = self._unwritten_parks, {}
         self._writing = set(batch)
         if self._written_event is not None:
             self._written_event.clear()
         pipe = self._redis().pipeline(transaction=False)
+        now = time.monotonic()
+        if parks:
+            if self._park is None:
+                self._park = self._redis().register_script(_PARK_SCRIPT)
+            for pid, record, until in parks:
+                left = int((until - now) * 1000)
+                args = [pid] + ([record, left] if record is not None and left > 0 else [])
+                self._park(keys=[self._hash(pid.partition(".")[0]), self._own(pid)], args=args,
+                           client=pipe)
+        for pid, (record, until) in unwritten.items():  # never in the hash: parked as is
+            if (left := int((until - now) * 1000)) > 0:
+                pipe.set(self._own(pid), record, px=left)
         hosts = set()
         for pid, value in batch.items():
             host = pid.partition(".")[0]
@@ -151,7 +174,10 @@ class Sessions:
         try:
             pipe.execute()
         except RedisError:
-            self._unsaved = {**batch, **self._unsaved}  # (newer saves win)
+            # (newer saves win; parks keep their order, before later ones)
+            self._unsaved = {**batch, **self._unsaved}
+            self._unparked = parks + self._unparked
+            self._unwritten_parks = {**unwritten, **self._unwritten_parks}
             raise
         else:
             self._written.update(batch)
@@ -172,30 +198,31 @@ class Sessions:
                 self._wakeup.set()
 
     def park(self, pid: str, record: dict | None) -> None:
-        """The socket is gone: keep (record) or forget (None) it for the window."""
+        """The socket is gone: keep (record) or forget (None) it for the window; written
+        by the next `flush`, before any later save (the pid's, if it comes back)."""
         if self._redis is None:
             if self._live.pop(pid, None) is not None and record is not None:
                 self._parked[pid] = (json.dumps(record), time.monotonic() + self.window)
             return
-        if self._park is None:
-            self._park = self._redis().register_script(_PARK_SCRIPT)
         host = pid.partition(".")[0]
         held = self._holding.get(host)
         if held is not None:
             held.discard(pid)
             if not held:
                 del self._holding[host]
+        until = time.monotonic() + self.window
+        value = json.dumps(record) if record else None
         if pid in self._writing and self._written_event is not None:
             self._written_event.wait(10.0)  # its save is on its way: parked after it
         self._unsaved.pop(pid, None)  # (the record parked is the latest)
-        if pid not in self._written:  # never in the hash, so never claimed from it
-            if record:
-                self._redis().set(self._own(pid), json.dumps(record),
-                                  px=int(self.window * 1000))
+        if pid in self._written:  # in the hash
+            self._written.discard(pid)
+            self._unparked.append((pid, value, until))
+        elif value is not None:  # never in the hash, so never claimed from it
+            self._unwritten_parks[pid] = (value, until)
+        else:
             return
-        self._written.discard(pid)
-        args = [pid] + ([json.dumps(record), int(self.window * 1000)] if record else [])
-        self._park(keys=[self._hash(host), self._own(pid)], args=args)
+        self._write_soon()
 
     def claim(self, pid: str) -> tuple[dict, str] | None:
         """The record of `pid` and where it was ("parked", "live"), taken once."""

@@ -70,6 +70,10 @@ class RealtimeServer(ServerHooks):
             shared = SharedCounts(manager.publisher, manager.channel + ":conns", manager.host_id,
                                   manager.members_key, MEMBER_TTL)
             manager.heartbeat_hooks.append(lambda alive: shared.refresh())
+            # admits and releases in batches, a round trip each
+            shared.create_event = self.eio.create_event
+            shared.spawn = lambda loop: self.start_background_task(supervised, self.sleep, loop,
+                                                                   self.sleep)
         self.address_limit = ConnectionLimit(settings.max_connections_per_address, "address",
                                              shared)
         self.user_limit = ConnectionLimit(settings.max_connections_per_user, "user", shared)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import redis
 
-from app.core.limits import ConnectionLimit, SharedCounts
+from app.core.limits import _COUNT_SCRIPT, ConnectionLimit, SharedCounts
+from tests.helpers import wait_for
 
 
 def test_a_shared_limit_is_checked_and_counted_in_one_step(private_redis):
@@ -42,3 +44,52 @@ def test_a_connection_redis_could_not_count_is_not_uncounted(private_redis):
     private_redis.start()
     limit.release("a1")
     assert client.hget("t:conns:a", "user:alice") is None  # not -1
+
+
+def test_a_workers_admits_and_releases_go_in_batches_and_stay_exact(private_redis):
+    """Connects that come while a round trip is out wait for the next one, together
+    (a connect storm paid a round trip each): two script calls for ten admits, and the
+    limit still exact with the other worker's connections."""
+    client = redis.Redis(port=private_redis.port)
+    now_ms = int(time.time() * 1000)
+    client.zadd("t:workers", {"a": now_ms, "b": now_ms})
+    shared = SharedCounts(lambda: client, "t:conns", "a", "t:workers", member_ttl=60)
+    shared.create_event = threading.Event
+    shared.spawn = lambda loop: threading.Thread(target=loop, args=(time.sleep,),
+                                                 daemon=True).start()
+    limit = ConnectionLimit(10, "user", shared)
+    other = ConnectionLimit(10, "user", SharedCounts(lambda: client, "t:conns", "b",
+                                                     "t:workers", member_ttl=60))
+    for n in range(6):
+        assert other.admit(f"b{n}", "alice") is None
+    shared._script = client.register_script(_COUNT_SCRIPT)  # (loaded: no SCRIPT LOAD call)
+    calls = _script_calls(client)
+    results: dict[str, object] = {}
+
+    def connect(n: int) -> None:
+        results[f"a{n}"] = limit.admit(f"a{n}", "alice")
+
+    client.client_pause(10_000, all=False)  # the first batch waits in Redis
+    threads = [threading.Thread(target=connect, args=(n,)) for n in range(10)]
+    threads[0].start()
+    wait_for(lambda: shared._wakeup is not None and not shared._admits
+             and not shared._wakeup.is_set(), message="the first admit to be sent")
+    for thread in threads[1:]:
+        thread.start()
+    wait_for(lambda: len(shared._admits) == 9, message="the other admits to wait")
+    client.client_unpause()
+    for thread in threads:
+        thread.join(10)
+    admitted = [c for c, refused in results.items() if refused is None]
+    assert len(admitted) == 4  # 10, with the other worker's 6
+    assert client.hget("t:conns:a", "user:alice") == b"4"
+    assert _script_calls(client) - calls == 2
+    for connection in admitted:
+        limit.release(connection)
+    wait_for(lambda: client.hget("t:conns:a", "user:alice") is None,
+             message="the releases to be written")
+    assert _script_calls(client) - calls <= 4
+
+
+def _script_calls(client) -> int:
+    return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)

@@ -58,8 +58,9 @@ def test_a_twin_that_never_leaves_gives_a_fresh_socket():
 
 
 def test_records_are_written_behind_the_connect_in_batches(redis_server):
-    """A save is written by the next flush (one round trip for every save since); a
-    socket that leaves before its first flush is parked without ever being in the hash."""
+    """A save or a park is written by the next flush (one round trip for every one
+    since, the parks first); a socket that leaves before its first flush is parked
+    without ever being in the hash."""
     client = redis.Redis.from_url(redis_server.url)
     prefix = f"sessions-{time.monotonic_ns()}"
     sessions = Sessions(lambda: client, prefix, "w1", window=120)
@@ -79,7 +80,19 @@ def test_records_are_written_behind_the_connect_in_batches(redis_server):
     sessions.save("w1.p3", {**record, "sid": "s3"})
     sessions.park("w1.p3", {**record, "sid": "s3", "rooms": ["room:a"]})  # before any flush
     sessions.park("w1.p2", {**record, "sid": "s2"})
-    sessions.flush()  # (nothing left to write)
+    assert client.hlen(f"{prefix}:recovery:w:w1") == 2  # parks wait for the flush too
+    sessions.flush()
     assert client.hkeys(f"{prefix}:recovery:w:w1") == [b"w1.p0"]
     assert sessions.claim("w1.p3") == ({**record, "sid": "s3", "rooms": ["room:a"]}, "parked")
     assert sessions.claim("w1.p2") == ({**record, "sid": "s2"}, "parked")
+
+    # A socket gone and back before its park is written: the reconnect takes the record
+    # from the hash, and its new save (the same pid) follows the park, which finds
+    # nothing to move: the new record stays live, and nothing is parked.
+    sessions.park("w1.p0", {**record, "sid": "s0", "rooms": ["room:old"]})
+    assert sessions.claim("w1.p0") == ({**record, "sid": "s0"}, "live")
+    sessions.save("w1.p0", {**record, "sid": "s0-new"})
+    sessions.flush()
+    assert client.hkeys(f"{prefix}:recovery:w:w1") == [b"w1.p0"]
+    assert client.get(f"{prefix}:recovery:w1.p0") is None
+    assert sessions.claim("w1.p0") == ({**record, "sid": "s0-new"}, "live")
