@@ -91,7 +91,7 @@ def prepare_connections(worker) -> None:
 
 
 def on_worker_exit(worker) -> None:
-    """gunicorn `worker_exit`, in the worker, after its last connection closed."""
+    """gunicorn `worker_exit`, in the worker, after its last request ended."""
     wsgi = gunicorn_hooks.loaded_app(worker)
     if wsgi is None:
         # the app refused to load (a SettingsError at start): nothing joined the queue,

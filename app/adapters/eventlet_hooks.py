@@ -35,6 +35,17 @@ def os_socket(green):
     return getattr(green, "fd", None)
 
 
+def take_over(green):
+    """A new green socket on the descriptor of `green`, which lets it go (detached): a
+    connection that outlives the request whose socket `green` is (gunicorn's close of
+    that one then closes nothing). The descriptor keeps its number, so what the hub
+    knows of it stays right (a dup()'s new number left gevent's epoll a stale entry,
+    rebuilt at a cost of every watched socket)."""
+    raw = green.fd
+    family, kind, proto = raw.family, raw.type, raw.proto
+    return type(green)(type(raw)(family, kind, proto, fileno=raw.detach()))
+
+
 def on_readable(fileno: int, function) -> None:
     """Run `function()` in a new green thread once `fileno` is readable (once: watch
     again for more). The hub holds one listener meanwhile, not a parked green thread

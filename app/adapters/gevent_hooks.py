@@ -8,6 +8,15 @@ def os_socket(green):
     return getattr(green, "_sock", None)
 
 
+def take_over(green):
+    """A new gevent socket on the descriptor of `green`, which lets it go (detached):
+    see eventlet_hooks.take_over. (A dup()'s new number left libev's epoll a stale
+    entry for the old one, whose removal failed at the next event: libev then rebuilt
+    the whole epoll set, a system call per watched socket, on every such connect.)"""
+    family, kind, proto = green.family, green.type, green.proto
+    return type(green)(family, kind, proto, fileno=green.detach())
+
+
 def on_readable(fileno: int, function) -> None:
     """Run `function()` in a new green thread once `fileno` is readable (once: watch
     again for more). The event loop holds one I/O watcher meanwhile, not a parked green

@@ -154,7 +154,9 @@ class Lifecycle:
         self.draining = False
         self.drained = False  # the drain has finished (app/worker.py waits for it)
         self.in_flight = 0
-        # TCP sockets of this worker's open WebSocket connections (see app.sockets.server.wrap_wsgi).
+        # TCP sockets of this worker's WebSocket requests in progress: upgrades, and
+        # connections the async library's server reads (app.sockets.server.wrap_wsgi;
+        # the template's transport keeps its open ones itself).
         self.websockets: set[socket.socket] = set()
 
     def start_draining(self) -> bool:

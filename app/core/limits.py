@@ -1,14 +1,15 @@
 """Limits against floods: connections per client address, events per socket, attempts.
 
-Connections and events are per worker (kept in memory, no Redis round trip on the hot
-path): with W workers an address can hold up to W x MAX_CONNECTIONS_PER_ADDRESS
-connections. Put a global limit in the proxy too (nginx `limit_conn`,
-docs/security.md). Attempts (logins) are counted in Redis when a queue is configured,
-so they hold across workers and instances.
+Events are limited per socket, in memory (no Redis round trip on the hot path).
+Connections per address and per user, and attempts (logins), are counted in Redis when
+a queue is configured, so they hold across workers and instances (`SharedCounts`); without
+one, per worker. Put a global limit in the proxy too (nginx `limit_conn`,
+docs/security.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -38,39 +39,54 @@ def client_address(environ: dict, proxy_hops: int) -> str:
 # the workers registered in the queue's set (app/core/queue/membership.py) within its
 # TTL, and this one. Checked and counted at once: two workers admitting at the same
 # instant cannot both pass the last slot; admits of one field in a batch are counted
-# one after another.
+# one after another. After a failed round trip (its releases lost, or its script run
+# with the answer lost) the worker's hash is first written again from its own counts.
 # KEYS[1]: that set; ARGV: hash prefix, ttl ms, this worker, hash ttl s, the number of
-# releases n, n released fields, then (field, limit) per admit.
+# fields to write again m (-1: none), m (field, count) pairs, the number of releases n,
+# n released fields, then (field, limit) per admit.
 # Returns 1 (admitted, counted) or 0 per admit, in order.
 _COUNT_SCRIPT = """
 local mine = ARGV[1] .. ARGV[3]
-local n = tonumber(ARGV[5])
-for i = 6, 5 + n do
-  if redis.call('HINCRBY', mine, ARGV[i], -1) <= 0 then redis.call('HDEL', mine, ARGV[i]) end
-end
-local results = {}
-if #ARGV < 6 + n then return results end
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local others = {}
-for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[2]), '+inf')) do
-  if host ~= ARGV[3] then others[#others + 1] = ARGV[1] .. host end
-end
-for i = 6 + n, #ARGV, 2 do
-  local total = tonumber(redis.call('HGET', mine, ARGV[i]) or 0)
-  for _, key in ipairs(others) do
-    total = total + tonumber(redis.call('HGET', key, ARGV[i]) or 0)
+local i = 6
+local m = tonumber(ARGV[5])
+if m >= 0 then
+  redis.call('DEL', mine)
+  for _ = 1, m do
+    redis.call('HSET', mine, ARGV[i], ARGV[i + 1])
+    i = i + 2
   end
-  if total >= tonumber(ARGV[i + 1]) then
-    results[#results + 1] = 0
-  else
-    redis.call('HINCRBY', mine, ARGV[i], 1)
-    results[#results + 1] = 1
+end
+local n = tonumber(ARGV[i])
+for j = i + 1, i + n do
+  if redis.call('HINCRBY', mine, ARGV[j], -1) <= 0 then redis.call('HDEL', mine, ARGV[j]) end
+end
+i = i + n + 1
+local results = {}
+if #ARGV >= i then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local others = {}
+  for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ms - tonumber(ARGV[2]), '+inf')) do
+    if host ~= ARGV[3] then others[#others + 1] = ARGV[1] .. host end
+  end
+  for j = i, #ARGV, 2 do
+    local total = tonumber(redis.call('HGET', mine, ARGV[j]) or 0)
+    for _, key in ipairs(others) do
+      total = total + tonumber(redis.call('HGET', key, ARGV[j]) or 0)
+    end
+    if total >= tonumber(ARGV[j + 1]) then
+      results[#results + 1] = 0
+    else
+      redis.call('HINCRBY', mine, ARGV[j], 1)
+      results[#results + 1] = 1
+    end
   end
 end
 redis.call('EXPIRE', mine, tonumber(ARGV[4]))
 return results
 """
+# Seconds an admit waits for its batch: past it, admitted and not counted (logged).
+ADMIT_WAIT = 10.0
 
 
 class _Admit:
@@ -111,6 +127,7 @@ class SharedCounts:
         self._admits: list[_Admit] = []
         self._releases: list[str] = []
         self._wakeup = None
+        self._rewrite = False  # a round trip failed: write the hash again from `counts`
 
     def admit(self, field: str, limit: int) -> bool | None:
         """Count one more connection of `field` if the total is below `limit`: True
@@ -123,7 +140,13 @@ class SharedCounts:
             request.event = self.create_event()
             self._admits.append(request)
             self._wake()
-            request.event.wait()
+            if not request.event.wait(ADMIT_WAIT):
+                log.warning("connection limit checked on this worker only (no answer from "
+                            "the message queue in %.0fs)", ADMIT_WAIT)
+                request.result = None
+                with contextlib.suppress(ValueError):
+                    self._admits.remove(request)
+                self._rewrite = True  # (counted there, maybe)
         if request.result:
             self.counts[field] += 1
         return request.result
@@ -149,22 +172,37 @@ class SharedCounts:
 
     def _send_batches(self, sleep: Callable[[float], None]) -> None:
         """Background task: whatever was asked meanwhile, in one round trip."""
-        while True:
-            self._wakeup.wait()
-            self._wakeup.clear()
-            admits, self._admits = self._admits, []
-            releases, self._releases = self._releases, []
-            try:
-                self._count(admits, releases)
-            finally:
-                for request in admits:
-                    request.event.set()
+        wakeup = self._wakeup
+        try:
+            while True:
+                wakeup.wait()
+                wakeup.clear()
+                admits, self._admits = self._admits, []
+                releases, self._releases = self._releases, []
+                try:
+                    self._count(admits, releases)
+                except Exception:  # (not Redis's: logged) this batch goes uncounted
+                    log.exception("connection counts not shared")
+                    self._rewrite = True
+                finally:
+                    for request in admits:
+                        request.event.set()
+        finally:  # killed: the next admit or release starts another
+            self._wakeup = None
+            for request in self._admits:
+                request.event.set()
 
     def _count(self, admits: list[_Admit], releases: list[str]) -> None:
         """Releases then admits in one script call; each admit gets its result (None
         for all if Redis could not be asked)."""
-        args = [self._prefix + ":", self._member_ttl_ms, self.host, self.ttl, len(releases),
-                *releases]
+        args = [self._prefix + ":", self._member_ttl_ms, self.host, self.ttl]
+        rewrite = self._rewrite
+        if rewrite:  # what the hash holds before this batch's releases
+            held = self.counts + Counter(releases)
+            args += [len(held), *(x for item in held.items() for x in item)]
+        else:
+            args.append(-1)
+        args += [len(releases), *releases]
         for request in admits:
             args += (request.field, request.limit)
         try:
@@ -173,8 +211,11 @@ class SharedCounts:
             results = self._script(keys=[self._members_key], args=args)
         except RedisError as exc:
             log.warning("connection limits checked on this worker only, %d release(s) not "
-                        "shared (message queue: %s)", len(releases), exc)
+                        "shared yet (message queue: %s)", len(releases), exc)
+            self._rewrite = True
             return
+        if rewrite:
+            self._rewrite = False
         for request, counted in zip(admits, results, strict=True):
             request.result = bool(counted)
 
@@ -213,7 +254,10 @@ class ConnectionLimit:
                 self.release(connection)
                 return self._refusal(key)
             if counted:
-                self.counted.add(connection)
+                if self.key_of.get(connection) != key:  # released while Redis was asked
+                    self.shared.release(f"{self.what}:{key}")
+                else:
+                    self.counted.add(connection)
         return None
 
     def _refusal(self, key: str) -> AppError:

@@ -62,11 +62,13 @@ return false
 """
 
 # A socket is gone: park its record under its own key for the window, unless a
-# reconnect claimed it meanwhile (then the hash no longer has it, and nothing is
-# written). KEYS: worker hash, own key; ARGV: pid, [record, window ms].
+# reconnect claimed it meanwhile (then the hash no longer holds what this worker
+# wrote: nothing, or the record a reconnect on another worker saved since, which
+# stays). KEYS: worker hash, own key; ARGV: pid, the value written, [record, ms].
 _PARK_SCRIPT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[2] then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if ARGV[3] then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
 end
 return true
 """
@@ -92,13 +94,14 @@ class Sessions:
         # Saves are written behind the connect, a batch per round trip (`flush`): pid ->
         # record not written yet; and the pids written once at least (in the hash).
         self._unsaved: dict[str, str] = {}
-        self._written: set[str] = set()
+        self._written: dict[str, str] = {}  # pid -> the value written
         self._writing: set[str] = set()  # the batch being written
         # Records of sockets gone, parked by the next `flush` before its saves (a
         # reconnect that claims one meanwhile takes it from the hash; its new save then
-        # comes after the park, which finds nothing to move): [(pid, record or None,
-        # until)]; and the first saves of sockets gone before they were written.
-        self._unparked: list[tuple[str, str | None, float]] = []
+        # comes after the park, or, on another worker, differs from what this worker
+        # wrote: either way the park moves nothing): [(pid, the value written, record
+        # or None, until)]; and the first saves of sockets gone before they were written.
+        self._unparked: list[tuple[str, str, str | None, float]] = []
         self._unwritten_parks: dict[str, tuple[str, float]] = {}
         self._written_event = None  # set whenever a batch is done
         # set by the server: () -> an event, and (loop) -> None starting a background
@@ -156,9 +159,10 @@ class Sessions:
         if parks:
             if self._park is None:
                 self._park = self._redis().register_script(_PARK_SCRIPT)
-            for pid, record, until in parks:
+            for pid, written, record, until in parks:
                 left = int((until - now) * 1000)
-                args = [pid] + ([record, left] if record is not None and left > 0 else [])
+                args = [pid, written] + ([record, left] if record is not None and left > 0
+                                         else [])
                 self._park(keys=[self._hash(pid.partition(".")[0]), self._own(pid)], args=args,
                            client=pipe)
         for pid, (record, until) in unwritten.items():  # never in the hash: parked as is
@@ -186,6 +190,10 @@ class Sessions:
             if self._written_event is not None:
                 self._written_event.set()
 
+    def written(self) -> bool:
+        """Nothing waits to be written (a draining worker waits for this before it exits)."""
+        return not (self._unsaved or self._unparked or self._unwritten_parks or self._writing)
+
     def _write_behind(self, sleep: Callable[[float], None]) -> None:
         """Background task: `flush` whenever there is something to write."""
         while True:
@@ -199,7 +207,8 @@ class Sessions:
 
     def park(self, pid: str, record: dict | None) -> None:
         """The socket is gone: keep (record) or forget (None) it for the window; written
-        by the next `flush`, before any later save (the pid's, if it comes back)."""
+        by the next `flush`, before its saves, and only if the hash still holds what
+        this worker wrote (a reconnect may have claimed it, and saved anew, meanwhile)."""
         if self._redis is None:
             if self._live.pop(pid, None) is not None and record is not None:
                 self._parked[pid] = (json.dumps(record), time.monotonic() + self.window)
@@ -215,9 +224,9 @@ class Sessions:
         if pid in self._writing and self._written_event is not None:
             self._written_event.wait(10.0)  # its save is on its way: parked after it
         self._unsaved.pop(pid, None)  # (the record parked is the latest)
-        if pid in self._written:  # in the hash
-            self._written.discard(pid)
-            self._unparked.append((pid, value, until))
+        written = self._written.pop(pid, None)
+        if written is not None:  # in the hash
+            self._unparked.append((pid, written, value, until))
         elif value is not None:  # never in the hash, so never claimed from it
             self._unwritten_parks[pid] = (value, until)
         else:

@@ -17,8 +17,7 @@ until it kills them. Instead, on SIGTERM a worker:
    this is done (app/worker.py, `on_worker_exit`: open WebSockets hold no request).
 
 Before all that it tells the other workers it leaves the message queue
-(app/core/queue), so that they stop counting it at once: gunicorn may end the
-worker as soon as its last connection closes.
+(app/core/queue), so that they stop counting it at once.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ def drain(services: Services, handler_timeout: float) -> int:
     """Drain this worker's Socket.IO clients; return how many connections were closed."""
     sio, lifecycle = services.sio, services.lifecycle
     lifecycle.start_draining()
-    # First: once its last connection closes, gunicorn ends the worker, and later steps
-    # may never run; until then this worker stays subscribed and delivers.
+    # First, so that the others stop counting this worker at once; it stays subscribed
+    # and delivers until it exits.
     services.manager.leave()
     if not lifecycle.wait_idle(handler_timeout, sio.sleep):
         log.warning("shutdown: %d handler(s) still running after %.1fs", lifecycle.in_flight,
@@ -70,5 +69,7 @@ def drain(services: Services, handler_timeout: float) -> int:
     # reads the cut: the worker waits for both, as it exits once this returns.
     wait_until(lambda: not any(closing(session) for session in sessions.values())
                and not open_websockets(sio.eio), FAREWELL_GRACE, sio.sleep)
+    # the recovery records of the sockets gone are written behind: parked before exit
+    wait_until(sio.recovery.sessions.written, CLOSE_GRACE, sio.sleep)
     return len(sessions)
 

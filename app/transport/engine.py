@@ -44,7 +44,7 @@ from engineio.socket import Socket
 
 from app.adapters import engineio_hooks
 from app.adapters.gunicorn_hooks import connection_socket
-from app.core.lifecycle import Deadlines, sweep_paced
+from app.core.lifecycle import Deadlines, sweep_paced, wait_until
 from app.core.metrics import SLOW_CONSUMER_DISCONNECTS
 from app.transport import closing
 from app.transport.protocol import ConformantServer, ConformantSocket
@@ -61,6 +61,7 @@ from app.transport.websocket import (
     raw_socket,
     readable_waiter,
     reader_starter,
+    taker,
 )
 
 log = logging.getLogger("app.transport")
@@ -68,6 +69,8 @@ log = logging.getLogger("app.transport")
 MAX_QUEUED_BYTES = 4_000_000
 # Open WebSockets a worker serves (WORKER_CONNECTIONS).
 MAX_WEBSOCKETS = 10_000
+# Seconds an ended connection's flusher has to notice the cut before its socket closes.
+FLUSHER_GRACE = 1.0
 
 
 def packet_frame(pkt: packet.Packet) -> bytes:
@@ -456,16 +459,10 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             if not self.connected:  # a new session: it ends here, its address slot freed
                 self.close(wait=False, abort=True)
             return _bad_handshake()
-        try:
-            # The connection outlives this request (gunicorn closes its socket when the
-            # request ends): it is read when the event loop finds it readable, and no
-            # green thread waits on it meanwhile (memory per idle connection).
-            green = green.dup()
-        except OSError as exc:  # out of file descriptors
-            log.warning("%s: websocket refused (%s)", self.sid, exc)
-            if not self.connected:
-                self.close(wait=False, abort=True)
-            raise StopIteration from None  # gunicorn closes the socket: the client retries
+        # The connection outlives this request (gunicorn closes its socket when the
+        # request ends): it is read when the event loop finds it readable, and no green
+        # thread waits on it meanwhile (memory per idle connection).
+        green = server.take_over(green)
         raw = raw_socket(green)
         ws = WebSocket(green, raw, server.wait_readable, server.max_http_buffer_size,
                        server.pause)
@@ -557,6 +554,9 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
             error = exc
         try:
             self._end(ws, writer, error)
+            # a flusher waiting to write wakes on the cut (abort): closed under it, its
+            # wait would outlive the descriptor
+            wait_until(lambda: not writer.flushing, FLUSHER_GRACE, self.server.sleep)
         finally:
             error = None  # its traceback may hold this frame: freed now, not by the GC
             self.server.open_websockets.discard(ws.green)
@@ -691,6 +691,7 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
         # the sockets of open WebSockets read by `Session._read` (the drain cuts them)
         self.open_websockets: set = set()
         self.on_readable = reader_starter(self.async_mode)
+        self.take_over = taker(self.async_mode)
         # Pings are sent when due, late by `resolution` at most: the client allows
         # pingInterval + pingTimeout, and python-engineio's grace period covers the rest.
         self.pings = Deadlines(self.start_background_task, self.sleep,

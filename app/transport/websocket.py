@@ -117,6 +117,15 @@ def readable_waiter(async_mode: str | None):
     return None
 
 
+def taker(async_mode: str | None):
+    """take_over(green) -> a green socket on its descriptor, which `green` lets go."""
+    if async_mode == "eventlet":
+        return eventlet_hooks.take_over
+    if async_mode == "gevent":
+        return gevent_hooks.take_over
+    return None
+
+
 def reader_starter(async_mode: str | None):
     """on_readable(fileno, read): run read() in a new green thread once the socket is
     readable. An open connection keeps no green thread while it is idle, only the

@@ -261,6 +261,42 @@ def test_the_os_socket_is_found_under_a_gevent_socket():
         green.close()
 
 
+def a_taken_over_socket_keeps_its_descriptor(take_over, green_socket) -> None:
+    """take_over(green): a new green socket on the same descriptor number (what the
+    event loop knows of it stays right), which the old one's close leaves open, and
+    whose OS socket the transport can write to directly."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    green = green_socket(fileno=accepted.detach())
+    fileno = green.fileno()
+    taken = take_over(green)
+    try:
+        assert taken.fileno() == fileno
+        green.close()  # gunicorn's, at the request's end
+        assert raw_socket(taken) is not None
+        taken.sendall(b"still open")
+        assert peer.recv(100) == b"still open"
+    finally:
+        taken.close()
+        peer.close()
+        listener.close()
+
+
+@eventlet_pass
+def test_eventlet_takes_over_a_sockets_descriptor():
+    from eventlet.green import socket as green_socket
+
+    a_taken_over_socket_keeps_its_descriptor(eventlet_hooks.take_over, green_socket.socket)
+
+
+@gevent_pass
+def test_gevent_takes_over_a_sockets_descriptor():
+    import gevent.socket
+
+    a_taken_over_socket_keeps_its_descriptor(gevent_hooks.take_over, gevent.socket.socket)
+
+
 def readable_watch_runs_once_in_a_green_thread(on_readable, sleep, current, hub) -> None:
     """`on_readable(fd, fn)`: fn runs once the socket is readable, in a new green thread
     (not the event loop's: it may wait), once per watch, and leaves no garbage for the

@@ -93,3 +93,46 @@ def test_a_workers_admits_and_releases_go_in_batches_and_stay_exact(private_redi
 
 def _script_calls(client) -> int:
     return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_counts_lost_with_a_failed_round_trip_are_written_again(private_redis):
+    """A release lost with its round trip (or an admit Redis ran but whose answer was
+    lost) would hold a slot for the worker's life: the next round trip first writes the
+    worker's hash again from its own counts."""
+    client = redis.Redis(port=private_redis.port)
+    shared = SharedCounts(lambda: client, "t:conns", "a", "t:workers", member_ttl=60)
+    limit = ConnectionLimit(5, "user", shared)
+    assert limit.admit("a1", "alice") is None and limit.admit("a2", "alice") is None
+    script = shared._script
+
+    def unreachable(**kwargs):
+        raise redis.ConnectionError("the message queue is down")
+
+    shared._script = unreachable
+    limit.release("a1")  # lost
+    assert client.hget("t:conns:a", "user:alice") == b"2"
+    shared._script = script
+    assert limit.admit("a3", "alice") is None
+    assert client.hget("t:conns:a", "user:alice") == b"2"  # a2 and a3
+
+
+def test_a_connection_gone_while_its_admit_waited_is_not_counted(private_redis):
+    """A connection ended while Redis was asked (a drain, a twin's end) has released
+    already: its count, once Redis answers, is released too."""
+    client = redis.Redis(port=private_redis.port)
+    shared = SharedCounts(lambda: client, "t:conns", "a", "t:workers", member_ttl=60)
+    shared.create_event = threading.Event
+    shared.spawn = lambda loop: threading.Thread(target=loop, args=(time.sleep,),
+                                                 daemon=True).start()
+    limit = ConnectionLimit(5, "user", shared)
+    client.client_pause(10_000, all=False)
+    done = threading.Event()
+    threading.Thread(target=lambda: (limit.admit("a1", "alice"), done.set())).start()
+    wait_for(lambda: "a1" in limit.key_of and not shared._admits,
+             message="the admit to be sent")
+    limit.release("a1")
+    client.client_unpause()
+    assert done.wait(10)
+    wait_for(lambda: client.hget("t:conns:a", "user:alice") is None,
+             message="the count to be released")
+    assert "a1" not in limit.counted and not shared.counts

@@ -96,3 +96,16 @@ def test_records_are_written_behind_the_connect_in_batches(redis_server):
     assert client.hkeys(f"{prefix}:recovery:w:w1") == [b"w1.p0"]
     assert client.get(f"{prefix}:recovery:w1.p0") is None
     assert sessions.claim("w1.p0") == ({**record, "sid": "s0-new"}, "live")
+
+    # ...or back on another worker, which saves its new record (in the pid's worker's
+    # hash) before this worker's park is written: the park moves only what this worker
+    # wrote, and the new record stays live.
+    sessions.save("w1.p4", {**record, "sid": "s4"})
+    sessions.flush()
+    sessions.park("w1.p4", {**record, "sid": "s4", "rooms": ["room:old"]})
+    other = Sessions(lambda: client, prefix, "w2", window=120)
+    assert other.claim("w1.p4") == ({**record, "sid": "s4"}, "live")
+    other.save("w1.p4", {**record, "sid": "s4", "rooms": ["room:new"]})
+    sessions.flush()
+    assert client.get(f"{prefix}:recovery:w1.p4") is None
+    assert other.claim("w1.p4") == ({**record, "sid": "s4", "rooms": ["room:new"]}, "live")
