@@ -209,7 +209,7 @@ class RealtimeServer(ServerHooks):
         # python-socketio's emit hands each local recipient its event here (and only
         # emits do: acks and connects take send_socketio_packet): counted for /metrics.
         deliveries.pending += 1
-        super().send_engineio_packet(eio_sid, eio_pkt)
+        self.eio.send_packet(eio_sid, eio_pkt)  # (python-socketio's step is this call)
 
     def run_event_handler(self, server, sid, eio_sid, data, namespace, id):
         # python-socketio's, with the ack sent once the handler's publishes are done

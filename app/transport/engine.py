@@ -7,10 +7,13 @@ client is a queue put, a switch to that client's writer and a send. This module
 keeps the protocol and replaces that machinery (measured in docs/performance.md):
 
 - `FrameWriter`: a packet is framed once per emit (the frame is cached on the
-  packet, which python-socketio shares between a room's members) and appended to
-  the connection's backlog; `WriteBatch` writes every backlog at the end of the
-  event loop's turn with one non-blocking send. Only when the kernel buffer is full
-  does the rest wait for a green thread started for it, which ends when it is done.
+  packet, which python-socketio shares between a room's members). A connection's
+  first frame of a turn is written at once when its recent turns brought one frame
+  each (a room's median member otherwise waited for every member's frame to be
+  queued); the rest is appended to its backlog, and `WriteBatch` writes every
+  backlog at the end of the event loop's turn with one non-blocking send (a burst:
+  one send for all its frames). Only when the kernel buffer is full does the rest
+  wait for a green thread started for it, which ends when it is done.
 - `EngineServer`: one pinger per worker sends every session its Engine.IO pings,
   instead of one sleeping green thread per session.
 - `Session`: python-engineio's socket with that writer. On a plain socket without
@@ -67,6 +70,8 @@ from app.transport.websocket import (
 log = logging.getLogger("app.transport")
 # Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
 MAX_QUEUED_BYTES = 4_000_000
+# Turns of one frame each before a connection's first frame of a turn goes out at once.
+CALM_TURNS = 3
 # Open WebSockets a worker serves (WORKER_CONNECTIONS).
 MAX_WEBSOCKETS = 10_000
 # Seconds an ended connection's flusher has to notice the cut before its socket closes.
@@ -102,6 +107,12 @@ class WriteBatch:
         writers, self.writers = self.writers, []
         for n, writer in enumerate(writers):
             writer.batched = False
+            # a burst (several frames this turn): batched for the next turns too
+            if len(writer.pending) + writer.sent_at_once > 1:
+                writer.calm = 0
+            elif writer.calm < CALM_TURNS:
+                writer.calm += 1
+            writer.sent_at_once = False
             try:
                 writer.send_pending()
             except Exception:  # one connection's failure must not stall the others
@@ -136,6 +147,8 @@ class FrameWriter:
         self.green = green
         self.pending: list = []  # frames (direct) or messages (through the library)
         self.batched = False
+        self.calm = CALM_TURNS  # its turns with frames since one had several
+        self.sent_at_once = False  # this turn's first frame went out at once
         self.flushing = False
         self.closing = False
         self.closed = False
@@ -159,6 +172,22 @@ class FrameWriter:
 
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
+            return
+        if not self.batched and not self.flushing and self.calm >= CALM_TURNS:
+            # the connection's first frame this turn, after calm turns: out at once (a
+            # room's median member had waited for every other member's frame to be
+            # queued); later ones this turn go with the batch, one send for them all
+            self.batched = self.sent_at_once = True
+            self.batch.add(self)
+            try:
+                sent = self.raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.abort()
+                return
+            if sent < len(frame):
+                self.pending.append(frame[sent:])
             return
         self.pending.append(frame)
         if not self.batched:  # (a burst's later frames stop here: one check)
@@ -711,6 +740,18 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
                 sessions[sid] = session
             value = sessions
         super().__setattr__(name, value)
+
+    def send_packet(self, sid, pkt):
+        # Every recipient of every emit comes here: an open WebSocket session's packet
+        # goes to its writer with no more calls than needed (python-engineio's path is
+        # three more, and two lookups of the session).
+        session = self.sockets.get(sid)
+        writer = session.writer if session is not None else None
+        if writer is None or session.closed:
+            return super().send_packet(sid, pkt)
+        if not session.last_ping or session.check_ping_timeout():
+            writer.write(pkt)
+        return None
 
     def handle_request(self, environ, start_response):
         # python-engineio answers 400 to a WebSocket for a session already on one,

@@ -80,6 +80,35 @@ def over_the_byte_bound(server) -> dict:
     return {"cut_after": written, "cut": writer.closed, "kept": writer.backlog}
 
 
+def at_once_then_batched(server) -> dict:
+    """A calm connection's first frame of a turn is written at once, not at the end of
+    the turn (a room's median member waited for every member's frame to be queued);
+    the next ones that turn wait for the batch. A connection whose turn brought several
+    frames is batched from its first frame, for CALM_TURNS turns."""
+    writer_end, peer = socket.socketpair()
+    writer = FrameWriter(None, writer_end, server, WriteBatch(server), raw_socket(writer_end))
+    peer.setblocking(False)
+
+    def unread() -> bytes:
+        try:
+            return peer.recv(1 << 16)
+        except BlockingIOError:
+            return b""
+
+    writer.write(packet.Packet(packet.MESSAGE, data="first"))
+    first = unread()  # (no yield since the write)
+    writer.write(packet.Packet(packet.MESSAGE, data="second"))
+    second_before_the_turn = unread()
+    server.sleep(0.05)
+    second_after = unread()
+    writer.write(packet.Packet(packet.MESSAGE, data="third"))
+    third_before_the_turn = unread()  # the last turn brought two: batched now
+    server.sleep(0.05)
+    return {"first_at_once": first.endswith(b"4first"),
+            "second_waited": second_before_the_turn == b"" and second_after.endswith(b"4second"),
+            "after_a_burst_batched": third_before_the_turn == b"" and unread().endswith(b"4third")}
+
+
 def main() -> None:
     server = engineio.Server(async_mode=MODE)
     server.max_queued_bytes = 50_000_000  # this run pauses its reader on purpose
@@ -96,7 +125,8 @@ def main() -> None:
     print(json.dumps({"direct": writer.raw is not None, "flushing_while_paused":
                       flushing_while_paused, "in_order": received == sent,
                       "flushing_after": writer.flushing, "backlog_after": writer.backlog,
-                      "overflow": over_the_byte_bound(server)}))
+                      "overflow": over_the_byte_bound(server),
+                      "at_once": at_once_then_batched(server)}))
 
 
 main()

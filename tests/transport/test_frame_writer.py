@@ -26,3 +26,5 @@ def test_frames_written_directly_and_from_the_backlog_arrive_whole_and_in_order(
     overflow = seen["overflow"]
     assert overflow["cut"] is True and overflow["kept"] == 0
     assert 15 <= overflow["cut_after"] <= 25  # ~200 KB of 10 KB frames
+    assert seen["at_once"] == {"first_at_once": True, "second_waited": True,
+                               "after_a_burst_batched": True}
