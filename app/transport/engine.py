@@ -70,7 +70,8 @@ from app.transport.websocket import (
 log = logging.getLogger("app.transport")
 # Bytes waiting for one client that does not read before it is cut (MAX_QUEUED_BYTES).
 MAX_QUEUED_BYTES = 4_000_000
-# Turns of one frame each before a connection's first frame of a turn goes out at once.
+# A connection's turns with frames, one frame each, after one with several (a burst, or
+# a send the kernel took only part of), before its first frame of a turn goes out at once.
 CALM_TURNS = 3
 # Open WebSockets a worker serves (WORKER_CONNECTIONS).
 MAX_WEBSOCKETS = 10_000
@@ -173,7 +174,7 @@ class FrameWriter:
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
             return
-        if not self.batched and not self.flushing and self.calm >= CALM_TURNS:
+        if not (self.batched or self.flushing or self.pending) and self.calm >= CALM_TURNS:
             # the connection's first frame this turn, after calm turns: out at once (a
             # room's median member had waited for every other member's frame to be
             # queued); later ones this turn go with the batch, one send for them all
