@@ -71,9 +71,7 @@ class RealtimeServer(ServerHooks):
                                   manager.members_key, MEMBER_TTL)
             manager.heartbeat_hooks.append(lambda alive: shared.refresh())
             # admits and releases in batches, a round trip each
-            shared.create_event = self.eio.create_event
-            shared.spawn = lambda loop: self.start_background_task(supervised, self.sleep, loop,
-                                                                   self.sleep)
+            shared.create_event, shared.spawn = self.eio.create_event, self._spawn_supervised
         self.address_limit = ConnectionLimit(settings.max_connections_per_address, "address",
                                              shared)
         self.user_limit = ConnectionLimit(settings.max_connections_per_user, "user", shared)
@@ -91,9 +89,7 @@ class RealtimeServer(ServerHooks):
         if hasattr(manager, "heartbeat_hooks"):
             manager.heartbeat_hooks.append(lambda alive: sessions.refresh())
             # records written behind the connect, a batch per round trip
-            sessions.create_event = self.eio.create_event
-            sessions.spawn = lambda loop: self.start_background_task(supervised, self.sleep, loop,
-                                                                     self.sleep)
+            sessions.create_event, sessions.spawn = self.eio.create_event, self._spawn_supervised
         # Under python-engineio's own transport (ENGINEIO_TRANSPORT=stock), an ended
         # session's WebSocket could stay open: while its writer waits on a client that
         # does not read (a slow consumer kept its connection and queue), and on gevent
@@ -106,6 +102,10 @@ class RealtimeServer(ServerHooks):
         self._connecting: dict[str, _Connecting] = {}
         # connections already logged for an event outside their namespaces
         self._told_unconnected: set[str] = set()
+
+    def _spawn_supervised(self, loop) -> None:
+        """A background loop(sleep) for the worker's life (restarted if it fails)."""
+        self.start_background_task(supervised, self.sleep, loop, self.sleep)
 
     def engineio_server_class(self):
         return self.engineio_class  # app/transport: the Engine.IO transport layer

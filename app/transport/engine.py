@@ -18,8 +18,8 @@ keeps the protocol and replaces that machinery (measured in docs/performance.md)
   instead of one sleeping green thread per session.
 - `Session`: python-engineio's socket with that writer. On a plain socket without
   permessage-deflate it speaks RFC 6455 itself (app/transport/websocket.py), and no
-  green thread waits on an idle connection: the connection's socket outlives its
-  HTTP request (a duplicate of it), the event loop watches it, and a green thread
+  green thread waits on an idle connection: the connection's descriptor outlives its
+  HTTP request (taken over), the event loop watches it, and a green thread
   started when it is readable handles what came, then ends (`Session._read`). Its
   reads also refuse frames that are not Engine.IO packets (the stock loop decoded
   them outside its error handling: the WSGI server wrote an HTTP 500 into the open
@@ -60,11 +60,10 @@ from app.transport.websocket import (
     WebSocket,
     accept,
     encode_frame,
+    green_hooks,
     pauser,
     raw_socket,
     readable_waiter,
-    reader_starter,
-    taker,
 )
 
 log = logging.getLogger("app.transport")
@@ -720,8 +719,9 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
         self.max_websockets = max_websockets
         # the sockets of open WebSockets read by `Session._read` (the drain cuts them)
         self.open_websockets: set = set()
-        self.on_readable = reader_starter(self.async_mode)
-        self.take_over = taker(self.async_mode)
+        hooks = green_hooks(self.async_mode)
+        self.on_readable = hooks.on_readable if hooks else None
+        self.take_over = hooks.take_over if hooks else None
         # Pings are sent when due, late by `resolution` at most: the client allows
         # pingInterval + pingTimeout, and python-engineio's grace period covers the rest.
         self.pings = Deadlines(self.start_background_task, self.sleep,

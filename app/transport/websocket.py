@@ -117,24 +117,12 @@ def readable_waiter(async_mode: str | None):
     return None
 
 
-def taker(async_mode: str | None):
-    """take_over(green) -> a green socket on its descriptor, which `green` lets go."""
-    if async_mode == "eventlet":
-        return eventlet_hooks.take_over
-    if async_mode == "gevent":
-        return gevent_hooks.take_over
-    return None
-
-
-def reader_starter(async_mode: str | None):
-    """on_readable(fileno, read): run read() in a new green thread once the socket is
-    readable. An open connection keeps no green thread while it is idle, only the
-    event loop's watch of its socket (docs/performance.md)."""
-    if async_mode == "eventlet":
-        return eventlet_hooks.on_readable
-    if async_mode == "gevent":
-        return gevent_hooks.on_readable
-    return None
+def green_hooks(async_mode: str | None):
+    """The adapter module of the async library (app/adapters): its `take_over` (a
+    connection's descriptor kept past its request) and `on_readable` (a green thread
+    started once a socket is readable: an idle connection keeps no green thread, only
+    the event loop's watch of its socket, docs/performance.md); None for another mode."""
+    return {"eventlet": eventlet_hooks, "gevent": gevent_hooks}.get(async_mode)
 
 
 def pauser(async_mode: str | None):
