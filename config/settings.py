@@ -257,6 +257,8 @@ class Settings:
                 problems.append(f"{name.upper()} must be positive")
         if self.recovery_window_seconds < 0:
             problems.append("RECOVERY_WINDOW_SECONDS must be 0 (off) or more")
+        if not self.jwt_secret:  # (PyJWT refuses an empty HMAC key: app/adapters/jwt_hooks.py)
+            problems.append("JWT_SECRET must not be empty")
         if self.history_max_length < 0 or self.history_on_join < 0:
             problems.append("HISTORY_MAX_LENGTH and HISTORY_ON_JOIN must be 0 or more")
         if self.token_warning_seconds < 0 or self.token_warning_seconds >= self.jwt_ttl_seconds:

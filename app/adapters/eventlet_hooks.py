@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.adapters.hooks import Runners
+
 
 def set_thread_pool_size(threads: int) -> None:
     """Size eventlet's OS thread pool (tpool), unless it started already."""
@@ -47,10 +49,11 @@ def take_over(green):
 
 
 def on_readable(fileno: int, function) -> None:
-    """Run `function()` in a new green thread once `fileno` is readable (once: watch
-    again for more). The hub holds one listener meanwhile, not a parked green thread
-    (memory per idle connection, docs/performance.md). `hub.add` is what eventlet's own
-    trampoline waits with; the listener is removed when it fires, as trampoline does."""
+    """Run `function()` in a green thread of its own once `fileno` is readable (once:
+    watch again for more). The hub holds one listener meanwhile, not a parked green
+    thread (memory per idle connection, docs/performance.md). `hub.add` is what
+    eventlet's own trampoline waits with; the listener is removed when it fires, as
+    trampoline does."""
     from eventlet.hubs import get_hub
 
     hub = get_hub()
@@ -67,12 +70,10 @@ class _ReadWatch:
         self.hub, self.function, self.listener = hub, function, None
 
     def ready(self, _fileno) -> None:
-        from eventlet import spawn_n
-
         listener, self.listener = self.listener, None
         if listener is not None:
             self.hub.remove(listener)
-            spawn_n(self.function)
+            _RUNNERS.start(self.function)
 
     def obsolete(self, *_exc) -> None:  # the descriptor was closed under the watch:
         self.ready(None)  # the function reads it and fails
@@ -80,3 +81,24 @@ class _ReadWatch:
 
 def _nothing() -> None:
     pass
+
+
+def _spawn(function, argument) -> None:
+    from eventlet import spawn_n
+
+    spawn_n(function, argument)
+
+
+def _resume(green, value) -> None:
+    from eventlet.hubs import get_hub
+
+    get_hub().schedule_call_global(0, green.switch, value)
+
+
+def _park():
+    from eventlet.hubs import get_hub
+
+    return get_hub().switch()
+
+
+_RUNNERS = Runners(32, _spawn, _resume, _park)

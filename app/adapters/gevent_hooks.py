@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.adapters.hooks import Runners
+
 
 def os_socket(green):
     """The OS socket under a gevent socket, or None."""
@@ -18,9 +20,9 @@ def take_over(green):
 
 
 def on_readable(fileno: int, function) -> None:
-    """Run `function()` in a new green thread once `fileno` is readable (once: watch
-    again for more). The event loop holds one I/O watcher meanwhile, not a parked green
-    thread (memory per idle connection, docs/performance.md)."""
+    """Run `function()` in a green thread of its own once `fileno` is readable (once:
+    watch again for more). The event loop holds one I/O watcher meanwhile, not a parked
+    green thread (memory per idle connection, docs/performance.md)."""
     from gevent import get_hub
 
     watch = _ReadWatch(function)
@@ -37,10 +39,29 @@ class _ReadWatch:
         self.function, self.watcher = function, None
 
     def ready(self) -> None:
-        from gevent import spawn_raw
-
         watcher, self.watcher = self.watcher, None
         if watcher is not None:
             watcher.stop()
             watcher.close()
-            spawn_raw(self.function)
+            _RUNNERS.start(self.function)
+
+
+def _spawn(function, argument) -> None:
+    from gevent import spawn_raw
+
+    spawn_raw(function, argument)
+
+
+def _resume(green, value) -> None:
+    from gevent import get_hub
+
+    get_hub().loop.run_callback(green.switch, value)
+
+
+def _park():
+    from gevent import get_hub
+
+    return get_hub().switch()
+
+
+_RUNNERS = Runners(32, _spawn, _resume, _park)

@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 
+from app.adapters.jwt_hooks import hmac_codec
 from app.core.errors import AuthError
 from config.settings import Settings
 
@@ -58,6 +59,7 @@ class TokenService:
         self._refresh_ttl = settings.refresh_ttl_seconds
         self._leeway = settings.jwt_leeway_seconds
         self._max_length = settings.max_token_length
+        self._codec = hmac_codec(self._algorithm, self._key)
 
     @property
     def ttl(self) -> int:
@@ -75,7 +77,7 @@ class TokenService:
         claims = {"sub": user_id, "name": name, "role": role, "iat": now, "exp": now + ttl,
                   "iss": self._issuer, "aud": self._audience, "jti": uuid.uuid4().hex,
                   "typ": kind, **extra}
-        return jwt.encode(claims, self._key, algorithm=self._algorithm)
+        return self._codec.encode(claims, self._key, algorithm=self._algorithm)
 
     def verify(self, token: Any, kind: str = ACCESS) -> Identity:
         """Return the identity in `token` or raise AuthError with a precise code.
@@ -92,7 +94,7 @@ class TokenService:
         if len(token) > self._max_length:
             raise AuthError("the token is too long", code="malformed_token")
         try:
-            claims = jwt.decode(
+            claims = self._codec.decode(
                 token, self._key, algorithms=[self._algorithm], audience=self._audience,
                 issuer=self._issuer, leeway=self._leeway,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},

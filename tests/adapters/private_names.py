@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-LIBRARIES = ("socketio", "engineio", "gunicorn", "eventlet", "gevent")
+LIBRARIES = ("socketio", "engineio", "gunicorn", "eventlet", "gevent", "jwt")
 INTERNAL_STRINGS = {"gunicorn.socket", "eventlet.input"}
 
 

@@ -355,6 +355,65 @@ def test_gevent_runs_a_green_thread_when_a_socket_is_readable():
         gevent_hooks.on_readable, gevent.sleep, greenlet.getcurrent, gevent.get_hub)
 
 
+def readable_watches_reuse_green_threads_with_fresh_contexts(on_readable, sleep, current) -> None:
+    """The green thread a watch ran its function in runs the next one (parked between
+    them, not started anew), each function in a fresh context, and one that raises
+    leaves the next ones running."""
+    import contextvars
+
+    probe = contextvars.ContextVar("probe", default=None)
+    ours, theirs = socket.socketpair()
+    seen = []
+
+    def run(fail=False):
+        ours.recv(1)
+        seen.append((current(), probe.get()))
+        probe.set("left behind")
+        if fail:
+            raise RuntimeError("a function that fails (expected in this test)")
+
+    def watch(function) -> None:
+        count = len(seen)
+        theirs.send(b"x")
+        on_readable(ours.fileno(), function)
+        for _ in range(500):
+            if len(seen) > count:
+                break
+            sleep(0.01)
+        sleep(0)  # (it parks after its function)
+
+    try:
+        watch(run)
+        watch(run)
+        watch(lambda: run(fail=True))
+        watch(run)
+        assert len(seen) == 4
+        assert seen[1][0] is seen[0][0] and seen[2][0] is seen[0][0]  # reused
+        assert seen[3][0] is not seen[0][0]  # the one that raised ended
+        assert [value for _, value in seen] == [None] * 4  # a fresh context each time
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@eventlet_pass
+def test_eventlet_readable_watches_reuse_green_threads():
+    import eventlet
+    import greenlet
+
+    readable_watches_reuse_green_threads_with_fresh_contexts(
+        eventlet_hooks.on_readable, eventlet.sleep, greenlet.getcurrent)
+
+
+@gevent_pass
+def test_gevent_readable_watches_reuse_green_threads():
+    import gevent
+    import greenlet
+
+    readable_watches_reuse_green_threads_with_fresh_contexts(
+        gevent_hooks.on_readable, gevent.sleep, greenlet.getcurrent)
+
+
 def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
     """RoomIndex replaces python-socketio's walk over every room on a disconnect (and in
     get_rooms) with each socket's own rooms, and repeats the rest of the library's
@@ -531,3 +590,29 @@ def test_a_failure_after_a_write_is_noted_by_the_retry():
     with pytest.raises(redis.ConnectionError):
         retry.call_with_retry(do, lambda error, *count: None)
     assert len(calls) == 2 and redis_hooks.maybe_sent()
+
+
+def test_a_jwt_codec_with_a_prepared_key_signs_and_verifies_as_pyjwt_does():
+    """app/adapters/jwt_hooks.py: PyJWT's own codec takes the registered algorithm (its
+    `_jws`), and the prepared key changes nothing but the cost."""
+    import jwt
+
+    from app.adapters import jwt_hooks
+
+    secret, claims = "s" * 40, {"sub": "alice"}
+    codec = jwt_hooks.hmac_codec("HS384", secret)
+    assert isinstance(codec._jws.get_algorithm_by_name("HS384"), jwt_hooks._PreparedKey)
+    token = codec.encode(claims, secret, algorithm="HS384")
+    assert token == jwt.encode(claims, secret, algorithm="HS384")
+    assert codec.decode(token, secret, algorithms=["HS384"]) == claims
+    with pytest.raises(jwt.InvalidSignatureError):
+        codec.decode(token, "t" * 40, algorithms=["HS384"])
+    with pytest.raises(jwt.InvalidSignatureError):  # signed with another secret
+        codec.decode(jwt.encode(claims, "t" * 40, algorithm="HS384"), secret,
+                     algorithms=["HS384"])
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        codec.decode(jwt.encode(claims, secret, algorithm="HS256"), secret,
+                     algorithms=["HS384"])
+    assert jwt.decode(token, secret, algorithms=["HS384"]) == claims  # PyJWT's own: as before
+    with pytest.raises(jwt.InvalidKeyError):  # a key PyJWT refuses is refused at once
+        jwt_hooks.hmac_codec("HS256", "")

@@ -1,4 +1,4 @@
-"""No private name of python-socketio, python-engineio, gunicorn, eventlet or gevent
+"""No private name of python-socketio, python-engineio, gunicorn, eventlet, gevent or PyJWT
 is used outside app/adapters (tests/adapters/private_names.py says what counts)."""
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ def test_environment_values_are_typed():
     ("ENGINEIO_TRANSPORT", "bespoke", "ENGINEIO_TRANSPORT must be one of template, stock"),
     ("WORKERS", "0", "WORKERS"),
     ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of CRITICAL"),
+    ("JWT_SECRET", "", "JWT_SECRET must not be empty"),
 ])
 def test_bad_values_are_refused_with_their_name(name, value, fragment):
     with pytest.raises(SettingsError, match=fragment):
