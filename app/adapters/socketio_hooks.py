@@ -54,6 +54,33 @@ class RedisManagerHooks(Hooked, socketio.RedisManager):
     }
 
 
+class _SidSet(dict):
+    """The library's list of sids (`append`, `remove`, `in`, `len`), in O(1) each;
+    a sid appended twice is in it once."""
+
+    __slots__ = ()
+
+    def append(self, sid) -> None:
+        self[sid] = None
+
+    def remove(self, sid) -> None:
+        del self[sid]
+
+
+class _PendingSids(dict):
+    """namespace -> `_SidSet`: the library stores a new list, this keeps a set."""
+
+    __slots__ = ()
+
+    def __setitem__(self, namespace, sids) -> None:
+        super().__setitem__(namespace, _SidSet.fromkeys(sids))
+
+    def setdefault(self, namespace, sids=()):  # (dict's own would store the list)
+        if namespace not in self:
+            self[namespace] = sids
+        return self[namespace]
+
+
 class RoomIndex:
     """Each socket's rooms, kept beside python-socketio's `rooms` (a mixin for its
     managers, before the library's class).
@@ -65,12 +92,18 @@ class RoomIndex:
     sockets). Here a disconnect leaves the socket's own rooms and then does the rest
     of the library's `basic_disconnect` (its callbacks and pending lists), which the
     contract test compares with the library's, operation by operation.
+
+    The library's lists of sockets connecting and disconnecting are sets here: each
+    connect and each incoming event looks a socket up in them, and a storm of
+    connects waiting on Redis (or of disconnects) makes them thousands long.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # (namespace, sid) -> its rooms (None: the namespace itself), in entry order
         self.rooms_of: dict[tuple[str, str], dict] = {}
+        self.pending_connect = _PendingSids()
+        self.pending_disconnect = _PendingSids()
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         result = super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
@@ -92,10 +125,8 @@ class RoomIndex:
         self.callbacks.pop(sid, None)
         for pending in (self.pending_connect, self.pending_disconnect):
             sids = pending.get(namespace)
-            if sids is not None and sid in sids:
-                sids.remove(sid)
-                if not sids:
-                    del pending[namespace]
+            if sids is not None and sids.pop(sid, False) is None and not sids:
+                del pending[namespace]
 
     def get_rooms(self, sid, namespace):
         return [room for room in self.rooms_of.get((namespace, sid), ()) if room is not None]

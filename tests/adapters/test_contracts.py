@@ -422,7 +422,7 @@ def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
     import random
     from types import SimpleNamespace
 
-    from app.adapters.socketio_hooks import RoomIndex
+    from app.adapters.socketio_hooks import RoomIndex, _SidSet
 
     class Indexed(RoomIndex, socketio.Manager):
         pass
@@ -438,9 +438,15 @@ def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
     sids: list[tuple[str, str]] = []  # (namespace, sid) connected, in both
 
     def state(manager):
+        # the pending sids of sockets still there (the library's lists keep a sid
+        # pre-disconnected twice after its disconnect; the index's sets do not)
+        there = {(namespace, sid) for namespace, members in manager.rooms.items()
+                 for sid in members.get(None, {})}
         return (manager.rooms, {sid: {k: v for k, v in calls.items() if k != 0}
                                 for sid, calls in manager.callbacks.items()},
-                manager.pending_connect, manager.pending_disconnect)
+                *({(namespace, sid) for namespace, sids in pending.items() for sid in sids
+                   if (namespace, sid) in there}
+                  for pending in (manager.pending_connect, manager.pending_disconnect)))
 
     for _ in range(3000):
         op = rng.random()
@@ -480,6 +486,15 @@ def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
         for namespace, sid in sids[-5:]:
             assert sorted(library.get_rooms(sid, namespace)) == \
                 sorted(indexed.get_rooms(sid, namespace))
+        assert [sid for namespace, sid in sids if not library.is_connected(sid, namespace)] \
+            == [sid for namespace, sid in sids if not indexed.is_connected(sid, namespace)]
+        # the index's pending sets hold sockets that are there, and no set is empty
+        there = {(namespace, sid) for namespace, members in indexed.rooms.items()
+                 for sid in members.get(None, {})}
+        for pending in (indexed.pending_connect, indexed.pending_disconnect):
+            for namespace, pending_sids in pending.items():
+                assert pending_sids and all((namespace, sid) in there for sid in pending_sids)
+                assert isinstance(pending_sids, _SidSet)
     # what was left is exactly what the index holds (no empty entry left behind)
     assert set(managers[1].rooms_of) == {
         (namespace, sid) for namespace, members in managers[1].rooms.items()
