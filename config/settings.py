@@ -257,8 +257,11 @@ class Settings:
                 problems.append(f"{name.upper()} must be positive")
         if self.recovery_window_seconds < 0:
             problems.append("RECOVERY_WINDOW_SECONDS must be 0 (off) or more")
-        if not self.jwt_secret:  # (PyJWT refuses an empty HMAC key: app/adapters/jwt_hooks.py)
+        if not self.jwt_secret:
             problems.append("JWT_SECRET must not be empty")
+        elif self.jwt_algorithm in JWT_ALGORITHMS and (
+                refused := _hmac_key_refusal(self.jwt_algorithm, self.jwt_secret)):
+            problems.append(f"JWT_SECRET is not usable as an HMAC secret: {refused}")
         if self.history_max_length < 0 or self.history_on_join < 0:
             problems.append("HISTORY_MAX_LENGTH and HISTORY_ON_JOIN must be 0 or more")
         if self.token_warning_seconds < 0 or self.token_warning_seconds >= self.jwt_ttl_seconds:
@@ -441,3 +444,17 @@ def load_settings(environ: Mapping[str, str] | None = None,
 
 
 __all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
+
+
+def _hmac_key_refusal(algorithm: str, secret: str) -> str | None:
+    """Why PyJWT refuses `secret` as the key of `algorithm` (the shape of an asymmetric
+    key or of a JWK), or None: checked here, so that the server does not start to fail
+    at the first token (app/adapters/jwt_hooks.py prepares the key once, at start)."""
+    from jwt.algorithms import get_default_algorithms
+    from jwt.exceptions import InvalidKeyError
+
+    try:
+        get_default_algorithms()[algorithm].prepare_key(secret)
+    except InvalidKeyError as exc:
+        return str(exc)
+    return None

@@ -89,10 +89,10 @@ def _spawn(function, argument) -> None:
     spawn_n(function, argument)
 
 
-def _resume(green, value) -> None:
+def _call_soon(function, *args) -> None:
     from eventlet.hubs import get_hub
 
-    get_hub().schedule_call_global(0, green.switch, value)
+    get_hub().schedule_call_global(0, function, *args)
 
 
 def _park():
@@ -101,4 +101,4 @@ def _park():
     return get_hub().switch()
 
 
-_RUNNERS = Runners(32, _spawn, _resume, _park)
+_RUNNERS = Runners(32, _spawn, _call_soon, _park)

@@ -52,10 +52,10 @@ def _spawn(function, argument) -> None:
     spawn_raw(function, argument)
 
 
-def _resume(green, value) -> None:
+def _call_soon(function, *args) -> None:
     from gevent import get_hub
 
-    get_hub().loop.run_callback(green.switch, value)
+    get_hub().loop.run_callback(function, *args)
 
 
 def _park():
@@ -64,4 +64,4 @@ def _park():
     return get_hub().switch()
 
 
-_RUNNERS = Runners(32, _spawn, _resume, _park)
+_RUNNERS = Runners(32, _spawn, _call_soon, _park)

@@ -27,21 +27,39 @@ class Runners:
     most `keep`): starting a green thread costs a greenlet and, since Python 3.11, a
     frame stack the kernel maps and unmaps, about 8 µs a time (docs/performance.md),
     and a busy worker starts one per read. Each function runs in a fresh context, as
-    in a new green thread; one that raises ends its green thread, as a new one's would.
-    The async library's adapter gives `spawn(fn, arg)` (a new green thread), `resume(
-    green, value)` (switch to a parked one from the event loop) and `park()` (wait for
-    that switch, returning its value)."""
+    in a new green thread (`threading.local` values, green-thread-local under the
+    async libraries, do carry over: the template's own reset theirs before use); one
+    that raises ends its green thread, as a new one's would.
 
-    __slots__ = ("_park", "_resume", "_spawn", "idle", "keep")
+    Only `start` may wake a parked green thread, with its own token: anything else
+    that reaches it (a forgotten timeout, a close thrown at an old wait) ends it or
+    parks it again, and a function whose green thread ended meanwhile gets a new one,
+    so no function is ever lost. The async library's adapter gives `spawn(fn, arg)`
+    (a new green thread), `call_soon(fn, *args)` (from the event loop, soon) and
+    `park()` (wait for a switch, returning its value)."""
 
-    def __init__(self, keep: int, spawn, resume, park) -> None:
+    __slots__ = ("_call_soon", "_park", "_spawn", "idle", "keep")
+
+    def __init__(self, keep: int, spawn, call_soon, park) -> None:
         self.idle: list = []
         self.keep = keep
-        self._spawn, self._resume, self._park = spawn, resume, park
+        self._spawn, self._call_soon, self._park = spawn, call_soon, park
 
     def start(self, function) -> None:
-        if self.idle:
-            self._resume(self.idle.pop(), function)
+        while self.idle:
+            green = self.idle.pop()
+            if not green.dead:
+                self._call_soon(self._wake, green, function)
+                return
+        self._spawn(self._serve, function)
+
+    def _wake(self, green, function) -> None:
+        from greenlet import getcurrent
+
+        # (run by the event loop, whose green thread is the parent of those it runs: a
+        # parked one of another OS thread's loop, as tests run, cannot be switched to)
+        if not green.dead and green.parent is getcurrent():
+            green.switch((_WAKE, function))
         else:
             self._spawn(self._serve, function)
 
@@ -57,4 +75,15 @@ class Runners:
             if len(self.idle) >= self.keep:
                 return
             self.idle.append(current)
-            function = self._park()
+            while function is None:
+                try:
+                    woken = self._park()
+                except BaseException:
+                    if current in self.idle:
+                        self.idle.remove(current)
+                    raise
+                if type(woken) is tuple and woken[0] is _WAKE:
+                    function = woken[1]
+
+
+_WAKE = object()  # what `Runners.start` wakes a parked green thread with

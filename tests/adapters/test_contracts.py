@@ -414,6 +414,84 @@ def test_gevent_readable_watches_reuse_green_threads():
         gevent_hooks.on_readable, gevent.sleep, greenlet.getcurrent)
 
 
+def parked_green_threads_lose_no_function(hooks, sleep, current) -> None:
+    """Only Runners.start wakes a parked green thread: one woken by anything else parks
+    again or ends, one that ends after start chose it leaves its function to a new
+    one, and at most `keep` stay parked."""
+    from app.adapters.hooks import Runners
+
+    runners = Runners(2, hooks._spawn, hooks._call_soon, hooks._park)
+    ran = []
+
+    def run(pause=0.0):
+        if pause:
+            sleep(pause)
+        ran.append(current())
+
+    def settle(count):
+        for _ in range(500):
+            if len(ran) >= count:
+                break
+            sleep(0.01)
+        sleep(0.01)  # (it parks after its function)
+        assert len(ran) == count
+
+    runners.start(run)
+    settle(1)
+    parked = ran[0]
+    assert runners.idle == [parked]
+    hooks._call_soon(parked.switch, "a stray switch")
+    sleep(0.01)
+    runners.start(run)
+    settle(2)
+    assert ran[1] is parked  # parked again by the stray switch, then reused
+    hooks._call_soon(parked.throw, RuntimeError("a stray throw (expected in this test)"))
+    sleep(0.01)
+    assert parked.dead and runners.idle == []
+    runners.start(run)
+    settle(3)
+    chosen = ran[2]
+    assert chosen is not parked and runners.idle == [chosen]
+    hooks._call_soon(chosen.throw, RuntimeError("a throw after start chose it (expected)"))
+    runners.start(run)  # takes `chosen`: its wake runs after the throw
+    settle(4)
+    assert chosen.dead and ran[3] is not chosen
+    for _ in range(4):
+        runners.start(lambda: run(0.02))
+    settle(8)
+    assert len(runners.idle) == 2 and len(set(ran[4:])) == 4
+
+
+@eventlet_pass
+def test_eventlet_parked_green_threads_lose_no_function():
+    import eventlet
+    import greenlet
+
+    parked_green_threads_lose_no_function(eventlet_hooks, eventlet.sleep, greenlet.getcurrent)
+
+
+@gevent_pass
+def test_gevent_parked_green_threads_lose_no_function():
+    import gevent
+    import greenlet
+
+    parked_green_threads_lose_no_function(gevent_hooks, gevent.sleep, greenlet.getcurrent)
+
+
+def test_the_pending_sids_are_sets_however_the_list_is_stored():
+    from app.adapters.socketio_hooks import _PendingSids, _SidSet
+
+    pending = _PendingSids()
+    pending["/a"] = []  # (python-socketio's way)
+    pending.setdefault("/b", []).append("x")  # (LoggedDelivery.pre_connect's)
+    pending["/a"].append("y")
+    pending["/a"].append("y")
+    assert all(isinstance(sids, _SidSet) for sids in pending.values())
+    assert list(pending["/a"]) == ["y"] and "x" in pending["/b"]
+    pending["/a"].remove("y")
+    assert not pending["/a"]
+
+
 def test_the_room_index_leaves_a_manager_as_the_librarys_own_disconnect_does():
     """RoomIndex replaces python-socketio's walk over every room on a disconnect (and in
     get_rooms) with each socket's own rooms, and repeats the rest of the library's
@@ -629,5 +707,29 @@ def test_a_jwt_codec_with_a_prepared_key_signs_and_verifies_as_pyjwt_does():
         codec.decode(jwt.encode(claims, secret, algorithm="HS256"), secret,
                      algorithms=["HS384"])
     assert jwt.decode(token, secret, algorithms=["HS384"]) == claims  # PyJWT's own: as before
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        codec.decode(jwt.encode(claims, None, algorithm="none"), secret, algorithms=["HS384"])
     with pytest.raises(jwt.InvalidKeyError):  # a key PyJWT refuses is refused at once
         jwt_hooks.hmac_codec("HS256", "")
+
+
+def test_a_jwt_codec_prepares_its_key_once(monkeypatch):
+    import jwt
+    from jwt.algorithms import HMACAlgorithm
+
+    from app.adapters import jwt_hooks
+
+    prepared = []
+    standard = HMACAlgorithm.prepare_key
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key",
+                        lambda self, key: prepared.append(key) or standard(self, key))
+    secret = "s" * 40
+    codec = jwt_hooks.hmac_codec("HS256", secret)
+    assert prepared == [secret]
+    for _ in range(3):
+        codec.decode(codec.encode({"sub": "a"}, secret, algorithm="HS256"), secret,
+                     algorithms=["HS256"])
+    assert prepared == [secret]
+    jwt.decode(jwt.encode({"sub": "a"}, secret, algorithm="HS256"), secret,
+               algorithms=["HS256"])
+    assert len(prepared) == 3  # PyJWT's own prepares it every time (why the codec)
