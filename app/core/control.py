@@ -87,6 +87,7 @@ class RedisControlBus(ControlBus):
         self._key = key
         self.reply_prefix = f"{channel}:reply:"
         self.subscribed = threading.Event()
+        self._stopped = False  # (stop(): tests; a worker's listener lasts its life)
         self.outage = Outage("control channel")
         # reply keys of the commands run here in the last MAX_AGE seconds: each key is
         # new per command, so a signed command replayed within its window is refused
@@ -125,9 +126,15 @@ class RedisControlBus(ControlBus):
         if not self.subscribed.wait(wait):
             log.warning("control channel not subscribed after %.1fs: retrying in background", wait)
 
+    def stop(self) -> None:
+        """End the listener at its next message or failure, without resubscribing: a
+        test's bus must not outlive its Redis and retry on whatever later takes its
+        port."""
+        self._stopped = True
+
     def _listen(self, subscriber: Callable[[], Any]) -> None:
         retry = 0.5
-        while True:
+        while not self._stopped:
             pubsub = None
             try:
                 pubsub = subscriber().pubsub(ignore_subscribe_messages=False)
@@ -136,6 +143,8 @@ class RedisControlBus(ControlBus):
                 self.outage.restored()
                 retry = 0.5
                 for message in pubsub.listen():
+                    if self._stopped:
+                        return
                     if self.pubsub_commands.ended(message, self.channel):
                         self._moved()
                         raise RedisError("unsubscribed by Redis from the control channel")
@@ -150,6 +159,8 @@ class RedisControlBus(ControlBus):
                 if pubsub is not None:
                     with contextlib.suppress(RedisError):
                         pubsub.close()
+            if self._stopped:
+                return
             time.sleep(retry)
             retry = min(retry * 2, 2.0)
 
