@@ -314,6 +314,20 @@ def _has_published_password(entry: str) -> bool:
     return password == f"{name}-password"
 
 
+def _hmac_key_refusal(algorithm: str, secret: str) -> str | None:
+    """Why PyJWT refuses `secret` as the key of `algorithm` (the shape of an asymmetric
+    key or of a JWK), or None: checked here, so that the server does not start to fail
+    at the first token (app/adapters/jwt_hooks.py prepares the key once, at start)."""
+    from jwt.algorithms import get_default_algorithms
+    from jwt.exceptions import InvalidKeyError
+
+    try:
+        get_default_algorithms()[algorithm].prepare_key(secret)
+    except InvalidKeyError as exc:
+        return str(exc)
+    return None
+
+
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -445,16 +459,3 @@ def load_settings(environ: Mapping[str, str] | None = None,
 
 __all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
 
-
-def _hmac_key_refusal(algorithm: str, secret: str) -> str | None:
-    """Why PyJWT refuses `secret` as the key of `algorithm` (the shape of an asymmetric
-    key or of a JWK), or None: checked here, so that the server does not start to fail
-    at the first token (app/adapters/jwt_hooks.py prepares the key once, at start)."""
-    from jwt.algorithms import get_default_algorithms
-    from jwt.exceptions import InvalidKeyError
-
-    try:
-        get_default_algorithms()[algorithm].prepare_key(secret)
-    except InvalidKeyError as exc:
-        return str(exc)
-    return None

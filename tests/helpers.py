@@ -111,8 +111,10 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02,
-             message: str | Callable[[], str] = "condition") -> Any:
-    """`message` may be a function: what it says is read at the timeout (the state)."""
+             message: str | Callable[[], str] = "condition",
+             sleep: Callable[[float], Any] = time.sleep) -> Any:
+    """`message` may be a function: what it says is read at the timeout (the state).
+    `sleep`: an async library's, where the condition needs its event loop to run."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -121,7 +123,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT, interval: floa
         if time.monotonic() > deadline:
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout}s waiting for {text}")
-        time.sleep(interval)
+        sleep(interval)
 
 
 def chat_connections(url: str, admin_token: str, workers: int) -> dict[int, int]:

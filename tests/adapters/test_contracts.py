@@ -25,7 +25,7 @@ from app.adapters import engineio_hooks, eventlet_hooks, gevent_hooks, gunicorn_
 from app.adapters.hooks import Hooked
 from app.adapters.socketio_hooks import RedisManagerHooks, ServerHooks
 from app.transport.websocket import raw_socket
-from tests.helpers import ASYNC_MODE
+from tests.helpers import ASYNC_MODE, wait_for
 
 
 def source(package: str) -> str:
@@ -311,10 +311,7 @@ def readable_watch_runs_once_in_a_green_thread(on_readable, sleep, current, hub)
             sleep(0.01)
         assert ran == []  # nothing to read yet
         theirs.send(b"x")
-        for _ in range(500):
-            if ran:
-                break
-            sleep(0.01)
+        wait_for(lambda: ran, message="the watch's function", sleep=sleep)
         assert len(ran) == 1 and ran[0] is not hub()
         for _ in range(5):
             sleep(0.01)
@@ -376,10 +373,7 @@ def readable_watches_reuse_green_threads_with_fresh_contexts(on_readable, sleep,
         count = len(seen)
         theirs.send(b"x")
         on_readable(ours.fileno(), function)
-        for _ in range(500):
-            if len(seen) > count:
-                break
-            sleep(0.01)
+        wait_for(lambda: len(seen) > count, message="the watch's function", sleep=sleep)
         sleep(0)  # (it parks after its function)
 
     try:
@@ -429,10 +423,7 @@ def parked_green_threads_lose_no_function(hooks, sleep, current) -> None:
         ran.append(current())
 
     def settle(count):
-        for _ in range(500):
-            if len(ran) >= count:
-                break
-            sleep(0.01)
+        wait_for(lambda: len(ran) >= count, message=f"{count} functions run", sleep=sleep)
         sleep(0.01)  # (it parks after its function)
         assert len(ran) == count
 
