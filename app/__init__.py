@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
                         users=load_user_store(settings), sio=sio, lifecycle=lifecycle,
                         revocations=Revocations(redis, prefix),
                         attempts=AttemptLimit(redis, prefix + ":attempts"),
-                        history=History(sio.manager.log, CHAT_NAMESPACE, room_key),
+                        history=History(sio.manager.logs, CHAT_NAMESPACE, room_key),
                         claims=Claims(redis, prefix, settings.idempotency_window_seconds),
                         presence=Presence(redis, prefix))
     services.presence.host = getattr(sio.manager, "host_id", "local")

@@ -111,6 +111,12 @@ class Settings:
     # the workers holding its members. false: every message on one channel that every
     # worker reads and decodes (the design before; a comparison in `make bench`).
     message_queue_routing: bool = True
+    # Partitions of the queue (app/core/queue/partitions.py): each logged room belongs
+    # to one, a queue with its own hash tag, so that on a Redis Cluster rooms spread
+    # over the masters (a multiple of their number). The same on every worker: changing
+    # it is a full restart, not a rolling one. One sender's messages to rooms of two
+    # partitions may reach a member of both in either order.
+    message_queue_partitions: int = 1
     # Publishers wait for a free connection instead of failing (redis-py's default
     # pool raises "Too many connections" at its cap and python-socketio drops the
     # message after two attempts).
@@ -244,6 +250,8 @@ class Settings:
         elif self.uses_redis_cluster and not hash_tagged(self.message_queue_channel):
             problems.append("MESSAGE_QUEUE_CHANNEL needs a hash tag on a Redis Cluster "
                             "({realtime}): every key of the queue must be in one slot")
+        if not 1 <= self.message_queue_partitions <= MAX_PARTITIONS:
+            problems.append(f"MESSAGE_QUEUE_PARTITIONS must be 1 to {MAX_PARTITIONS}")
         for name in ("jwt_ttl_seconds", "max_token_length", "redis_max_connections",
                      "max_http_buffer_size", "max_message_length", "workers",
                      "publish_attempts", "worker_connections", "event_rate", "event_burst",
@@ -327,6 +335,9 @@ def _hmac_key_refusal(algorithm: str, secret: str) -> str | None:
         return str(exc)
     return None
 
+
+# (each partition is a queue of its own per worker: its connections and green threads)
+MAX_PARTITIONS = 64
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 

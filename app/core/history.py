@@ -12,9 +12,10 @@ quiet for HISTORY_MAX_AGE_SECONDS (older entries are also left out of reads). Th
 append is made by the queue's ordered publisher, in the same Lua script as the
 PUBLISH (app/core/queue/scripts.py, `APPEND_SCRIPT`), so that:
 
-- ids are global: one counter (`<channel>:log:last`) gives every entry of every
-  room an id ("<ms>-<n>") greater than any before it, so one id (a socket's offset)
-  says how far a client got in all of its rooms at once;
+- ids are in one order per partition of the queue (app/core/queue/partitions.py;
+  one by default): its counter (`<channel>:log:last`) gives every entry of its rooms
+  an id ("<ms>-<n>") greater than any before it, so one id per partition (a socket's
+  offset) says how far a client got in all of its rooms at once;
 - the channel carries the events in id order, and every worker delivers them in that
   order, its own included (they come back through its subscription);
 - an event is stored if and only if it was published (no stored-but-never-sent or
@@ -139,6 +140,22 @@ class EventLog:
         # namespaces that ask for it: BaseNamespace.logged_rooms)
         self.logged: dict[str, str] = {}
         self._snapshot = None  # _SNAPSHOT_SCRIPT, registered on first use
+        # A partitioned queue's (app/core/queue/partitions.py): this log's partition,
+        # and whether a room is in it (its stream is kept by that partition's log).
+        self.partition = 0
+        self.owns: Callable[[str, Any], bool] = lambda namespace, room: True
+
+    # --- the rooms' logs (one log: all of them; PartitionedLog: by partition) ---
+    @property
+    def logs(self) -> list[EventLog]:
+        return [self]
+
+    def of(self, namespace: str, room: Any) -> EventLog:
+        """The log that keeps a room's stream."""
+        return self
+
+    def by_key(self, key: str) -> EventLog:
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -157,7 +174,8 @@ class EventLog:
         prefix = self.logged.get(namespace)
         if prefix is None or not self.enabled:
             return None
-        if room is None or (isinstance(room, str) and room.startswith(prefix)):
+        if ((room is None or (isinstance(room, str) and room.startswith(prefix)))
+                and self.owns(namespace, room)):
             return self.key(namespace, room)
         return None
 
@@ -286,6 +304,43 @@ class EventLog:
     @staticmethod
     def _decode(rows) -> list[Entry]:
         return [Entry.decode(stream_id, fields) for stream_id, fields in rows or ()]
+
+
+class PartitionedLog:
+    """The event log of a partitioned queue, for readers of any room (history,
+    recovery): each room's stream is in its partition's log."""
+
+    def __init__(self, logs: list[EventLog], partition_of: Callable[[str, Any], int]) -> None:
+        self.logs = logs
+        self._partition_of = partition_of
+        self.logged = logs[0].logged  # (shared by every partition's log)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logs[0].enabled
+
+    def of(self, namespace: str, room: Any) -> EventLog:
+        return self.logs[self._partition_of(namespace, room)]
+
+    def by_key(self, key: str) -> EventLog:
+        for log in self.logs:
+            if key.startswith(log.prefix + ":log:"):
+                return log
+        raise KeyError(key)
+
+    def key(self, namespace: str, room: str | None) -> str:
+        return self.of(namespace, room).key(namespace, room)
+
+    def key_for(self, namespace: str, room: Any) -> str | None:
+        return self.of(namespace, room).key_for(namespace, room)
+
+    def recent(self, key: str, limit: int, events: str | None = None) -> list[Entry]:
+        return self.by_key(key).recent(key, limit, events)
+
+    def after(self, keys: list[str], after: str, limit: int | None = None,
+              events: str | None = None) -> tuple[list[Entry], bool]:
+        """(`keys` of one partition: ids are a partition's own)"""
+        return self.by_key(keys[0]).after(keys, after, limit, events)
 
 
 class History:

@@ -22,6 +22,7 @@ passes it to one-argument handlers) sends `"recovery": false` in its auth.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
 import secrets
@@ -32,8 +33,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.core.history import EventLog, format_id, parse_id
+from app.core.history import Entry, EventLog, format_id
 from app.core.lifecycle import wait_until
+from app.core.queue.partitions import decode_offset, encode_offset
 
 log = logging.getLogger(__name__)
 
@@ -264,14 +266,15 @@ class Sessions:
 class Connecting:
     """One socket's connect, from the CONNECT packet to the replay."""
 
-    __slots__ = ("buffer", "namespace", "offset", "pid", "record", "restored", "rooms", "sid",
-                 "user")
+    __slots__ = ("buffer", "namespace", "offset", "partitions", "pid", "record", "restored",
+                 "rooms", "sid", "user")
 
     def __init__(self, namespace: str, pid: str | None) -> None:
         self.namespace = namespace
         self.pid = pid  # None: no recovery for this socket
         self.record: dict | None = None  # the claimed record, while it may be restored
-        self.offset: str | None = None
+        self.offset: list[tuple[int, int]] | None = None  # its position in each partition
+        self.partitions: set[int] = set()  # those it has rooms in
         self.sid: str | None = None
         self.restored: list = []  # the missed entries, to send after CONNECT
         self.buffer: list | None = None
@@ -322,7 +325,8 @@ class Recovery:
                     self._end_twin(record["sid"], namespace)  # closed yet: end that
                 if record.get("ns") == namespace and self._gone_here(record["sid"], namespace):
                     state.record, state.pid = record, pid
-                    state.offset = _valid_offset(auth.get("offset"), record)
+                    state.offset = _valid_offset(auth.get("offset"), record,
+                                                 len(self.log.logs))
         self._local.state = state
         return state
 
@@ -363,23 +367,28 @@ class Recovery:
         manager = self.server.manager
         state.buffer = manager.replaying[sid] = []
         rooms = [r for r in record.get("rooms", ()) if isinstance(r, str)]
-        keys = [self.log.key(namespace, None)]
-        keys += [key for room in rooms if (key := self.log.key_for(namespace, room))]
+        # each partition's streams of its rooms (app/core/queue/partitions.py)
+        keys: dict[int, list[str]] = {}
+        for room in (None, *rooms):
+            room_log = self.log.of(namespace, room)
+            key = room_log.key(namespace, None) if room is None else room_log.key_for(namespace, room)
+            if key is not None:
+                keys.setdefault(room_log.partition, []).append(key)
         try:
             entered = []
             for room in rooms:  # (a routed room subscribed first: QueueUnavailable)
                 manager.basic_enter_room(sid, namespace, room)
                 entered.append(room)
-            entries, complete = self.log.snapshot_after(keys, state.offset, self.max_entries,
-                                                        self.max_bytes)
+            entries, complete = self._snapshot(keys, state.offset)
         except Exception:  # the log unreadable: start fresh rather than miss events
             log.info("recovery of %s: the event log could not be read", sid, exc_info=True)
             entries, complete = [], False
         if entries is None:
             log.info("recovery of %s: more than RECOVERY_MAX_ENTRIES or _BYTES missed since %s: "
-                     "a fresh socket (it re-joins with since)", sid, state.offset)
+                     "a fresh socket (it re-joins with since)", sid, encode_offset(state.offset))
         elif not complete:
-            log.info("recovery of %s: the log no longer holds all after %s", sid, state.offset)
+            log.info("recovery of %s: the log no longer holds all after %s", sid,
+                     encode_offset(state.offset))
         if not complete:
             for room in entered:
                 manager.basic_leave_room(sid, namespace, room)
@@ -388,9 +397,27 @@ class Recovery:
             state.pid = self.sessions.new_pid()
             return None
         state.rooms.update(rooms)
-        state.restored = [e for e in entries if not _skips(e.skip_sid, sid)]
+        state.restored = [(p, e) for p, e in entries if not _skips(e.skip_sid, sid)]
+        state.partitions = set(keys)
         state.sid = sid
         return rooms
+
+    def _snapshot(self, keys: dict[int, list[str]], offset: list[tuple[int, int]]):
+        """What the socket missed in each partition, after its position there, within
+        one budget: [(partition, entry)] (each partition's in its order, the partitions
+        interleaved by time), or None over the budget; and whether nothing is missing."""
+        streams, complete = [], True
+        entries_left, bytes_left = self.max_entries, self.max_bytes
+        for partition, partition_keys in keys.items():
+            entries, whole = self.log.logs[partition].snapshot_after(
+                partition_keys, format_id(offset[partition]), entries_left, bytes_left)
+            if entries is None:
+                return None, False
+            complete = complete and whole
+            entries_left -= len(entries)
+            bytes_left -= sum(len(Entry.fields(e.event, e.data, e.skip_sid)) for e in entries)
+            streams.append([(partition, entry) for entry in entries])
+        return list(heapq.merge(*streams, key=lambda item: item[1].key)), complete
 
     def end(self, state: Connecting, eio_sid: str) -> None:
         """After python-socketio handled the CONNECT: the replay (sent after the CONNECT
@@ -403,19 +430,27 @@ class Recovery:
                 manager.replaying.pop(state.sid, None)
             return
         if state.buffer is not None:
-            last = parse_id(state.offset)
-            for entry in state.restored:
-                manager.send_logged(eio_sid, state.namespace, entry.event, entry.data, entry.id)
-                last = entry.key
+            # the socket's position in each partition, moved by what it is sent
+            positions = list(state.offset)
+            for partition, entry in state.restored:
+                positions[partition] = entry.key
+                manager.send_logged(eio_sid, state.namespace, entry.event, entry.data, entry.id,
+                                    encode_offset(positions))
             # what came live meanwhile, unless the log read had it already
             while state.buffer:
-                key, event, data, offset = state.buffer.pop(0)
-                if key > last:
-                    manager.send_logged(eio_sid, state.namespace, event, data, offset)
-                    last = key
-            # events delivered here later that the snapshot had: dropped by id
-            manager.replaying[sid] = last
-            manager.replayed_up_to(sid, state.namespace, state.rooms, last)
+                partition, key, event, data, offset = state.buffer.pop(0)
+                if key > positions[partition]:
+                    positions[partition] = key
+                    manager.send_logged(eio_sid, state.namespace, event, data, offset,
+                                        encode_offset(positions))
+            # events delivered here later that the snapshot had: dropped by id (the
+            # floors of the partitions it has rooms in)
+            floors = {p: positions[p] for p in state.partitions}
+            if floors:
+                manager.replaying[sid] = floors
+            else:
+                manager.replaying.pop(sid, None)
+            manager.replayed_up_to(sid, state.namespace, state.rooms, floors)
         self.pids[sid] = state.pid
         manager.offset_sids.add(sid)
         self.records[sid] = {"sid": sid, "ns": state.namespace, "user": state.user,
@@ -456,17 +491,17 @@ class Recovery:
             self.sessions.park(pid, keep)
 
 
-def _valid_offset(offset: Any, record: dict) -> str | None:
-    """The client's offset; without one (it got no event yet), its connect time."""
+def _valid_offset(offset: Any, record: dict, partitions: int) -> list[tuple[int, int]] | None:
+    """The client's offset, its position in each partition; without one (it got no
+    event yet), its connect time."""
     if offset is None:
-        return format_id((max(int(record.get("at", 0)) - 1000, 0), 0))
-    if not isinstance(offset, str) or len(offset) > 40:
+        return [(max(int(record.get("at", 0)) - 1000, 0), 0)] * partitions
+    if not isinstance(offset, str) or len(offset) > 41 * partitions:
         return None
     try:
-        parse_id(offset)
+        return decode_offset(offset, partitions)
     except ValueError:
         return None
-    return offset
 
 
 def _skips(skip_sid: Any, sid: str) -> bool:

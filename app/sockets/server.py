@@ -83,7 +83,7 @@ class RealtimeServer(ServerHooks):
         sessions = Sessions(getattr(manager, "publisher", None), settings.message_queue_channel,
                             getattr(manager, "host_id", "local"),
                             settings.recovery_window_seconds)
-        self.recovery = manager.recovery = Recovery(self, manager.log, sessions,
+        self.recovery = manager.recovery = Recovery(self, manager.logs, sessions,
                                                     settings.recovery_max_entries,
                                                     settings.recovery_max_bytes)
         if hasattr(manager, "heartbeat_hooks"):

@@ -48,6 +48,8 @@ def test_environment_values_are_typed():
     ("JWT_SECRET", "", "JWT_SECRET must not be empty"),
     ("JWT_SECRET", '{"kty": "oct", "k": "c2VjcmV0"}', "JWT_SECRET is not usable as an HMAC"),
     ("JWT_SECRET", "ssh-rsa AAAAB3NzaC1yc2E", "JWT_SECRET is not usable as an HMAC secret: The "),
+    ("MESSAGE_QUEUE_PARTITIONS", "0", "MESSAGE_QUEUE_PARTITIONS must be 1 to 64"),
+    ("MESSAGE_QUEUE_PARTITIONS", "65", "MESSAGE_QUEUE_PARTITIONS must be 1 to 64"),
 ])
 def test_bad_values_are_refused_with_their_name(name, value, fragment):
     with pytest.raises(SettingsError, match=fragment):

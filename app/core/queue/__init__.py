@@ -45,17 +45,18 @@ Modules: `redis_manager` (the manager: connections, start), `publisher` (the ord
 publisher and the judgement of each publish), `receiver` (the subscription, repeats
 dropped), `routes` (the rooms' channels and holders), `membership` (the set of live
 workers), `delivery` (logged events to this worker's sockets), `scripts` (Lua),
-`pubsub` (classic or sharded),
-`local` (the in-memory manager).
+`pubsub` (classic or sharded), `partitions` (rooms spread over several such queues,
+each under its own hash tag: MESSAGE_QUEUE_PARTITIONS), `local` (the in-memory manager).
 """
 
 from __future__ import annotations
 
-from app.core.history import EventLog
+from app.core.history import EventLog, PartitionedLog
 from app.core.idempotency import SeenMessages
 from app.core.queue.delivery import deferred_acks, logged_once, publish_now
 from app.core.queue.local import LocalManager
 from app.core.queue.membership import MEMBER_TTL, Membership, SetView
+from app.core.queue.partitions import partition_of
 from app.core.queue.redis_manager import RedisQueueManager
 from config.settings import Settings
 
@@ -75,12 +76,27 @@ def create_manager(settings: Settings, *, write_only: bool = False,
         manager = LocalManager(SeenMessages(settings.idempotency_window_seconds))
         manager.log = EventLog(None, prefix, settings.history_max_length,
                                settings.history_max_age_seconds)
+        manager.logs = manager.log
     else:
         seen = None if write_only else SeenMessages(settings.idempotency_window_seconds)
-        manager = RedisQueueManager(settings, write_only=write_only, seen=seen)
-        manager.log = EventLog(manager.publisher, prefix, settings.history_max_length,
-                               settings.history_max_age_seconds)
-        if settings.message_queue_routing:  # the logged rooms are the routed ones
+        count = settings.message_queue_partitions
+        queues = [RedisQueueManager(settings, write_only=write_only, seen=seen, partition=index)
+                  for index in range(count)]
+        for queue in queues:
+            queue.log = EventLog(queue.publisher, queue.channel, settings.history_max_length,
+                                 settings.history_max_age_seconds)
+            queue.log.logged = queues[0].log.logged  # (one dict: namespaces add to it)
+            queue.log.partition = queue.partition
+            queue.log.owns = (lambda namespace, room, index=queue.partition:
+                              partition_of(count, namespace, room) == index)
+            if settings.message_queue_routing:  # the logged rooms are the routed ones
+                queue.routed = queues[0].routed
+        manager = queues[0]
+        manager.add_partitions(queues[1:])
+        manager.logs = manager.log if count == 1 else PartitionedLog(
+            [queue.log for queue in queues],
+            lambda namespace, room: partition_of(count, namespace, room))
+        if settings.message_queue_routing:
             manager.routed.update(logged or {})
     manager.log.logged.update(logged or {})
     return manager

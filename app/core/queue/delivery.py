@@ -9,8 +9,9 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from app.core.history import EventLog, parse_id
+from app.core.history import EventLog, format_id, parse_id
 from app.core.idempotency import SeenMessages
+from app.core.queue.partitions import NONE, encode_offset
 
 
 class LogWrite:
@@ -66,15 +67,26 @@ class LoggedDelivery:
     admin_feed = None  # app.sockets.admin_ui.AdminFeed, set with the namespaces
     repeats = False  # can a logged event come again (a retry through Redis)?
 
+    partition = 0  # this queue's partition (app/core/queue/partitions.py)
+
     def _init_delivery(self) -> None:
+        # every partition's queue, this one's at its index (the first shares its state)
+        self.partitions: list = [self]
         self.offset_sids: set[str] = set()
-        # sid -> events held while its replay is read (a list), then the id its replay
-        # went up to (a floor: a later delivery of those is a repeat)
-        self.replaying: dict[str, list | tuple[int, int]] = {}
+        # sid -> events held while its replay is read (a list of (partition, id, event,
+        # data, offset)), then the id its replay went up to in each partition (floors:
+        # a later delivery of those is a repeat)
+        self.replaying: dict[str, list | dict[int, tuple[int, int]]] = {}
         self.preset_sid: str | None = None
         # The highest log id delivered here (or the log's top at the first subscribe):
         # the subscription carries new ids in increasing order.
         self.position: tuple[int, int] | None = None
+        # The same once every socket has had it (`position` moves first, a catch-up's
+        # to its end): a socket's offset lists it for each partition.
+        self.delivered: tuple[int, int] | None = None
+        # Held while an event is delivered, by every partition of the worker: another
+        # partition's offsets read this one's `delivered` (None: one partition).
+        self.delivering = None
         # (namespace, room) -> sid -> the position when the socket entered the room, or
         # the id its recovery replay went up to: a repeat of an id not above it is not
         # owed to it (it had the message, from this worker, its history or its replay)
@@ -92,6 +104,14 @@ class LoggedDelivery:
                        offset: str | None, repeat: bool = False, caught_up: bool = False) -> None:
         """`repeat`: a retry of an event delivered before, to the sockets it missed;
         `caught_up`: read from the log at a resubscribe (Receiver._catch_up)."""
+        if self.delivering is None:
+            return self._deliver_logged(event, data, namespace, room, skip_sid, offset, repeat,
+                                        caught_up)
+        with self.delivering:
+            return self._deliver_logged(event, data, namespace, room, skip_sid, offset, repeat,
+                                        caught_up)
+
+    def _deliver_logged(self, event, data, namespace, room, skip_sid, offset, repeat, caught_up):
         key = parse_id(offset) if offset else None
         repeat = repeat and key is not None
         if self.covered is not None and key is not None and not caught_up:
@@ -104,37 +124,66 @@ class LoggedDelivery:
         if message is not None and offset:
             message["stream_id"] = offset
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        packets: dict[bool, list] = {}
-        if key is not None and not repeat and (self.position is None or key > self.position):
+        packets: dict[str | None, list] = {}
+        new = key is not None and not repeat
+        if new and (self.position is None or key > self.position):
             self.position = key
         # (a socket that entered the room, or was replayed, at or past this id had it)
         entered = self.entered.get((namespace, room), {}) if repeat or caught_up else None
+        here, shared = self.partition, None  # (the offset of sockets without floors)
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
             if entered and (since := entered.get(sid)) is not None and since >= key:
                 continue
             held = self.replaying.get(sid)
+            floors = None
             if held is not None and key is not None:
                 if isinstance(held, list):  # its replay is being read: after it
-                    held.append((key, event, data, offset))
+                    held.append((here, key, event, data, offset))
                     continue
-                if key <= held:  # replayed already (the floor of its snapshot)
-                    continue
-                del self.replaying[sid]  # in id order from here on
+                floor = held.get(here)
+                if floor is not None:
+                    if key <= floor:  # replayed already (the floor of its snapshot)
+                        continue
+                    del held[here]  # in id order from here on
+                if not held:
+                    del self.replaying[sid]
+                floors = held
             # a repeat goes without its offset: the socket may have later ones already
-            marked = key is not None and not repeat and sid in self.offset_sids
-            if marked not in packets:
-                packets[marked] = self._eio_packets(namespace, [event, *data] + [offset] * marked)
-            for pkt in packets[marked]:
+            if not new or sid not in self.offset_sids:
+                mark = None
+            elif floors:
+                mark = self.offset_at(key, floors)
+            else:
+                mark = shared = shared or self.offset_at(key)
+            if mark not in packets:
+                packets[mark] = self._eio_packets(
+                    namespace, [event, *data] + ([] if mark is None else [mark]))
+            for pkt in packets[mark]:
                 self.server.send_engineio_packet(eio_sid, pkt)
+        if new and (self.delivered is None or key > self.delivered):
+            self.delivered = key
 
-    def send_logged(self, eio_sid: str, namespace: str, event: str, data: list,
+    def offset_at(self, key: tuple[int, int], floors: dict | None = None) -> str:
+        """The offset of a socket getting this partition's event `key`: its position in
+        every partition (raised to the floors of its replay)."""
+        if len(self.partitions) == 1:
+            return format_id(key)
+        positions = [key if queue is self else queue.delivered or NONE
+                     for queue in self.partitions]
+        if floors:
+            positions = [max(position, floors.get(index, position))
+                         for index, position in enumerate(positions)]
+        return encode_offset(positions)
+
+    def send_logged(self, eio_sid: str, namespace: str, event: str, data: list, stream_id: str,
                     offset: str) -> None:
-        """One logged event to one socket, with its offset (a replay)."""
+        """One logged event (its id in its room's stream) to one socket, with its
+        offset (a replay)."""
         message = message_with_id(data)
         if message is not None:
-            data = [{**message, "stream_id": offset}, *data[1:]]
+            data = [{**message, "stream_id": stream_id}, *data[1:]]
         for pkt in self._eio_packets(namespace, [event, *data, offset]):
             self.server.send_engineio_packet(eio_sid, pkt)
 
@@ -171,7 +220,8 @@ class LoggedDelivery:
         return self.position
 
     def _logged_room(self, sid: str, namespace: str, room) -> bool:
-        return room != sid and self.log is not None and self.log.key_for(namespace, room) is not None
+        log = self.partition_for(namespace, room).log
+        return room != sid and log is not None and log.key_for(namespace, room) is not None
 
     def basic_leave_room(self, sid, namespace, room):
         entered = self.entered.get((namespace, room))
@@ -179,15 +229,21 @@ class LoggedDelivery:
             del self.entered[(namespace, room)]
         return super().basic_leave_room(sid, namespace, room)
 
-    def replayed_up_to(self, sid: str, namespace: str, rooms, key: tuple[int, int]) -> None:
-        """A recovered socket's replay went up to `key` in `rooms`."""
+    def replayed_up_to(self, sid: str, namespace: str, rooms,
+                       floors: dict[int, tuple[int, int]]) -> None:
+        """A recovered socket's replay went up to `floors` (per partition) in `rooms`."""
         if not self.repeats:
             return
         for room in rooms:
-            if (self._logged_room(sid, namespace, room)
+            key = floors.get(self.partition_for(namespace, room).partition)
+            if (key is not None and self._logged_room(sid, namespace, room)
                     and sid in self.rooms.get(namespace, {}).get(room, {})):  # still in it
                 entered = self.entered.setdefault((namespace, room), {})
                 entered[sid] = max(entered.get(sid, key), key)
+
+    def partition_for(self, namespace: str, room):
+        """The queue of a room's partition (app/core/queue/partitions.py)."""
+        return self
 
     # A recovering socket's record follows its rooms; a watching Admin UI is told.
     def enter_room(self, sid, namespace, room, eio_sid=None):

@@ -9,6 +9,7 @@ import time
 from redis.exceptions import NoScriptError, RedisError
 
 from app.core.errors import QueueUnavailable
+from app.core.queue.partitions import foreign_workers
 from app.core.queue.scripts import BORN_SHA, MEMBERS_SCRIPT, NOSCRIPT, decoded
 
 log = logging.getLogger("app.core.queue")
@@ -141,7 +142,15 @@ class Heartbeat:
     """RedisQueueManager's registration in the set, its reads of it, and what a publish must reach."""
 
     def check(self) -> str | None:
-        """None when a publish made now would be judged ok (readiness), else why not."""
+        """None when a publish made now would be judged ok (readiness), else why not (in
+        every partition of the queue)."""
+        for queue in self.partitions:
+            problem = queue._check_partition()
+            if problem is not None:
+                return f"{problem} (partition {queue.partition})" if queue.partition else problem
+        return None
+
+    def _check_partition(self) -> str | None:
         try:
             born = self._born_now()
         except RedisError as exc:
@@ -172,17 +181,27 @@ class Heartbeat:
         if self._leaving is not None:
             self._leaving.wait(LEAVE_GRACE + self._settings.redis_socket_timeout)
             return
-        self._leaving = self.server.eio.create_event()
+        queues = self.partitions  # (the first partition's manager leaves for them all)
+        for queue in queues:
+            queue._leaving = self.server.eio.create_event()
         try:
-            with contextlib.suppress(RedisError):
-                self.publisher().zrem(self.members_key, self.host_id)
-            with contextlib.suppress(RedisError):
-                self.unregister_routes()
-            with contextlib.suppress(QueueUnavailable):
-                self.publish_message({"method": LEAVE})
+            said = [queue._say_leaving() for queue in queues]
+            if any(said):
                 self.server.sleep(LEAVE_GRACE)
         finally:
-            self._leaving.set()
+            for queue in queues:
+                queue._leaving.set()
+
+    def _say_leaving(self) -> bool:
+        with contextlib.suppress(RedisError):
+            self.publisher().zrem(self.members_key, self.host_id)
+        with contextlib.suppress(RedisError):
+            self.unregister_routes()
+        try:
+            self.publish_message({"method": LEAVE})
+        except QueueUnavailable:
+            return False
+        return True
 
     def _members(self, register: bool) -> SetView:
         if self._members_script is None:
@@ -231,6 +250,14 @@ class Heartbeat:
 
     def _read(self, view: SetView) -> None:
         self.membership.read(view)
+        if self.partition == 0:
+            foreign = foreign_workers(view.scores, len(self.partitions))
+            if foreign - self.foreign:
+                log.error("worker(s) %s run with another MESSAGE_QUEUE_PARTITIONS than this one "
+                          "(%d): every publish is refused until they are gone (the same value "
+                          "everywhere; changing it is a full restart)", ", ".join(sorted(foreign)),
+                          len(self.partitions))
+            self.foreign = foreign
         # every other member has registered, so read the set, since this one did
         if (self._first_registration is not None and self.announced is not None
                 and all(score > self._first_registration
@@ -247,19 +274,24 @@ class Heartbeat:
         if self.write_only or self.announced is None:
             return True
         deadline = time.monotonic() + timeout
-        while (not (self.announced.is_set() and self.membership.complete)
-               and time.monotonic() < deadline):
-            self._beat()  # faster than the heartbeat: workers booting together meet sooner
+        waiting = [queue for queue in self.partitions if not queue._announced()]
+        while waiting and time.monotonic() < deadline:
+            for queue in waiting:
+                queue._beat()  # faster than the heartbeat: workers booting together meet sooner
             self.server.sleep(HEARTBEAT / 10)
-        if not (self.announced.is_set() and self.membership.complete):
+            waiting = [queue for queue in waiting if not queue._announced()]
+        for queue in waiting:
             # registered even while unsubscribed from now on: the others then refuse
             # publishes that miss this worker's clients instead of acking them ok
-            self._registered = True
+            queue._registered = True
             log.warning("serving before every worker has seen this one in the message queue "
-                        "(%s)", "not subscribed yet" if not self._subscribed
-                        else "not read by every other worker yet, or the set is refilling")
-            return False
-        return True
+                        "(%s%s)", "not subscribed yet" if not queue._subscribed
+                        else "not read by every other worker yet, or the set is refilling",
+                        f", partition {queue.partition}" if queue.partition else "")
+        return not waiting
+
+    def _announced(self) -> bool:
+        return self.announced is not None and self.announced.is_set() and self.membership.complete
 
     def _heartbeat_hooks(self) -> None:
         for hook in self.heartbeat_hooks:
@@ -287,7 +319,12 @@ class Heartbeat:
         since this view last read it)."""
         if self.write_only:  # an external emitter: the set as Redis has it now
             view = self._members(register=False)
+            first = view if self.partition == 0 else self.partitions[0]._members(register=False)
+            if foreign_workers(first.scores, len(self.partitions)):
+                return None
             return set(view.scores) if view.refilled() else None
         if born is NOSCRIPT or decoded(born) != self.membership.born or not self.membership.complete:
+            return None
+        if self.partitions[0].foreign:
             return None
         return set(self.membership.alive)

@@ -50,6 +50,10 @@ class Publisher:
              to=None, **kwargs):
         room = to or room
         namespace = namespace or "/"
+        queue = self.partition_for(namespace, room) if not kwargs.get("ignore_queue") else self
+        if queue is not self:  # a room of another partition: its queue publishes it
+            return queue.emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                              callback=callback, **kwargs)
         if (isinstance(room, str) and not kwargs.get("ignore_queue")
                 and self.is_connected(room, namespace)):
             # a socket of this worker (its own room): nobody else has it to deliver
@@ -66,6 +70,8 @@ class Publisher:
         on_id = None if message is None else (lambda id, m=message: m.__setitem__("stream_id", id))
         entry = Entry.fields(event, args, skip_sid)
         once = once_key()
+        if once is not None and self.partition:  # (read in the append: the room's slot)
+            once = self.channel + once.removeprefix(self._settings.message_queue_channel)
         self.publish_message({"method": "emit", "event": event, "data": args, "binary": False,
                        "namespace": namespace, "room": room, "skip_sid": skip_sid,
                        # no host_id: python-socketio's listener skips its own host's
@@ -179,7 +185,8 @@ class Publisher:
                 expected = None if alive is None else len(alive) if holders is None else (
                     expected_of(alive, holders, registered))
                 if expected is None:
-                    why = "the workers are registering again"
+                    why = ("a worker with another MESSAGE_QUEUE_PARTITIONS is live"
+                           if self.partitions[0].foreign else "the workers are registering again")
                 elif receivers < expected:
                     why = f"{receivers} of {expected} workers received the message"
                 else:

@@ -91,6 +91,7 @@ class Receiver:
         # a socket entering a room from here on has what is up to `top` from its history
         self.position = top
         if previous is None:
+            self.delivered = top  # (no socket is in a room of this queue yet)
             return
         try:
             self._deliver_missed(previous, top)
@@ -101,6 +102,8 @@ class Receiver:
             log.exception("resubscribed: the log since %s could not be caught up",
                           format_id(previous))
             self._end_for_recovery(self._logged_rooms().values())
+        # (the rooms it could not catch up are ended: their sockets are recovered)
+        self.delivered = self.position
 
     def _logged_rooms(self) -> dict[str, tuple[str, Any]]:
         """The logged rooms this worker has sockets in: log key -> (namespace, room)."""
@@ -123,6 +126,9 @@ class Receiver:
         # come back by their recovery (a replay from their own offset, or a fresh socket
         # that re-joins with `since`), as after any cut connection
         behind = [key for key, read in streams.items() if read is None or read[1] > previous]
+        ended = self._end_for_recovery(rooms[key] for key in behind)
+        # (ended first: their offsets must not pass what they missed, through the
+        # entries of their other rooms delivered now)
         missed = sorted(((key, entry) for key, read in streams.items() if key not in behind
                          for entry in read[0]), key=lambda item: item[1].key)
         if missed:
@@ -137,12 +143,12 @@ class Receiver:
                                     caught_up=True)
             except Exception:  # not this entry's sockets' loss alone: they are recovered
                 log.exception("resubscribed: entry %s of %s could not be delivered", entry.id, key)
+                ended += self._end_for_recovery([rooms[key]])
                 behind.append(key)
         if missed:
             log.info("resubscribed: %d logged event(s) this worker missed, delivered from the log",
                      len(missed))
         if behind:
-            ended = self._end_for_recovery(rooms[key] for key in set(behind))
             log.warning("resubscribed: %d room(s) missed more than RECOVERY_MAX_ENTRIES or "
                         "_BYTES since %s, or their log was trimmed: %d socket(s) ended to be "
                         "recovered", len(set(behind)), after, ended)

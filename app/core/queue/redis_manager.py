@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from urllib.parse import urlparse
 
@@ -24,6 +25,7 @@ from app.core.lifecycle import supervised
 from app.core.outage import Outage
 from app.core.queue.delivery import LoggedDelivery
 from app.core.queue.membership import Heartbeat, Membership
+from app.core.queue.partitions import partition_channel, partition_mark, partition_of
 from app.core.queue.publisher import Pending, Publisher
 from app.core.queue.pubsub import CLASSIC, SHARDED
 from app.core.queue.receiver import Receiver
@@ -37,21 +39,30 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
     repeats = True  # a logged event can come again: a client_id's retry (LoggedDelivery)
 
     def __init__(self, settings: Settings, *, write_only: bool = False,
-                 logger: logging.Logger | None = None, seen: SeenMessages | None = None) -> None:
-        super().__init__(url=settings.message_queue_url, channel=settings.message_queue_channel,
+                 logger: logging.Logger | None = None, seen: SeenMessages | None = None,
+                 partition: int = 0) -> None:
+        count = settings.message_queue_partitions
+        super().__init__(url=settings.message_queue_url,
+                         channel=partition_channel(settings.message_queue_channel, partition, count),
                          write_only=write_only, logger=logger)
         self._settings = settings
+        self.partition = partition
         self._slot_owner = None  # on a Redis Cluster: the master of the channel's slot
         self.pubsub_commands = SHARDED if settings.uses_redis_cluster else CLASSIC
         self.scripts = PublishScripts(self.pubsub_commands)
+        if count > 1:  # (a worker of another count is refused: partitions.foreign_workers)
+            self.host_id += partition_mark(count)
         if settings.message_queue_routing and not write_only:
             self.host_id += ROUTING_MARK  # (the others know it reads its rooms' channels)
+        # live workers whose partitions differ from this one's (the first partition's
+        # heartbeat finds them): every publish is refused while there are any
+        self.foreign: set[str] = set()
         self.seen = seen
         self._init_delivery()
         self._init_routes()
         # the birth of the set of live workers its rooms' holders were registered for
         self._routes_born: str | None = None
-        self.members_key = settings.message_queue_channel + ":workers"
+        self.members_key = self.channel + ":workers"
         self.born_key = self.members_key + ":born"
         self.membership = Membership()
         self.announced = None  # an event: every other live worker has read this one
@@ -78,8 +89,33 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self.control = RedisControlBus(self.publisher, settings.message_queue_channel + ":control",
                                        timeout=settings.gather_timeout,
                                        key=control_key(settings), pubsub=self.pubsub_commands,
-                                       moved=self.queue_moved)
+                                       moved=self.queue_moved) if partition == 0 else None
         self.heartbeat_hooks.append(self.reap_routes)
+
+    def add_partitions(self, others: list[RedisQueueManager]) -> None:
+        """The queues of the other partitions, sharing this one's sockets and rooms
+        (the server knows this manager alone: it hands each partition its rooms')."""
+        self.partitions = [self, *others]
+        self.delivering = threading.Lock()  # (green under eventlet and gevent)
+        for other in others:
+            other.partitions = self.partitions
+            other.host_id = self.host_id  # (one worker, whichever partition it is in)
+            for name in ("rooms", "rooms_of", "eio_to_sid", "callbacks", "pending_connect",
+                         "pending_disconnect", "offset_sids", "replaying", "entered", "seen",
+                         "delivering"):
+                setattr(other, name, getattr(self, name))
+
+    def partition_for(self, namespace: str, room) -> RedisQueueManager:
+        """The queue of a logged room's partition (the namespace's announcements: room
+        None); the first partition's for anything else."""
+        queues = self.partitions
+        if len(queues) == 1:
+            return self
+        prefix = self.log.logged.get(namespace) if self.log is not None else None
+        if prefix is None or not (room is None or (isinstance(room, str)
+                                                   and room.startswith(prefix))):
+            return queues[0]
+        return queues[partition_of(len(queues), namespace, room)]
 
     def publisher(self) -> redis.Redis:
         """The shared client for publishes and commands, created on first use."""
@@ -120,7 +156,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         if urlparse(url).scheme == "redis+sentinel":
             sentinels, service, extra = parse_redis_sentinel_url(url)
             sentinel = redis.sentinel.Sentinel(sentinels, **{**options, **extra})
-            return sentinel.master_for(service or self.channel, max_connections=s.redis_max_connections)
+            return sentinel.master_for(service or s.message_queue_channel,
+                                       max_connections=s.redis_max_connections)
         if not for_publishing:
             return redis.Redis.from_url(url, **options)
         pool = redis.BlockingConnectionPool.from_url(
@@ -148,13 +185,17 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
 
     def initialize(self) -> None:
         super().initialize()  # starts python-socketio's listener (_thread)
+        for other in self.partitions[1:] if self.partition == 0 else ():
+            other.set_server(self.server)
+            other.initialize()
         if self.write_only:
             return
         self._wakeup = self.server.eio.create_event()
         self.announced = self.server.eio.create_event()
         self.server.start_background_task(supervised, self.server.sleep, self._publisher_loop)
         self.server.start_background_task(supervised, self.server.sleep, self._heartbeat_loop)
-        self.control.start(self.server.start_background_task, self.subscriber)
+        if self.control is not None:
+            self.control.start(self.server.start_background_task, self.subscriber)
 
     def listeners(self) -> int:
         """How many workers are subscribed to the channel right now."""

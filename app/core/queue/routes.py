@@ -129,18 +129,20 @@ class Routing:
         return f"{self.routes_key}:{host}"
 
     # --- entering and leaving -----------------------------------------------------------
+    # (the rooms are the first partition's, shared: a room's route is its partition's)
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         if room == sid:
             return super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self.route(namespace, room)
+        queue = self.partition_for(namespace, room)
+        queue.route(namespace, room)
         try:
             return super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         finally:  # (python-socketio refused it: the sid is gone, say)
-            self._idle_if_empty(namespace, room)
+            queue._idle_if_empty(namespace, room)
 
     def basic_leave_room(self, sid, namespace, room):
         result = super().basic_leave_room(sid, namespace, room)
-        self._idle_if_empty(namespace, room)
+        self.partition_for(namespace, room)._idle_if_empty(namespace, room)
         return result
 
     def _idle_if_empty(self, namespace: str, room) -> None:
@@ -152,6 +154,9 @@ class Routing:
             self._idle.add(channel)
 
     def entered_floor(self, namespace: str, room) -> tuple[int, int] | None:
+        queue = self.partition_for(namespace, room)
+        if queue is not self:
+            return queue.entered_floor(namespace, room)
         route = self.routes.get(self.route_of(namespace, room) or "")
         floor = route.floor if route is not None else None
         if self.position is None or floor is None:
