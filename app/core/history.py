@@ -340,6 +340,8 @@ class PartitionedLog:
     def after(self, keys: list[str], after: str, limit: int | None = None,
               events: str | None = None) -> tuple[list[Entry], bool]:
         """(`keys` of one partition: ids are a partition's own)"""
+        if not keys:
+            return [], True
         return self.by_key(keys[0]).after(keys, after, limit, events)
 
 

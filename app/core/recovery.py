@@ -408,15 +408,16 @@ class Recovery:
         interleaved by time), or None over the budget; and whether nothing is missing."""
         streams, complete = [], True
         entries_left, bytes_left = self.max_entries, self.max_bytes
-        for partition, partition_keys in keys.items():
+        for n, (partition, partition_keys) in enumerate(keys.items(), 1):
             entries, whole = self.log.logs[partition].snapshot_after(
                 partition_keys, format_id(offset[partition]), entries_left, bytes_left)
             if entries is None:
                 return None, False
             complete = complete and whole
-            entries_left -= len(entries)
-            bytes_left -= sum(len(Entry.fields(e.event, e.data, e.skip_sid)) for e in entries)
             streams.append([(partition, entry) for entry in entries])
+            if n < len(keys):  # (what the next partitions' reads may still take)
+                entries_left -= len(entries)
+                bytes_left -= sum(len(Entry.fields(e.event, e.data, e.skip_sid)) for e in entries)
         return list(heapq.merge(*streams, key=lambda item: item[1].key)), complete
 
     def end(self, state: Connecting, eio_sid: str) -> None:

@@ -154,6 +154,7 @@ class FrameWriter:
         self.closed = False
         self.done = None  # an event, made only for a close that waits (most never do)
         self.drained = None  # an event, made only when the reader waits for the flusher
+        self.timed_out = False  # its session's ping timeout seen by a send: closing
 
     @property
     def backlog(self) -> int:
@@ -377,6 +378,11 @@ class _DetachedQueue:
 
 
 DETACHED_QUEUE = _DetachedQueue()
+
+
+def _close_timed_out(session) -> None:
+    with contextlib.suppress(exceptions.SocketIsClosedError):
+        session.check_ping_timeout()  # (closed meanwhile: nothing to do)
 
 
 def _direct(environ, server):
@@ -750,8 +756,14 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
         writer = session.writer if session is not None else None
         if writer is None or session.closed:
             return super().send_packet(sid, pkt)
-        if not session.last_ping or session.check_ping_timeout():
+        last_ping = session.last_ping
+        if not last_ping or time.time() - last_ping <= self.ping_timeout:
             writer.write(pkt)
+        elif not writer.timed_out:
+            # (python-engineio closes it here, running the disconnect handler inside the
+            # emit: a listener delivering a room's message would wait on its Redis calls)
+            writer.timed_out = True
+            self.start_background_task(_close_timed_out, session)
         return None
 
     def handle_request(self, environ, start_response):

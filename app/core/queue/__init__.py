@@ -87,8 +87,9 @@ def create_manager(settings: Settings, *, write_only: bool = False,
                                  settings.history_max_age_seconds)
             queue.log.logged = queues[0].log.logged  # (one dict: namespaces add to it)
             queue.log.partition = queue.partition
-            queue.log.owns = (lambda namespace, room, index=queue.partition:
-                              partition_of(count, namespace, room) == index)
+            if count > 1:
+                queue.log.owns = (lambda namespace, room, index=queue.partition:
+                                  partition_of(count, namespace, room) == index)
             if settings.message_queue_routing:  # the logged rooms are the routed ones
                 queue.routed = queues[0].routed
         manager = queues[0]

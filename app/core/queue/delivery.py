@@ -147,6 +147,8 @@ class LoggedDelivery:
                     if key <= floor:  # replayed already (the floor of its snapshot)
                         continue
                     del held[here]  # in id order from here on
+                if held:
+                    self._pass_floors(held)
                 if not held:
                     del self.replaying[sid]
                 floors = held
@@ -170,12 +172,28 @@ class LoggedDelivery:
         every partition (raised to the floors of its replay)."""
         if len(self.partitions) == 1:
             return format_id(key)
-        positions = [key if queue is self else queue.delivered or NONE
-                     for queue in self.partitions]
+        # (an event below this partition's position: one of a room its catch-up did not
+        # cover; the offset never goes back, or a replay would repeat what it had)
+        positions = [max(key, self.delivered or key) if queue is self
+                     else queue.delivered or NONE for queue in self.partitions]
         if floors:
             positions = [max(position, floors.get(index, position))
                          for index, position in enumerate(positions)]
         return encode_offset(positions)
+
+    def _pass_floors(self, floors: dict) -> None:
+        """A recovered socket's floors that its partitions' positions have passed: no
+        longer needed (later ids are above them; its offset is the position's)."""
+        for index in [index for index, floor in floors.items()
+                      if (done := self.partitions[index].delivered) is not None and floor <= done]:
+            del floors[index]
+
+    def raise_position(self, key: tuple[int, int]) -> None:
+        """Nothing of this partition below `key` is still to come (a tick: queue/ticks)."""
+        if self.position is None or key > self.position:
+            self.position = key
+        if self.delivered is None or key > self.delivered:
+            self.delivered = key
 
     def send_logged(self, eio_sid: str, namespace: str, event: str, data: list, stream_id: str,
                     offset: str) -> None:

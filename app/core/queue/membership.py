@@ -144,6 +144,8 @@ class Heartbeat:
     def check(self) -> str | None:
         """None when a publish made now would be judged ok (readiness), else why not (in
         every partition of the queue)."""
+        if self.partitions[0].foreign:
+            return "message queue: a worker with another MESSAGE_QUEUE_PARTITIONS is live"
         for queue in self.partitions:
             problem = queue._check_partition()
             if problem is not None:
@@ -185,7 +187,13 @@ class Heartbeat:
         for queue in queues:
             queue._leaving = self.server.eio.create_event()
         try:
-            said = [queue._say_leaving() for queue in queues]
+            # (at once in every partition: one whose master is down must not hold up the others)
+            said: list[bool] = []
+            tasks = [self.server.start_background_task(lambda q=queue: said.append(q._say_leaving()))
+                     for queue in queues[1:]]
+            said.append(self._say_leaving())
+            for task in tasks:
+                task.join()
             if any(said):
                 self.server.sleep(LEAVE_GRACE)
         finally:
@@ -215,6 +223,7 @@ class Heartbeat:
         while self._leaving is None:
             if self._beat():
                 self._heartbeat_hooks()
+                self.tick()
             self.sweep_routes()
             self._forget_silent_publishers()
             self.server.sleep(HEARTBEAT)

@@ -19,6 +19,8 @@ guarantees (docs/architecture.md); across partitions there is no common order, s
 
 from __future__ import annotations
 
+import functools
+import itertools
 import zlib
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -36,11 +38,13 @@ def partition_of(count: int, namespace: str, room) -> int:
     return zlib.crc32(f"{namespace}\x00{name}".encode()) % count
 
 
+@functools.lru_cache(maxsize=256)
 def partition_channel(channel: str, index: int, count: int) -> str:
     """The channel (prefix of every key) of partition `index`: the first keeps the
-    queue's own. On a Redis Cluster (a hash-tagged channel) partition k's tag is chosen
-    to hash into the k-th of `count` equal ranges of slots after the first's, so that
-    the partitions spread over the masters of an evenly sharded cluster."""
+    queue's own. On a Redis Cluster (a hash-tagged channel) partition k's tag hashes to
+    the slot k/count of the way round from the first's: the partitions are as far
+    apart as they can be, so on a cluster whose masters hold equal ranges of slots
+    (as `redis-cli --cluster create` makes them) `count` masters get one each."""
     if index == 0:
         return channel
     start = channel.find("{")
@@ -48,13 +52,13 @@ def partition_channel(channel: str, index: int, count: int) -> str:
     if start < 0 or end <= start + 1:
         return f"{channel}.{index}"
     tag = channel[start + 1:end]
-    width = REDIS_CLUSTER_HASH_SLOTS // count
-    low = (key_slot(tag.encode()) + index * width) % REDIS_CLUSTER_HASH_SLOTS
-    for salt in range(1_000_000):  # (about `count` tries: crc16 spreads evenly)
+    target = (key_slot(tag.encode()) + round(index * REDIS_CLUSTER_HASH_SLOTS / count)
+              ) % REDIS_CLUSTER_HASH_SLOTS
+    for salt in itertools.count():  # (16,384 tries on average: some milliseconds)
         candidate = f"{tag}.{index}.{salt}"
-        if (key_slot(candidate.encode()) - low) % REDIS_CLUSTER_HASH_SLOTS < width:
+        if key_slot(candidate.encode()) == target:
             return channel[:start + 1] + candidate + channel[end:]
-    raise RuntimeError("no hash tag found for a partition")  # (unreachable)
+    raise AssertionError("unreachable")
 
 
 def partition_mark(count: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from app.core.history import format_id, parse_id
 from app.core.queue.delivery import first_delivery
 from app.core.queue.membership import LEAVE
 from app.core.queue.scripts import decoded
+from app.core.queue.ticks import TICK
 
 log = logging.getLogger("app.core.queue")
 
@@ -51,6 +53,7 @@ class Receiver:
                     # the subscription when the catch-up reads the log)
                     self._catch_up()
                     self._subscribed = True
+                    self.tick(force=True)  # (with partitions: its position known at once)
                     retry_sleep = 0.0
                     if self._subscription.restored():
                         self.membership.queue_restored()
@@ -91,7 +94,10 @@ class Receiver:
         # a socket entering a room from here on has what is up to `top` from its history
         self.position = top
         if previous is None:
-            self.delivered = top  # (no socket is in a room of this queue yet)
+            # (with partitions, `delivered` waits for a tick: events up to `top` may still
+            # be on their way through the new subscription, to sockets already here)
+            if len(self.partitions) == 1:
+                self.delivered = top
             return
         try:
             self._deliver_missed(previous, top)
@@ -190,6 +196,10 @@ class Receiver:
                     log.info("missed %d message(s) from worker %s (published while this worker "
                              "was not subscribed: their senders were told)", seq - last - 1, host)
                 self._last_seq[host] = (seq, time.monotonic())
+            if data.get("method") == TICK:
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    self.raise_position(parse_id(data.get("offset")))
+                continue
             if data.get("method") == LEAVE:
                 log.info("worker %s left the message queue", host)
                 self.membership.forget(host)

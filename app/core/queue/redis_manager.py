@@ -31,11 +31,12 @@ from app.core.queue.pubsub import CLASSIC, SHARDED
 from app.core.queue.receiver import Receiver
 from app.core.queue.routes import ROUTING_MARK, Routing
 from app.core.queue.scripts import PublishScripts
+from app.core.queue.ticks import Ticks
 from config.settings import Settings
 
 
-class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery, RoomIndex,
-                        RedisManagerHooks):
+class RedisQueueManager(Heartbeat, Ticks, Publisher, Receiver, Routing, LoggedDelivery,
+                        RoomIndex, RedisManagerHooks):
     repeats = True  # a logged event can come again: a client_id's retry (LoggedDelivery)
 
     def __init__(self, settings: Settings, *, write_only: bool = False,
@@ -75,8 +76,9 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         self._subscribed = False
         self._registered = False
         self._leaving = None  # an event once leave() has started
-        self._publishing = Outage("publish")  # publishes and this worker's registration
-        self._subscription = Outage("subscription")
+        named = f" (partition {partition})" if partition else ""
+        self._publishing = Outage("publish" + named)  # publishes and this worker's registration
+        self._subscription = Outage("subscription" + named)
         self._members_script = None
         # Are APPEND_SCRIPT and BORN_SCRIPT in this Redis's script cache? Loaded before
         # the first batch and after every resubscribe (a restarted Redis has none: a
@@ -96,7 +98,8 @@ class RedisQueueManager(Heartbeat, Publisher, Receiver, Routing, LoggedDelivery,
         """The queues of the other partitions, sharing this one's sockets and rooms
         (the server knows this manager alone: it hands each partition its rooms')."""
         self.partitions = [self, *others]
-        self.delivering = threading.Lock()  # (green under eventlet and gevent)
+        if others:
+            self.delivering = threading.Lock()  # (green under eventlet and gevent)
         for other in others:
             other.partitions = self.partitions
             other.host_id = self.host_id  # (one worker, whichever partition it is in)
