@@ -154,7 +154,6 @@ class FrameWriter:
         self.closed = False
         self.done = None  # an event, made only for a close that waits (most never do)
         self.drained = None  # an event, made only when the reader waits for the flusher
-        self.timed_out = False  # its session's ping timeout seen by a send: closing
 
     @property
     def backlog(self) -> int:
@@ -415,6 +414,7 @@ class Session(ConformantSocket, engineio_hooks.SocketHooks):
     writer: FrameWriter | None = None
     ping_due: float | None = None
     closing_extra = False  # a second WebSocket for this upgraded session is being closed
+    timing_out = False  # a send found it past its ping timeout: being closed
     upgrade: Connection | None = None  # the WebSocket this session is upgrading to
 
     @property
@@ -753,17 +753,21 @@ class EngineServer(ConformantServer, engineio_hooks.ServerHooks):
         # goes to its writer with no more calls than needed (python-engineio's path is
         # three more, and two lookups of the session).
         session = self.sockets.get(sid)
-        writer = session.writer if session is not None else None
-        if writer is None or session.closed:
+        if session is None or session.closed:
             return super().send_packet(sid, pkt)
         last_ping = session.last_ping
-        if not last_ping or time.time() - last_ping <= self.ping_timeout:
-            writer.write(pkt)
-        elif not writer.timed_out:
-            # (python-engineio closes it here, running the disconnect handler inside the
-            # emit: a listener delivering a room's message would wait on its Redis calls)
-            writer.timed_out = True
-            self.start_background_task(_close_timed_out, session)
+        if last_ping and time.time() - last_ping > self.ping_timeout:
+            # past its ping timeout: closed in a task of its own (python-engineio closes
+            # it here, running the disconnect handler and its Redis calls inside the
+            # emit, and so inside a listener's delivery of a room's message)
+            if not session.timing_out:
+                session.timing_out = True
+                self.start_background_task(_close_timed_out, session)
+            return None
+        writer = session.writer
+        if writer is None:  # (polling, or upgrading)
+            return super().send_packet(sid, pkt)
+        writer.write(pkt)
         return None
 
     def handle_request(self, environ, start_response):
