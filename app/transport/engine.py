@@ -380,8 +380,11 @@ DETACHED_QUEUE = _DetachedQueue()
 
 
 def _close_timed_out(session) -> None:
-    with contextlib.suppress(exceptions.SocketIsClosedError):
-        session.check_ping_timeout()  # (closed meanwhile: nothing to do)
+    # closed whatever a late PONG did meanwhile: a packet was dropped (python-engineio
+    # decides at the send, too: its client comes back and is recovered)
+    if not session.closed:
+        session.server.logger.info("%s: Client is gone, closing socket", session.sid)
+        session.close(wait=False, abort=False, reason=session.server.reason.PING_TIMEOUT)
 
 
 def _direct(environ, server):

@@ -123,7 +123,7 @@ def test_a_polling_client_upgrades_without_losing_or_reordering(server, make_tok
         sender.call("message", {"room": "upgrading", "text": "after"})
         wait_for(lambda: received[-1:] == ["after"], message="a message after the upgrade")
     finally:
-        client.disconnect()
+        client.shutdown()
 
 
 @stock_deviation("the upgrade's NOOP is also written on the new WebSocket")

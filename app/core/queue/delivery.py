@@ -112,6 +112,11 @@ class LoggedDelivery:
                                         caught_up)
 
     def _deliver_logged(self, event, data, namespace, room, skip_sid, offset, repeat, caught_up):
+        if getattr(self, "_leaving", None) is not None:
+            # Left the queue (a drain): its rooms' channels are unsubscribed, so an offset
+            # sent now could pass their events; its sockets, about to be closed, get
+            # this and what they miss from their recovery, or their `since`.
+            return
         key = parse_id(offset) if offset else None
         repeat = repeat and key is not None
         if self.covered is not None and key is not None and not caught_up:
@@ -190,6 +195,8 @@ class LoggedDelivery:
 
     def raise_position(self, key: tuple[int, int]) -> None:
         """Nothing of this partition below `key` is still to come (a tick: queue/ticks)."""
+        if getattr(self, "_leaving", None) is not None:
+            return  # (no longer subscribed to its rooms: nothing moves)
         if self.position is None or key > self.position:
             self.position = key
         if self.delivered is None or key > self.delivered:

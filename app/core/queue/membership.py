@@ -201,6 +201,14 @@ class Heartbeat:
                 queue._leaving.set()
 
     def _say_leaving(self) -> bool:
+        try:
+            return self._say_leaving_now()
+        except Exception:  # (a task's error: eventlet's join would raise it into the drain)
+            log.exception("leaving the message queue failed%s",
+                          f" (partition {self.partition})" if self.partition else "")
+            return False
+
+    def _say_leaving_now(self) -> bool:
         with contextlib.suppress(RedisError):
             self.publisher().zrem(self.members_key, self.host_id)
         with contextlib.suppress(RedisError):

@@ -18,7 +18,6 @@ the key says, once it has subscribed: its position is then known a moment later.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 
 from redis.exceptions import NoScriptError, RedisError
@@ -52,16 +51,23 @@ return id
 class Ticks:
     """RedisQueueManager's ticks (with several partitions only)."""
 
+    _tick_script: tuple[str, str] | None = None  # (text, SHA1), this pub/sub's
+
     def tick(self, force: bool = False) -> None:
-        if len(self.partitions) == 1 or self.write_only or self.log is None:
+        if (len(self.partitions) == 1 or self.write_only or self.log is None
+                or not self.log.enabled):
             return
-        script = self.pubsub_commands.script(TICK_SCRIPT)
-        sha = hashlib.sha1(script.encode()).hexdigest()
+        if self._tick_script is None:
+            script = self.pubsub_commands.script(TICK_SCRIPT)
+            self._tick_script = script, hashlib.sha1(script.encode()).hexdigest()
+        script, sha = self._tick_script
         args = (2, self.log.last_key, f"{self.channel}:tick", self.channel,
                 int(TICK_INTERVAL * 1000), "1" if force else "0")
         client = self.publisher()
-        with contextlib.suppress(RedisError):  # (an outage: logged by the heartbeat)
+        try:
             try:
                 client.evalsha(sha, *args)
             except NoScriptError:
                 client.eval(script, *args)
+        except RedisError as exc:  # (logged once per outage, with the publishes')
+            self._publishing.failed(exc)
