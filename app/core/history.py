@@ -171,13 +171,15 @@ class EventLog:
     def key_for(self, namespace: str, room: Any) -> str | None:
         """The log of a broadcast, or None when it is not logged (a socket's own room,
         a namespace that does not log, several rooms at once)."""
-        prefix = self.logged.get(namespace)
-        if prefix is None or not self.enabled:
-            return None
-        if ((room is None or (isinstance(room, str) and room.startswith(prefix)))
-                and self.owns(namespace, room)):
+        if self.enabled and self.logs_room(namespace, room) and self.owns(namespace, room):
             return self.key(namespace, room)
         return None
+
+    def logs_room(self, namespace: str, room: Any) -> bool:
+        """Is `room` one of the namespace's logged rooms (None: its announcements)?"""
+        prefix = self.logged.get(namespace)
+        return prefix is not None and (room is None or (isinstance(room, str)
+                                                        and room.startswith(prefix)))
 
     def _oldest_kept(self) -> tuple[int, int]:
         return int((time.time() - self.max_age) * 1000), 0

@@ -371,8 +371,8 @@ class Recovery:
         keys: dict[int, list[str]] = {}
         for room in (None, *rooms):
             room_log = self.log.of(namespace, room)
-            key = room_log.key(namespace, None) if room is None else room_log.key_for(namespace, room)
-            if key is not None:
+            # (the announcements' always: offers() saw the namespace logged)
+            if (key := room_log.key_for(namespace, room)) is not None:
                 keys.setdefault(room_log.partition, []).append(key)
         try:
             entered = []

@@ -3,10 +3,12 @@ stream, ids, holders and channel, belongs to one partition, a queue of its own u
 hash tag of its own, so that on a Redis Cluster the rooms spread over the masters.
 
 Each partition is a whole queue (a `RedisQueueManager`: its publisher, subscription,
-set of live workers, catch-up and position in its log): the first holds everything
-that is not a room's (namespace-wide broadcasts stay in it too, as a room of their
-own), the others only their rooms. What a partition guarantees is what the queue
-guarantees (docs/architecture.md); across partitions there is no common order, so:
+set of live workers, catch-up and position in its log): the first also holds
+everything that is not a logged room's (presence, idempotency claims, recovery
+records, limits, the control bus, the shared channel); a logged namespace's
+announcements are a room of their own, in whichever partition they hash to. What a
+partition guarantees is what the queue guarantees (docs/architecture.md); across
+partitions there is no common order, so:
 
 - a room's order holds, and one sender's order across rooms of one partition; one
   sender's messages to rooms of two partitions can reach a member of both in either
@@ -83,9 +85,7 @@ def _count_of(host: str) -> int:
 
 
 def encode_offset(positions: list) -> str:
-    """A socket's offset: its position in each partition."""
-    if len(positions) == 1:
-        return format_id(positions[0])
+    """A socket's offset: its position in each partition (one: the id alone)."""
     return ".".join(format_id(p) for p in positions)
 
 

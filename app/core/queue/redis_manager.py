@@ -114,9 +114,7 @@ class RedisQueueManager(Heartbeat, Ticks, Publisher, Receiver, Routing, LoggedDe
         queues = self.partitions
         if len(queues) == 1:
             return self
-        prefix = self.log.logged.get(namespace) if self.log is not None else None
-        if prefix is None or not (room is None or (isinstance(room, str)
-                                                   and room.startswith(prefix))):
+        if self.log is None or not self.log.logs_room(namespace, room):
             return queues[0]
         return queues[partition_of(len(queues), namespace, room)]
 
