@@ -20,9 +20,20 @@ def test_clients_on_different_workers_of_one_gunicorn_share_room_messages(
                               TRANSPORTS="websocket")
     clients = [connect(server.url, user=f"w{i}") for i in range(12)]
     admin = connect(server.url, ["/admin"], user="root", role="admin")
-    # every worker has subscribed once a client reached it; wait for both to answer
-    counts = wait_for(lambda: len(c := chat_connections_per_worker(admin)) == 2 and c,
-                      message="both workers to hold clients")
+
+    # every worker has subscribed once a client reached it; wait for both to answer.
+    # (A worker still booting when the first clients came gets none of them: the
+    # kernel spreads connections over the listening workers. More come until both
+    # hold some, as a client population would.)
+    def both_hold_clients():
+        counts = chat_connections_per_worker(admin)
+        if len(counts) == 2 and all(count > 0 for count in counts.values()):
+            return counts
+        if len(clients) < 60:
+            clients.append(connect(server.url, user=f"w{len(clients)}"))
+        return None
+
+    counts = wait_for(both_hold_clients, message="both workers to hold clients")
     assert all(count > 0 for count in counts.values()), counts
     for client in clients:
         client.call("join", {"room": "workers"})
